@@ -1,0 +1,378 @@
+"""Turn delivery failures into Outcomes: retryable (with a retry-after) or permanent.
+
+Rules, shared by every channel:
+
+- HTTP: 2xx sent; 408, 425, 429 and 5xx retryable (429 honours ``Retry-After`` in seconds
+  or as an HTTP-date, else a JSON body's ``retry_after`` as Discord sends it); any other
+  status permanent.
+- Network: timeouts, refused or reset connections, DNS failures retryable; a TLS certificate
+  that does not verify, an invalid URL or a redirect loop permanent.
+- SMTP: authentication failures and 5xx replies permanent; 4xx replies, disconnects and
+  network errors retryable.
+
+Reasons are short (``HTTP 503 Service Unavailable``, ``timeout after 10s``, ``connection
+refused``) and built from types and status codes, never from URLs or server text, so they
+hold no secret.
+
+Apprise only tells whether a send worked, so :func:`capture` records what the blocking
+libraries underneath it saw: a wrapper installed once on ``requests``' ``HTTPAdapter.send``
+and on ``smtplib.SMTP`` records each response or exception for the current context (the
+call then proceeds unchanged), and :func:`classify_capture` classifies the recording.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import email.utils
+import errno
+import functools
+import json
+import smtplib
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any
+
+from router.channels.base import Outcome
+from router.durations import format_duration
+
+RETRYABLE_STATUSES = frozenset({408, 425, 429})
+"""4xx statuses worth retrying; every 5xx is retryable too."""
+
+MAX_RETRY_AFTER = 86_400.0
+"""Retry-After values are capped to a day: a larger one is a provider bug, not a plan."""
+
+_BODY_LIMIT = 65_536
+
+
+# --- HTTP statuses -------------------------------------------------------------------
+
+
+def status_reason(status: int) -> str:
+    """``HTTP 503 Service Unavailable``; the phrase comes from the standard, never from the server."""
+    try:
+        return f"HTTP {status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"HTTP {status}"
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP-date; None if unusable."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def _body_retry_after(body: bytes | str | None) -> float | None:
+    """Discord (and others) put ``{"retry_after": 1.5}`` in the body of a 429, in seconds."""
+    if not body:
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(data, dict):
+        value = data.get("retry_after")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return min(max(float(value), 0.0), MAX_RETRY_AFTER)
+    return None
+
+
+def retry_after_from(headers: Mapping[str, str], body: bytes | str | None = None) -> float | None:
+    """The wait a rate-limited response asks for: Retry-After, else the body's ``retry_after``,
+    else Discord's ``X-RateLimit-Reset-After``."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    for candidate in (
+        parse_retry_after(lowered.get("retry-after")),
+        _body_retry_after(body),
+        parse_retry_after(lowered.get("x-ratelimit-reset-after")),
+    ):
+        if candidate is not None:
+            return candidate
+    return None
+
+
+def classify_status(status: int, headers: Mapping[str, str] | None = None, body: bytes | str | None = None) -> Outcome:
+    """Classify an HTTP response status (2xx is sent)."""
+    reason = status_reason(status)
+    if 200 <= status < 300:
+        return Outcome.sent(reason)
+    if status in RETRYABLE_STATUSES or 500 <= status < 600:
+        retry_after = retry_after_from(headers or {}, body) if status in (429, 503) else None
+        return Outcome.retryable(reason, retry_after)
+    return Outcome.permanent(reason)
+
+
+# --- exceptions ----------------------------------------------------------------------
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception it wraps: causes, contexts, urllib3's ``reason``,
+    aiohttp's ``os_error`` and exceptions passed as arguments (as requests does)."""
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        linked: list[Any] = [current.__cause__, current.__context__]
+        linked += [getattr(current, "reason", None), getattr(current, "os_error", None)]
+        linked += list(current.args)
+        stack.extend(item for item in linked if isinstance(item, BaseException))
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    # urllib3's NewConnectionError subclasses its ConnectTimeoutError although it means
+    # "could not connect"; callers test for refusals and DNS failures first.
+    name = type(exc).__name__
+    return isinstance(exc, TimeoutError) or name in {
+        "Timeout",
+        "ConnectTimeout",
+        "ReadTimeout",
+        "ReadTimeoutError",
+        "ConnectTimeoutError",
+        "ServerTimeoutError",
+    }
+
+
+def _errno(exc: BaseException) -> int | None:
+    value = getattr(exc, "errno", None)
+    return value if isinstance(value, int) else None
+
+
+def classify_exception(exc: BaseException, *, timeout: float | None = None) -> Outcome:
+    """Classify a network-level exception from requests, urllib3, aiohttp, smtplib or the socket layer."""
+    if isinstance(exc, smtplib.SMTPException):  # an OSError subclass whose errno is the SMTP code
+        return classify_smtp_exception(exc, timeout=timeout)
+    chain = list(_chain(exc))
+    names = {type(e).__name__ for e in chain}
+    if any(isinstance(e, ConnectionRefusedError) or _errno(e) == errno.ECONNREFUSED for e in chain):
+        return Outcome.retryable("connection refused")
+    if any(isinstance(e, socket.gaierror) for e in chain) or "ClientConnectorDNSError" in names:
+        return Outcome.retryable("DNS lookup failed")
+    if any(isinstance(e, ssl.SSLCertVerificationError) for e in chain) or "ClientConnectorCertificateError" in names:
+        return Outcome.permanent("TLS certificate verification failed")
+    if names & {"InvalidURL", "MissingSchema", "InvalidSchema", "InvalidURLError", "LocationParseError"}:
+        return Outcome.permanent("invalid URL")
+    if names & {"TooManyRedirects", "TooManyRedirectsError"}:
+        return Outcome.permanent("too many redirects")
+    if any(_is_timeout(e) for e in chain):
+        return Outcome.retryable(f"timeout after {format_duration(timeout)}" if timeout else "timeout")
+    if any(isinstance(e, ConnectionResetError) or _errno(e) == errno.ECONNRESET for e in chain):
+        return Outcome.retryable("connection reset")
+    if any(isinstance(e, ssl.SSLError) for e in chain):
+        return Outcome.retryable("TLS error")
+    if any(isinstance(e, OSError) for e in chain) or names & {"ConnectionError", "ClientError", "ClientPayloadError"}:
+        return Outcome.retryable(f"connection error ({type(exc).__name__})")
+    return Outcome.retryable(f"unexpected error ({type(exc).__name__})")
+
+
+def _smtp_code_outcome(what: str, code: int) -> Outcome:
+    reason = f"{what} ({code})"
+    return Outcome.retryable(reason) if 400 <= code < 500 else Outcome.permanent(reason)
+
+
+def classify_smtp_exception(exc: BaseException, *, timeout: float | None = None) -> Outcome:
+    """Classify an smtplib exception: auth and 5xx permanent; 4xx, disconnects and network errors retryable."""
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        if 400 <= exc.smtp_code < 500:  # 454: temporary authentication failure
+            return Outcome.retryable(f"SMTP authentication temporarily failed ({exc.smtp_code})")
+        return Outcome.permanent(f"SMTP authentication failed ({exc.smtp_code})")
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return classify_refused_recipients(exc.recipients)
+    if isinstance(exc, smtplib.SMTPSenderRefused):
+        return _smtp_code_outcome("SMTP sender refused", exc.smtp_code)
+    if isinstance(exc, smtplib.SMTPDataError):
+        return _smtp_code_outcome("SMTP message refused", exc.smtp_code)
+    if isinstance(exc, smtplib.SMTPConnectError):
+        return Outcome.retryable(f"SMTP connect failed ({exc.smtp_code})")
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return _smtp_code_outcome("SMTP error", exc.smtp_code)
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return Outcome.permanent("SMTP server does not support a required extension (STARTTLS or AUTH)")
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return Outcome.retryable("SMTP server disconnected")
+    if isinstance(exc, smtplib.SMTPException):
+        return Outcome.retryable(f"SMTP error ({type(exc).__name__})")
+    return classify_exception(exc, timeout=timeout)
+
+
+def classify_refused_recipients(recipients: Mapping[str, tuple[int, bytes]]) -> Outcome:
+    """Recipients an SMTP server refused: retryable only when every refusal is temporary (4xx)."""
+    codes = sorted({code for code, _ in recipients.values()})
+    count = len(recipients)
+    what = f"SMTP refused {count} recipient{'s' if count != 1 else ''}"
+    reason = f"{what} ({', '.join(str(c) for c in codes)})"
+    if codes and all(400 <= c < 500 for c in codes):
+        return Outcome.retryable(reason)
+    return Outcome.permanent(reason)
+
+
+# --- capture of blocking I/O under apprise ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HttpExchange:
+    """One HTTP response as a library under apprise received it."""
+
+    status: int
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-cased names
+    body: bytes | None = None  # kept for rate-limited responses only
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedRecipients:
+    """An SMTP ``sendmail`` that returned refused recipients instead of raising."""
+
+    recipients: Mapping[str, tuple[int, bytes]]
+
+
+Event = HttpExchange | RefusedRecipients | BaseException
+
+
+@dataclass
+class Capture:
+    """What the I/O libraries saw during one apprise call, in order."""
+
+    events: list[Event] = field(default_factory=list)
+
+    def record(self, event: Event) -> None:
+        if self.events and self.events[-1] is event:
+            return  # the same exception seen by nested wrappers
+        self.events.append(event)
+
+
+_current: contextvars.ContextVar[Capture | None] = contextvars.ContextVar("router_io_capture", default=None)
+
+
+@contextmanager
+def capture() -> Iterator[Capture]:
+    """Record the HTTP and SMTP traffic of the current context (thread or task) while inside."""
+    install_requests_capture()
+    install_smtp_capture()
+    recorder = Capture()
+    token = _current.set(recorder)
+    try:
+        yield recorder
+    finally:
+        _current.reset(token)
+
+
+def classify_capture(ok: bool, recorded: Capture, *, timeout: float | None = None) -> Outcome:
+    """Classify an apprise call from its boolean result and what :func:`capture` recorded.
+
+    The last failure recorded decides. A failure with nothing recorded (apprise refused the
+    message itself, or a non-HTTP protocol failed) is retryable: retries are bounded, a lost
+    message is not.
+    """
+    if ok:
+        return Outcome.sent()
+    failures: list[Outcome] = []
+    saw_success = False
+    for event in recorded.events:
+        if isinstance(event, HttpExchange):
+            outcome = classify_status(event.status, event.headers, event.body)
+            if outcome.ok:
+                saw_success = True
+                continue
+            failures.append(outcome)
+        elif isinstance(event, RefusedRecipients):
+            failures.append(classify_refused_recipients(event.recipients))
+        else:
+            failures.append(classify_smtp_exception(event, timeout=timeout))
+    if failures:
+        return failures[-1]
+    if saw_success:
+        return Outcome.permanent("provider rejected the message (unexpected response to a 2xx request)")
+    return Outcome.retryable("delivery failed without a network error (see the apprise log)")
+
+
+_install_lock = threading.Lock()
+
+
+def _wrapped(original: Callable[..., Any], marker: str) -> bool:
+    return bool(getattr(original, marker, False))
+
+
+def install_requests_capture() -> None:
+    """Wrap ``requests.adapters.HTTPAdapter.send`` once so :func:`capture` sees every response."""
+    from requests.adapters import HTTPAdapter
+
+    with _install_lock:
+        original = HTTPAdapter.send
+        if _wrapped(original, "_router_capture"):
+            return
+
+        @functools.wraps(original)
+        def send(self: HTTPAdapter, request: Any, *args: Any, **kwargs: Any) -> Any:
+            recorder = _current.get()
+            if recorder is None:
+                return original(self, request, *args, **kwargs)
+            try:
+                response = original(self, request, *args, **kwargs)
+            except BaseException as exc:
+                recorder.record(exc)
+                raise
+            body: bytes | None = None
+            if response.status_code in (429, 503) and not kwargs.get("stream", False):
+                # Reading here is what requests does next anyway; the content stays cached.
+                try:
+                    body = response.content[:_BODY_LIMIT]
+                except Exception:
+                    body = None
+            headers = {k.lower(): v for k, v in response.headers.items()}
+            recorder.record(HttpExchange(response.status_code, headers, body))
+            return response
+
+        send._router_capture = True  # type: ignore[attr-defined]
+        HTTPAdapter.send = send  # type: ignore[method-assign]
+
+
+def install_smtp_capture() -> None:
+    """Wrap ``smtplib.SMTP``'s network methods once so :func:`capture` sees SMTP failures."""
+    with _install_lock:
+        for name in ("__init__", "connect", "starttls", "login", "sendmail"):
+            original = getattr(smtplib.SMTP, name)
+            if _wrapped(original, "_router_capture"):
+                continue
+            setattr(smtplib.SMTP, name, _smtp_wrapper(original, name))
+
+
+def _smtp_wrapper(original: Callable[..., Any], name: str) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def method(self: smtplib.SMTP, *args: Any, **kwargs: Any) -> Any:
+        recorder = _current.get()
+        try:
+            result = original(self, *args, **kwargs)
+        except BaseException as exc:
+            if recorder is not None:
+                recorder.record(exc)
+            raise
+        if recorder is not None and name == "sendmail" and result:
+            recorder.record(RefusedRecipients(dict(result)))
+        return result
+
+    method._router_capture = True  # type: ignore[attr-defined]
+    return method

@@ -1,0 +1,174 @@
+"""Email over SMTP, sent by apprise (``mailto://`` and ``mailtos://`` URLs in apprise's syntax).
+
+Apprise sends one message per ``to`` address, each carrying the ``cc`` and ``bcc``
+addresses (so with two ``to`` addresses a ``cc`` gets two copies). With ``format: html`` the
+body is wrapped in a minimal HTML document and apprise sends it as multipart/alternative
+with a plain-text part derived from it.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any, ClassVar, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from router.channels.apprise_base import AppriseBackedChannel, AppriseChannelConfig, wrong_type_hint
+from router.channels.base import ChannelConfig, Message
+from router.redact import redact_url
+
+_ADDRESS = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+$")
+_NAMED_ADDRESS = re.compile(r"^[^<>@]*<\s*[^@\s<>,;\"]+@[^@\s<>,;\"]+\s*>$")
+
+
+def _check_address(value: str, *, named: bool = False) -> str:
+    value = value.strip()
+    if _ADDRESS.match(value) or (named and _NAMED_ADDRESS.match(value)):
+        return value
+    raise ValueError(f"{value!r} is not an email address")
+
+
+def _split_url(url: str) -> tuple[str, list[tuple[str, str]]]:
+    base, _, query = url.strip().partition("?")
+    return base, parse_qsl(query, keep_blank_values=True)
+
+
+def html_document(title: str, body: str) -> str:
+    """``body`` (plain text) as a minimal HTML document: paragraphs at blank lines, <br> at newlines."""
+    paragraphs = [p for p in re.split(r"\n\s*\n", body.replace("\r\n", "\n").strip()) if p.strip()]
+    rendered = "\n".join("<p>" + html.escape(p).replace("\n", "<br>") + "</p>" for p in paragraphs)
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title></head>\n<body>\n{rendered}\n</body></html>"
+    )
+
+
+class EmailConfig(AppriseChannelConfig):
+    """Options of an ``email`` channel::
+
+    team-email:
+      type: email
+      url: "mailtos://user:${SMTP_PASSWORD}@smtp.example.com"
+      from: "Router <router@example.com>"
+      to: [team@example.com]
+      cc: [lead@example.com]
+      format: html                    # or text
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, hide_input_in_errors=True)
+
+    url: str = Field(
+        description=(
+            "SMTP server in apprise's syntax: mailtos://user:pass@smtp.example.com (TLS) or "
+            "mailto://smtp.example.com:25 (plain); apprise's ?options (smtp, mode, name, ...) are kept."
+        )
+    )
+    to: list[str] = Field(default_factory=list, description="Recipients; one message is sent to each.")
+    cc: list[str] = Field(default_factory=list, description="Carbon-copy addresses, added to every message.")
+    bcc: list[str] = Field(default_factory=list, description="Blind carbon-copy addresses.")
+    from_: str | None = Field(None, alias="from", description="Sender, 'bot@example.com' or 'Bot <bot@example.com>'.")
+    format: Literal["html", "text"] = Field(
+        "html", description="html: multipart text + HTML (body wrapped in minimal HTML); text: plain text only."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        value = value.strip()
+        scheme = value.split(":", 1)[0].lower()
+        if scheme not in ("mailto", "mailtos") or not value[len(scheme) :].startswith("://"):
+            raise ValueError(
+                "expected an apprise email URL: mailtos://user:pass@smtp.example.com or mailto://host:port"
+                + wrong_type_hint(value, "email")
+            )
+        try:
+            host = urlsplit(_split_url(value)[0]).hostname
+        except ValueError:
+            host = None
+        if not host:
+            raise ValueError("the email URL needs a host: mailtos://user:pass@smtp.example.com")
+        return value
+
+    @field_validator("to", "cc", "bcc")
+    @classmethod
+    def _valid_addresses(cls, value: list[str]) -> list[str]:
+        return [_check_address(v) for v in value]
+
+    @field_validator("from_")
+    @classmethod
+    def _valid_sender(cls, value: str | None) -> str | None:
+        return None if value is None else _check_address(value, named=True)
+
+    @model_validator(mode="after")
+    def _has_recipients(self) -> EmailConfig:
+        base, query = _split_url(self.url)
+        in_url = any(key == "to" and val for key, val in query) or urlsplit(base).path.strip("/")
+        if not self.to and not in_url:
+            raise ValueError("an email channel needs at least one recipient: add 'to: [someone@example.com]'")
+        return self
+
+
+class EmailChannel(AppriseBackedChannel):
+    """Sends each message as an email through an SMTP server."""
+
+    type_name: ClassVar[str] = "email"
+    Config: ClassVar[type[ChannelConfig]] = EmailConfig
+    max_title: ClassVar[int | None] = 998  # one header line (RFC 5322)
+    max_body: ClassVar[int | None] = None
+    markdown: ClassVar[str | None] = None
+
+    config: EmailConfig
+
+    def __init__(self, name: str, config: ChannelConfig) -> None:
+        if not isinstance(config, EmailConfig):
+            raise TypeError(f"EmailChannel needs an EmailConfig, got {type(config).__name__}")
+        super().__init__(name, config)
+
+    def secrets(self) -> list[str]:
+        try:
+            password = urlsplit(_split_url(self.config.url)[0]).password
+        except ValueError:
+            password = None
+        secrets = [password] if password else []
+        # apprise also takes the password as ?pass=
+        secrets += [v for k, v in _split_url(self.config.url)[1] if k in ("pass", "password") and v]
+        return secrets
+
+    def apprise_urls(self) -> list[tuple[str, list[str]]]:
+        cfg = self.config
+        base, query = _split_url(cfg.url)
+        params: dict[str, str] = {}
+        url_to: list[str] = []
+        for key, value in query:
+            if key == "to":
+                url_to.append(value)
+            else:
+                params[key] = value
+        recipients = [*url_to, *cfg.to]
+        if recipients:
+            params["to"] = ",".join(recipients)
+        if cfg.cc:
+            params["cc"] = ",".join(cfg.cc)
+        if cfg.bcc:
+            params["bcc"] = ",".join(cfg.bcc)
+        if cfg.from_:
+            params["from"] = cfg.from_
+        params["format"] = cfg.format
+        return [(f"{base}?{urlencode(params)}", [])]
+
+    def tune(self, plugin: Any) -> None:
+        # Apprise spaces a plugin's sends 5.5s apart by default; an SMTP relay needs no such
+        # gap, and rules have throttle/rate_limit for pacing people's inboxes.
+        plugin.request_rate_per_sec = 0
+
+    def prepare(self, message: Message) -> tuple[str, str]:
+        title = " ".join(message.title.split())
+        if self.config.format == "html":
+            return title, html_document(title, message.body)
+        return title, message.body
+
+    def describe(self) -> str:
+        count = len(self.config.to)
+        return f"{self.name} (email via {redact_url(self.config.url)}, {count} recipient{'s' if count != 1 else ''})"

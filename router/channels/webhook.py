@@ -1,0 +1,186 @@
+"""POST (or PUT/PATCH) each message as JSON to any URL: the high-throughput path.
+
+One aiohttp session per channel, created lazily inside the running loop, with a
+connection pool as large as the channel's ``concurrency``: no thread, no per-message
+session. Header values and the URL's credentials are secrets; reasons and logs show the
+URL as scheme and host only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from typing import ClassVar, Literal
+from urllib.parse import parse_qsl, urlsplit
+
+import aiohttp
+from pydantic import ConfigDict, Field, field_validator
+
+from router.channels.base import Channel, ChannelConfig, Message, Outcome
+from router.channels.classify import classify_exception, classify_status
+from router.durations import Duration
+from router.redact import install_log_filter, redact_url, register_secrets
+
+logger = logging.getLogger(__name__)
+
+_BODY_LIMIT = 65_536
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Path segments this long and mixed are tokens (as in https://hooks.example.com/T0K3N...).
+_TOKEN_LIKE = re.compile(r"^(?=.*\d)(?=.*[A-Za-z])[A-Za-z0-9_\-.~]{16,}$")
+
+
+async def _drain(response: aiohttp.ClientResponse) -> bytes:
+    """Read the response body (up to a limit): a fully read response returns its connection to the pool."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < _BODY_LIMIT:
+        chunk = await response.content.readany()
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)[:_BODY_LIMIT]
+
+
+class WebhookConfig(ChannelConfig):
+    """Options of a ``webhook`` channel::
+
+    audit-hook:
+      type: webhook
+      url: https://hooks.example.com/router
+      headers: {Authorization: "Bearer ${HOOK_TOKEN}"}
+      method: POST                    # PUT and PATCH too
+      timeout: 10s
+      concurrency: 32                 # also the size of the connection pool
+    """
+
+    # The URL and header values hold secrets: validation errors must not echo the input.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    url: str = Field(description="http(s) URL the message is sent to.")
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra request headers; values are secrets (never logged)."
+    )
+    timeout: Duration = Field(10.0, gt=0, le=300, description="Whole-request timeout.")
+    payload: Literal["message", "body"] = Field(
+        "message",
+        description=(
+            "message: JSON {title, body, meta}; body: the rendered body sent as it is (e.g. a template "
+            "that renders an API's own JSON), with content_type."
+        ),
+    )
+    content_type: str = Field("application/json", description="Content-Type of payload: body.")
+    verify_tls: bool = Field(True, description="Verify the server's TLS certificate.")
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        value = value.strip()
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            raise ValueError("not a valid URL") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _valid_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header in value.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"invalid header name {name!r}")
+            if "\n" in header or "\r" in header:
+                raise ValueError(f"the value of header {name!r} contains a line break")
+        return value
+
+
+class WebhookChannel(Channel):
+    """Sends each message as an HTTP request with aiohttp."""
+
+    type_name: ClassVar[str] = "webhook"
+    Config: ClassVar[type[ChannelConfig]] = WebhookConfig
+
+    config: WebhookConfig
+
+    def __init__(self, name: str, config: ChannelConfig) -> None:
+        if not isinstance(config, WebhookConfig):
+            raise TypeError(f"WebhookChannel needs a WebhookConfig, got {type(config).__name__}")
+        super().__init__(name, config)
+        register_secrets(*self.secrets())
+        install_log_filter()
+        self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    def secrets(self) -> list[str]:
+        """Header values, the URL's password and query values, and token-like path segments."""
+        parts = urlsplit(self.config.url)
+        found = list(self.config.headers.values())
+        if parts.password:
+            found.append(parts.password)
+        found += [v for _, v in parse_qsl(parts.query) if v]
+        found += [s for s in parts.path.split("/") if _TOKEN_LIKE.match(s)]
+        return found
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._session_loop is not loop:
+            connector = aiohttp.TCPConnector(
+                limit=self.config.concurrency,
+                limit_per_host=self.config.concurrency,
+                ssl=self.config.verify_tls,  # False: no certificate check
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.config.timeout),
+            )
+            self._session_loop = loop
+        return self._session
+
+    def _encode(self, message: Message) -> tuple[bytes, str]:
+        if self.config.payload == "body":
+            return message.body.encode("utf-8"), self.config.content_type
+        document = {"title": message.title, "body": message.body, "meta": message.meta}
+        # default=str: meta may hold datetimes and other values JSON has no type for.
+        return json.dumps(document, default=str, ensure_ascii=False).encode("utf-8"), "application/json"
+
+    async def send(self, message: Message) -> Outcome:
+        """Send one request; classify its status or its failure. Never raises for delivery failures."""
+        if self._closed:
+            return Outcome.retryable("channel closed (configuration reloaded or shutting down)")
+        try:
+            data, content_type = self._encode(message)
+        except (TypeError, ValueError) as exc:
+            return Outcome.permanent(f"message cannot be encoded ({type(exc).__name__})")
+        headers = {"Content-Type": content_type, **self.config.headers}
+        try:
+            session = self._get_session()
+            async with session.request(self.config.method, self.config.url, data=data, headers=headers) as response:
+                status = response.status
+                body = await _drain(response)
+                response_headers = dict(response.headers)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            outcome = classify_exception(exc, timeout=self.config.timeout)
+        except Exception as exc:  # a bug in aiohttp or here must not escape as a delivery failure
+            logger.warning("channel %s: unexpected %s while sending", self.name, type(exc).__name__)
+            outcome = Outcome.retryable(f"unexpected error ({type(exc).__name__})")
+        else:
+            outcome = classify_status(status, response_headers, body)
+        if not outcome.ok:
+            logger.debug("channel %s: %s (%s)", self.name, outcome.reason, outcome.status)
+        return outcome
+
+    async def aclose(self) -> None:
+        """Close the session and its connection pool."""
+        self._closed = True
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    def describe(self) -> str:
+        return f"{self.name} (webhook {self.config.method} {redact_url(self.config.url)})"

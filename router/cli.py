@@ -1,0 +1,549 @@
+"""The `router` command line: thin click commands over the modules below it.
+
+Exit codes (DESIGN.md): 0 success; 1 what was checked or tested is wrong; 2 the command could
+not do its work (usage error, a configuration that does not load, an unreadable event file,
+a template that fails to render).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from router import __version__
+from router.config.loader import default_config_path
+from router.errors import ConfigError, RouterError
+from router.registry import Registry
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+MAX_PROBLEMS_SHOWN = 25
+
+
+def config_option(func: F) -> F:
+    """``-c/--config``, shared by every command that reads rules.yaml."""
+    return click.option(
+        "-c",
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Path to rules.yaml (default: $ROUTER_CONFIG or ./rules.yaml).",
+    )(func)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print ``message`` to stderr and exit with ``code``; never a traceback."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def format_config_error(error: ConfigError) -> str:
+    """A one-screen rendering of every problem (capped) in a ConfigError."""
+    problems = error.problems
+    lines = [str(p) for p in problems[:MAX_PROBLEMS_SHOWN]]
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        lines.append(f"... and {len(problems) - MAX_PROBLEMS_SHOWN} more")
+    head = f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the configuration:"
+    return "\n".join([head, *(f"  {line}" for line in lines)])
+
+
+def load_registry() -> Registry:
+    from router.plugins import build_registry
+
+    registry = build_registry()
+    for plugin in registry.errors:
+        click.echo(f"warning: plugin {plugin.name} was not loaded: {plugin.error}", err=True)
+    return registry
+
+
+def resolve_config_path(config_path: Path | None) -> Path:
+    return config_path if config_path is not None else default_config_path()
+
+
+def load_runtime(config_path: Path | None, registry: Registry | None = None) -> Any:
+    """Build the Runtime, or exit 2 with the configuration's problems."""
+    from router.runtime import build_runtime
+
+    try:
+        return build_runtime(resolve_config_path(config_path), registry or load_registry())
+    except ConfigError as error:
+        fail(format_config_error(error))
+
+
+def read_json_file(path: Path, what: str = "event file") -> tuple[Any, bytes]:
+    """Parse a JSON file; exit 2 with a located message when it is not JSON."""
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        fail(f"cannot read {what} {path}: {error.strerror}")
+    try:
+        return json.loads(raw), raw
+    except UnicodeDecodeError:
+        fail(f"{path}: {what} is not UTF-8 text")
+    except json.JSONDecodeError as error:
+        fail(f"{path}:{error.lineno}:{error.colno}: {what} is not valid JSON: {error.msg}")
+
+
+def load_event_file(path: Path) -> Any:
+    """Read an event from a JSON file, as `router test` and `router render` take it."""
+    from router.events import event_from_object
+
+    obj, raw = read_json_file(path)
+    try:
+        return event_from_object(obj, body_for_id=raw)
+    except RouterError as error:
+        fail(f"{path}: {error}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="router")
+def cli() -> None:
+    """Route domain events to people: match rules, render templates, deliver to channels."""
+
+
+@cli.command()
+@config_option
+def check(config_path: Path | None) -> None:
+    """Validate rules.yaml and compile every template.
+
+    Exit 0 when everything is valid, 1 when the configuration or a template has errors.
+    """
+    from router.runtime import build_runtime
+
+    path = resolve_config_path(config_path)
+    registry = load_registry()
+    try:
+        runtime = build_runtime(path, registry)
+    except ConfigError as error:
+        click.echo(format_config_error(error), err=True)
+        sys.exit(1)
+    config = runtime.config
+    click.echo(f"{path}: OK")
+    channel_lines = []
+    for name, spec in config.channels.items():
+        enabled = runtime.channel_enabled(name)
+        channel_lines.append(f"{name} ({spec.type}{'' if enabled else ', disabled'})")
+    click.echo(f"  channels:  {len(config.channels)}: {', '.join(channel_lines) or '-'}")
+    click.echo(f"  rules:     {len(config.rules)}: {', '.join(r.name for r in config.rules) or '-'}")
+    names = runtime.templates.names()
+    click.echo(f"  templates: {len(names)} compiled: {', '.join(names) or '-'}")
+    transport = "RabbitMQ" if config.broker.url else "embedded SQLite queue"
+    click.echo(f"  broker:    {transport}")
+
+
+def _verdict_json(verdict: Any) -> dict[str, Any]:
+    from router.paths import MISSING
+
+    return {
+        "rule": verdict.rule.name,
+        "matched": verdict.matched,
+        "fired": verdict.fired,
+        "reason": verdict.reason,
+        "channels": list(verdict.rule.channels) if verdict.fired else [],
+        "job": verdict.rule.job,
+        "conditions": [
+            {
+                "path": c.path,
+                "operator": c.operator,
+                "expected": c.expected,
+                "actual": None if c.actual is MISSING else c.actual,
+                "missing": c.actual is MISSING,
+                "ok": c.ok,
+            }
+            for c in verdict.conditions
+        ],
+    }
+
+
+def _fired(verdicts: list[Any]) -> tuple[list[str], list[str]]:
+    rules: list[str] = []
+    channels: list[str] = []
+    for verdict in verdicts:
+        if verdict.fired:
+            rules.append(verdict.rule.name)
+            channels.extend(c for c in verdict.rule.channels if c not in channels)
+    return rules, channels
+
+
+@cli.command(name="test")
+@click.argument("event_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--explain", is_flag=True, help="Show, for each rule that did not fire, why not.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--cases",
+    "cases_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="YAML list of events with the rules/channels they must route to; exit 1 on a mismatch.",
+)
+@config_option
+def test_command(
+    event_file: Path | None, explain: bool, as_json: bool, cases_file: Path | None, config_path: Path | None
+) -> None:
+    """Show which rules and channels EVENT_FILE (JSON) routes to, or check a file of --cases."""
+    if (event_file is None) == (cases_file is None):
+        fail("give either EVENT_FILE or --cases CASES.yaml (see router test --help)")
+    runtime = load_runtime(config_path)
+    if cases_file is not None:
+        from router.cases import run_cases
+
+        try:
+            ok = run_cases(runtime, cases_file, echo=click.echo, as_json=as_json)
+        except RouterError as error:
+            fail(str(error))
+        sys.exit(0 if ok else 1)
+    assert event_file is not None
+    event = load_event_file(event_file)
+    verdicts = runtime.index.explain(event)
+    rules, channels = _fired(verdicts)
+    if as_json:
+        payload = {
+            "event": {"id": event.id, "type": event.type, "source": event.source},
+            "rules": rules,
+            "channels": channels,
+            "verdicts": [_verdict_json(v) for v in verdicts],
+        }
+        click.echo(json.dumps(payload, indent=2, default=str))
+        return
+    click.echo(f"event {event.type} (id {event.id})")
+    if not rules:
+        click.echo("  no rule matched")
+    for verdict in verdicts:
+        if verdict.fired:
+            rule = verdict.rule
+            target = ", ".join(rule.channels) if rule.job == "notify" else f"job {rule.job}"
+            click.echo(f"  ✓ {rule.name} -> {target}{'  (stop)' if rule.stop else ''}")
+        elif explain:
+            click.echo(f"  ✗ {verdict.rule.name}: {verdict.reason}")
+    if channels:
+        click.echo(f"channels: {', '.join(channels)}")
+
+
+@cli.command()
+@click.argument("template", required=False)
+@click.option("--rule", "rule_name", help="Render the template of this rule, for each of its channels.")
+@click.option(
+    "--event",
+    "event_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Event JSON file to render with.",
+)
+@click.option("--channel", "channel_name", help="Render only as this configured channel receives it.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {channel, title, body}.")
+@config_option
+def render(
+    template: str | None,
+    rule_name: str | None,
+    event_file: Path,
+    channel_name: str | None,
+    as_json: bool,
+    config_path: Path | None,
+) -> None:
+    """Preview a notification: render TEMPLATE (or --rule NAME) with an event, per channel."""
+    from router.config.models import Rule
+    from router.errors import TemplateError
+    from router.suggest import did_you_mean
+
+    if (template is None) == (rule_name is None):
+        fail("give either TEMPLATE or --rule NAME (see router render --help)")
+    runtime = load_runtime(config_path)
+    event = load_event_file(event_file)
+    config = runtime.config
+    if channel_name is not None and channel_name not in config.channels:
+        fail(f"unknown channel '{channel_name}'{did_you_mean(channel_name, config.channels)}")
+    if rule_name is not None:
+        found = runtime.rule(rule_name)
+        if found is None:
+            fail(f"unknown rule '{rule_name}'{did_you_mean(rule_name, runtime.rules_by_name)}")
+        rule = found
+        if rule.template is None:
+            fail(f"rule '{rule_name}' has no template (its job is {rule.job})")
+        channels = [channel_name] if channel_name else list(rule.channels)
+    else:
+        assert template is not None
+        if not runtime.templates.exists(template):
+            fail(f"unknown template '{template}'{did_you_mean(template, runtime.templates.names())}")
+        rule = Rule.model_validate({"name": "(preview)", "on": "**", "template": template, "job": "preview"})
+        channels = [channel_name] if channel_name else []
+    results: list[dict[str, str]] = []
+    try:
+        if channels:
+            for name in channels:
+                message = runtime.render(rule, name, event, template=template)
+                results.append({"channel": name, "title": message.title, "body": message.body})
+        else:
+            from router.templates import build_context
+
+            assert template is not None
+            rendered = runtime.templates.render(template, build_context(event, rule=rule))
+            results.append({"channel": "", "title": rendered.title, "body": rendered.body})
+    except TemplateError as error:
+        fail(str(error))
+    if as_json:
+        click.echo(json.dumps(results, indent=2, ensure_ascii=False))
+        return
+    for i, result in enumerate(results):
+        if i:
+            click.echo()
+        if result["channel"]:
+            kind = runtime.channel_type(result["channel"])
+            click.echo(click.style(f"── {result['channel']} ({kind}) ──", bold=True))
+        if result["title"]:
+            click.echo(f"Title: {result['title']}")
+        click.echo(result["body"])
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of rules.yaml (for editor completion and validation)."""
+    from router.config.schema import config_json_schema
+
+    click.echo(json.dumps(config_json_schema(load_registry()), indent=2))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the plugins as JSON.")
+def plugins(as_json: bool) -> None:
+    """List installed plugins, their versions and what each registered."""
+    from dataclasses import asdict
+
+    from router.plugins import build_registry
+
+    registry = build_registry()
+    if as_json:
+        click.echo(json.dumps([asdict(p) for p in registry.plugins], indent=2))
+        return
+    for plugin in registry.plugins:
+        version = f" {plugin.version}" if plugin.version else ""
+        click.echo(f"{plugin.name}{version} ({plugin.source})")
+        if plugin.error:
+            click.echo(f"  FAILED: {plugin.error}")
+        for label, items in (("channels", plugin.channels), ("jobs", plugin.jobs), ("filters", plugin.filters)):
+            if items:
+                click.echo(f"  {label}: {', '.join(items)}")
+        if plugin.hooks:
+            click.echo(f"  hooks: {', '.join(plugin.hooks)}")
+
+
+@cli.command()
+@click.option("--broker", "broker_url", help="Broker URL (amqp://...); overrides rules.yaml. Empty = embedded queue.")
+@click.option(
+    "--http",
+    "http",
+    default="127.0.0.1:8080",
+    show_default=True,
+    help="HOST:PORT for ingest, health and metrics; 'off' to disable.",
+)
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Log line format."
+)
+@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
+@click.option(
+    "--shutdown-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds in-flight work may take to finish after SIGTERM/SIGINT.",
+)
+@click.option(
+    "--no-watch", is_flag=True, help="Do not reload when rules.yaml or a template changes (SIGHUP still does)."
+)
+@config_option
+def serve(
+    broker_url: str | None,
+    http: str,
+    log_format: str,
+    log_level: str,
+    shutdown_timeout: float,
+    no_watch: bool,
+    config_path: Path | None,
+) -> None:
+    """Run the router: consume events, deliver notifications, serve HTTP.
+
+    With no broker URL (in rules.yaml or --broker) events come from the embedded SQLite
+    queue, fed by POST /events. Reloads on SIGHUP and when rules.yaml or a template changes;
+    stops gracefully on SIGTERM or SIGINT.
+    """
+    import asyncio
+
+    from router.logs import configure_logging
+    from router.serve import ServeOptions
+    from router.serve import serve as run_server
+
+    configure_logging("json" if log_format == "json" else "text", log_level)
+    options = ServeOptions(
+        config_path=resolve_config_path(config_path),
+        broker_url=broker_url,
+        http=None if http.lower() == "off" else http,
+        shutdown_timeout=shutdown_timeout,
+        watch=not no_watch,
+    )
+    try:
+        asyncio.run(run_server(options))
+    except ConfigError as error:
+        fail(format_config_error(error))
+    except (OSError, ConnectionError) as error:
+        fail(f"could not start: {type(error).__name__}: {scrub_error(error)}")
+
+
+def scrub_error(error: BaseException) -> str:
+    """An exception's text with URL credentials removed."""
+    import re
+
+    return re.sub(r"://[^/@\s]+@", "://***@", str(error))
+
+
+@cli.command()
+@click.argument("event_type")
+@click.option("--data", "data_json", help="Event data as a JSON object.")
+@click.option(
+    "--file", "data_file", type=click.Path(dir_okay=False, path_type=Path), help="Read the data from a JSON file."
+)
+@click.option("--source", default="router-cli", show_default=True, help="The event's source.")
+@click.option(
+    "--http",
+    "http_url",
+    default=None,
+    help="Embedded router's HTTP address (default http://127.0.0.1:8080) when no broker is configured.",
+)
+@click.option("--broker", "broker_url", help="Broker URL (amqp://...); overrides rules.yaml.")
+@config_option
+def publish(
+    event_type: str,
+    data_json: str | None,
+    data_file: Path | None,
+    source: str,
+    http_url: str | None,
+    broker_url: str | None,
+    config_path: Path | None,
+) -> None:
+    """Publish an event of EVENT_TYPE and print its id.
+
+    Goes to RabbitMQ (confirmed) when a broker is configured, else to the embedded router's
+    POST /events.
+    """
+    import asyncio
+
+    from router.publish import PublishError, publish_event
+
+    if data_json is not None and data_file is not None:
+        fail("give --data or --file, not both")
+    data: object = {}
+    if data_json is not None:
+        try:
+            data = json.loads(data_json)
+        except json.JSONDecodeError as error:
+            fail(f"--data is not valid JSON: {error.msg} at column {error.colno}")
+    elif data_file is not None:
+        data, _ = read_json_file(data_file, "data file")
+    if not isinstance(data, dict):
+        fail("event data must be a JSON object")
+    runtime = load_runtime(config_path)
+    url = broker_url if broker_url is not None else runtime.config.broker.url
+    try:
+        event_id = asyncio.run(
+            publish_event(
+                event_type, data, source=source, broker=runtime.config.broker, broker_url=url, http_url=http_url
+            )
+        )
+    except PublishError as error:
+        fail(str(error))
+    click.echo(event_id)
+
+
+@cli.group()
+def dlq() -> None:
+    """Inspect and manage the dead-letter queue."""
+
+
+def _open_dlq_transport(config_path: Path | None, broker_url: str | None) -> Any:
+    from router.transports import open_transport
+
+    runtime = load_runtime(config_path)
+    broker = runtime.config.broker
+    if broker_url is not None:
+        broker = broker.model_copy(update={"url": broker_url})
+    return open_transport(broker)
+
+
+def _run_dlq(config_path: Path | None, broker_url: str | None, action: Callable[[Any], Any]) -> Any:
+    import asyncio
+
+    async def run() -> Any:
+        transport = _open_dlq_transport(config_path, broker_url)
+        try:
+            await transport.connect()
+        except Exception as error:
+            fail(f"cannot connect to the broker: {type(error).__name__}: {scrub_error(error)}")
+        try:
+            return await action(transport)
+        finally:
+            await transport.close()
+
+    return asyncio.run(run())
+
+
+@dlq.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with bodies).")
+@click.option("--limit", default=100, show_default=True, help="Show at most this many.")
+@click.option("--broker", "broker_url", help="Broker URL; overrides rules.yaml.")
+@config_option
+def dlq_list(as_json: bool, limit: int, broker_url: str | None, config_path: Path | None) -> None:
+    """List dead letters: id, reason, rule, channel, attempts, last error."""
+    from router.dlq import letter_as_dict
+
+    letters = _run_dlq(config_path, broker_url, lambda t: t.dlq_list(limit))
+    if as_json:
+        click.echo(json.dumps([letter_as_dict(x, include_body=True) for x in letters], indent=2, default=str))
+        return
+    if not letters:
+        click.echo("dead-letter queue is empty")
+        return
+    for letter in letters:
+        target = "/".join(x for x in (letter.rule, letter.channel) if x) or "-"
+        click.echo(f"{letter.id}  {letter.reason:10} {target}  attempts={letter.attempts}  {letter.error}")
+
+
+@dlq.command(name="replay")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter.")
+@click.option("--broker", "broker_url", help="Broker URL; overrides rules.yaml.")
+@config_option
+def dlq_replay(ids: tuple[str, ...], replay_all: bool, broker_url: str | None, config_path: Path | None) -> None:
+    """Send dead letters IDS (or --all) through the router again, with fresh attempts."""
+    from router.dlq import replay
+
+    if bool(ids) == replay_all:
+        fail("give dead-letter IDS or --all")
+    letters = _run_dlq(config_path, broker_url, lambda t: replay(t, None if replay_all else list(ids)))
+    missing = sorted(set(ids) - {x.id for x in letters})
+    click.echo(f"replayed {len(letters)} dead letter{'s' if len(letters) != 1 else ''}")
+    if missing:
+        fail(f"not found: {', '.join(missing)}", code=1)
+
+
+@dlq.command(name="purge")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--broker", "broker_url", help="Broker URL; overrides rules.yaml.")
+@config_option
+def dlq_purge(yes: bool, broker_url: str | None, config_path: Path | None) -> None:
+    """Delete every dead letter."""
+    if not yes and not click.confirm("Delete every dead letter?", default=False):
+        fail("aborted", code=1)
+    count = _run_dlq(config_path, broker_url, lambda t: t.dlq_purge())
+    click.echo(f"purged {count} dead letter{'s' if count != 1 else ''}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="router")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Pydantic models of rules.yaml: the contract of ../DESIGN.md, section rules.yaml.
+
+Structural validation lives here; cross references (a rule's channels, template and job, a
+channel's type-specific options) are checked by :mod:`router.config.validate` once the plugin
+registry is known.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from router.durations import Duration
+from router.suggest import did_you_mean
+
+OPERATORS: tuple[str, ...] = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "not_in", "regex", "contains", "exists")
+"""Condition operators accepted under a rule's ``when:``."""
+
+
+class StrictModel(BaseModel):
+    """Base for every rules.yaml section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class RetryPolicy(StrictModel):
+    """How often and how patiently a failed delivery is retried."""
+
+    attempts: int = Field(5, ge=1, le=100, description="Total attempts including the first send.")
+    backoff: Duration = Field(2.0, description="Delay before the first retry; doubles each attempt.")
+    max_backoff: Duration = Field(600.0, description="Upper bound of the delay between attempts.")
+    jitter: float = Field(0.2, ge=0, le=1, description="Random +/- fraction applied to each delay.")
+
+
+class BrokerConfig(StrictModel):
+    """Where events come from: RabbitMQ when ``url`` is an amqp:// URL, else the embedded queue."""
+
+    url: str = Field("", description="amqp://user:pass@host:5672/vhost, or empty for the embedded SQLite queue.")
+    exchange: str = Field("events", description="Durable topic exchange applications publish to.")
+    queue: str = Field("router", description="Durable queue the router consumes.")
+    queue_type: Literal["classic", "quorum"] = "classic"
+    bindings: list[str] = Field(default_factory=lambda: ["#"], description="Binding keys of the queue.")
+    prefetch: int = Field(256, ge=1, le=65535, description="Unacknowledged events in flight per process.")
+    max_body_bytes: int = Field(1_048_576, ge=1, description="Larger event bodies are dead-lettered.")
+    embedded_path: str = Field(".router/queue.db", description="SQLite file of the embedded queue.")
+
+
+class StateConfig(StrictModel):
+    """The state store: dedupe ledger, throttle counters, digests, delivery history."""
+
+    url: str = Field("sqlite:///.router/state.db", description="sqlite:///path or redis://host:port/db.")
+    idempotency_window: Duration = Field(7 * 86400.0, description="How long a sent delivery is remembered.")
+
+
+class Defaults(StrictModel):
+    """Defaults applied to every rule that does not set its own."""
+
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+
+
+class ChannelSpec(BaseModel):
+    """A named channel: ``type`` selects the channel plugin, the other keys are its options.
+
+    The options are validated against the plugin's own config model by
+    :func:`router.config.validate.validate_references`.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="Channel type, e.g. discord, slack, email, apprise, webhook, console.")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The channel's options (every key but ``type``)."""
+        return dict(self.model_extra or {})
+
+
+class DedupeSpec(StrictModel):
+    """Skip events whose rendered key was seen within ``window``."""
+
+    key: str = Field(description="Jinja expression template rendered per event, e.g. '{{ data.user.id }}'.")
+    window: Duration
+
+
+class ThrottleSpec(StrictModel):
+    """Delay (never drop) events beyond ``limit`` per ``period`` for each key."""
+
+    limit: int = Field(ge=1)
+    period: Duration
+    key: str | None = None
+    burst: int | None = Field(None, ge=1)
+
+
+class RateLimitSpec(StrictModel):
+    """Drop (and count) events beyond ``limit`` per ``period`` for each key."""
+
+    limit: int = Field(ge=1)
+    period: Duration
+    key: str | None = None
+
+
+class DigestSpec(StrictModel):
+    """Collect matching events per key and deliver them as one notification."""
+
+    window: Duration
+    max_events: int = Field(50, ge=1)
+    key: str | None = None
+
+
+Condition = dict[str, Any]
+"""A normalised condition: ``{operator: operand}`` with one or more operators, all of which must hold."""
+
+
+class Rule(StrictModel):
+    """One routing rule."""
+
+    name: str = Field(min_length=1)
+    on: list[str] = Field(description="Event type patterns: '*' is one dotted segment, '**' any number.")
+    when: dict[str, Condition] = Field(default_factory=dict, description="Dotted path -> condition; all must hold.")
+    template: str | None = None
+    channels: list[str] = Field(default_factory=list)
+    job: str = "notify"
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    dedupe: DedupeSpec | None = None
+    throttle: ThrottleSpec | None = None
+    rate_limit: RateLimitSpec | None = None
+    digest: DigestSpec | None = None
+    retry: RetryPolicy | None = None
+    stop: bool = False
+
+    @field_validator("on", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [value]
+        return value
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _normalise_conditions(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        normalised: dict[Any, Any] = {}
+        for path, condition in value.items():
+            if isinstance(condition, dict) and condition and all(isinstance(k, str) for k in condition):
+                unknown = [k for k in condition if k not in OPERATORS]
+                if unknown:
+                    # A custom error type carries path and operator so the loader can point at
+                    # the operator key itself; the text is the same as before.
+                    raise PydanticCustomError(
+                        "unknown_operator",
+                        "{path}: unknown operator '{operator}'{hint} (operators: {operators})",
+                        {
+                            "path": path,
+                            "operator": unknown[0],
+                            "hint": did_you_mean(unknown[0], OPERATORS),
+                            "operators": ", ".join(OPERATORS),
+                        },
+                    )
+                normalised[path] = condition
+            else:
+                normalised[path] = {"eq": condition}  # a bare value means eq
+        return normalised
+
+    @model_validator(mode="after")
+    def _notify_needs_channels(self) -> Rule:
+        if self.job == "notify" and not self.channels:
+            raise ValueError("a rule with the notify job needs at least one entry in 'channels'")
+        return self
+
+
+class RouterConfig(StrictModel):
+    """The whole of rules.yaml."""
+
+    version: Literal[1] = 1
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    templates: str = Field("templates", description="Template folder, relative to rules.yaml.")
+    defaults: Defaults = Field(default_factory=Defaults)
+    channels: dict[str, ChannelSpec] = Field(default_factory=dict)
+    rules: list[Rule] = Field(default_factory=list)
+
+    def retry_for(self, rule: Rule) -> RetryPolicy:
+        """The retry policy in force for ``rule``."""
+        return rule.retry or self.defaults.retry

@@ -1,0 +1,310 @@
+"""Read YAML into plain data while remembering where every key and value came from.
+
+PyYAML's SafeLoader is used for tokenising and composing only; this module builds the
+Python values itself so it can record positions, reject duplicate keys and cap how far
+aliases may expand. Two deliberate departures from YAML 1.1, because rules.yaml is
+written by people who think in YAML 1.2 / JSON terms:
+
+* only ``true`` and ``false`` are booleans (``on``, ``yes``, ``off`` and ``no`` stay strings,
+  so ``on:`` works as a key and ``stop: no`` is not silently ``False``);
+* timestamps stay strings (events are JSON, which has no date type).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from router.errors import ConfigError, Problem
+
+KeyPath = tuple[str | int, ...]
+"""A location inside the document: mapping keys and sequence indexes from the root."""
+
+_MAX_NODES = 100_000  # far beyond any real rules.yaml; stops alias bombs ("billion laughs")
+_MAX_DEPTH = 64
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2-style booleans and no implicit timestamps."""
+
+
+# Copy the resolver table so the stock SafeLoader is left untouched.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_BOOL_TAG, _TIMESTAMP_TAG)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A 1-based line and column."""
+
+    line: int
+    column: int
+
+
+@dataclass
+class YamlDocument:
+    """Parsed YAML: the plain data plus where each part of it was written."""
+
+    data: Any
+    filename: str
+    problems: list[Problem] = field(default_factory=list)  # non-fatal: duplicate keys, bad tags
+    # Values that could not be built (bad tag, recursive alias): they read as null, and
+    # validation errors about them would only repeat the problem already recorded.
+    invalid_paths: list[KeyPath] = field(default_factory=list)
+    _values: dict[KeyPath, Mark] = field(default_factory=dict, repr=False)
+    _keys: dict[KeyPath, Mark] = field(default_factory=dict, repr=False)
+
+    def locate(self, path: KeyPath, *, at_key: bool = False) -> Mark | None:
+        """Where ``path`` was written; falls back to its closest written ancestor.
+
+        With ``at_key`` the mark of the mapping key is returned instead of its value, which
+        is where a reader looks for a misspelt or unexpected key.
+        """
+        if at_key and path in self._keys:
+            return self._keys[path]
+        for end in range(len(path), -1, -1):
+            mark = self._values.get(path[:end])
+            if mark is not None:
+                return mark
+        return None
+
+    def problem(self, path: KeyPath, message: str, *, at_key: bool = False) -> Problem:
+        """A Problem for ``path`` carrying this document's file name and the located mark."""
+        mark = self.locate(path, at_key=at_key)
+        return Problem(
+            message=message,
+            path=format_path(path),
+            file=self.filename,
+            line=mark.line if mark else None,
+            column=mark.column if mark else None,
+        )
+
+
+def format_path(path: KeyPath) -> str:
+    """Render a key path the way users read it: ``rules[2].when['data.user.id']``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _IDENTIFIER.match(part):
+            out += f".{part}" if out else part
+        else:
+            out += "[" + repr(part) + "]"
+    return out
+
+
+def _mark(node: Node) -> Mark:
+    return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def describe_type(value: Any) -> str:
+    """A value's YAML-level type with an article (``a string``), safe to show: it never reveals the value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a value of type {type(value).__name__}"
+
+
+class _Builder:
+    """Turns a composed node graph into plain data, recording marks on the way."""
+
+    def __init__(self, loader: _Loader, doc: YamlDocument) -> None:
+        self._loader = loader
+        self._doc = doc
+        self._count = 0
+        self._active: set[int] = set()  # nodes being built: an alias back into one is a cycle
+
+    def _add(self, path: KeyPath, node: Node, message: str, *, invalid: bool = True) -> None:
+        self._doc.problems.append(Problem(message, format_path(path), self._doc.filename, *_astuple(_mark(node))))
+        if invalid:  # the value was replaced by None
+            self._doc.invalid_paths.append(path)
+
+    def build(self, node: Node, path: KeyPath, depth: int = 0) -> Any:
+        self._count += 1
+        if self._count > _MAX_NODES:
+            raise _TooLarge(node)
+        self._doc._values[path] = _mark(node)
+        if depth > _MAX_DEPTH:
+            self._add(path, node, f"nested more than {_MAX_DEPTH} levels deep")
+            return None
+        if id(node) in self._active:
+            self._add(path, node, "an alias refers to a node that contains it (recursive alias)")
+            return None
+        if isinstance(node, ScalarNode):
+            return self._scalar(node, path)
+        self._active.add(id(node))
+        try:
+            if isinstance(node, SequenceNode):
+                if node.tag != _SEQ_TAG:
+                    self._add(path, node, f"unsupported YAML tag '{node.tag}'", invalid=False)
+                return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+            if isinstance(node, MappingNode):
+                if node.tag != _MAP_TAG:
+                    self._add(path, node, f"unsupported YAML tag '{node.tag}'", invalid=False)
+                return self._mapping(node, path, depth)
+        finally:
+            self._active.discard(id(node))
+        self._add(path, node, "unsupported YAML node")  # pragma: no cover - composer makes only the three kinds
+        return None
+
+    def _scalar(self, node: ScalarNode, path: KeyPath) -> Any:
+        try:
+            return self._loader.construct_object(node)
+        except yaml.constructor.ConstructorError:
+            self._add(path, node, f"unsupported YAML tag '{node.tag}'")
+            return None
+        except ValueError:  # e.g. an explicit !!int on text that is not a number
+            self._add(path, node, f"value does not match its YAML tag '{node.tag}'")
+            return None
+
+    def _entries(self, node: MappingNode, path: KeyPath, depth: int) -> list[tuple[str, Node, Node]]:
+        """The mapping's (key, key node, value node) in order, merge keys (``<<``) resolved."""
+        own: dict[str, tuple[Node, Node]] = {}
+        merged: list[tuple[str, Node, Node]] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                merged.extend(self._merge_sources(value_node, path, depth))
+                continue
+            if not isinstance(key_node, ScalarNode):
+                self._add(path, key_node, "a key must be a plain string, not a list or mapping", invalid=False)
+                continue
+            # The key's source text is the key: `on`, `yes`, `1` are all just names here.
+            key = str(key_node.value)
+            if key in own:
+                first = _mark(own[key][0])
+                self._add(
+                    (*path, key),
+                    key_node,
+                    f"duplicate key (first defined at line {first.line}, column {first.column})",
+                    invalid=False,
+                )
+            own[key] = (key_node, value_node)
+        result: dict[str, tuple[Node, Node]] = {}
+        for key, key_node, value_node in merged:
+            result.setdefault(key, (key_node, value_node))  # earlier merge sources win, as YAML says
+        result.update(own)
+        return [(key, k, v) for key, (k, v) in result.items()]
+
+    def _merge_sources(self, value: Node, path: KeyPath, depth: int) -> list[tuple[str, Node, Node]]:
+        sources = value.value if isinstance(value, SequenceNode) else [value]
+        out: list[tuple[str, Node, Node]] = []
+        for source in sources:
+            if not isinstance(source, MappingNode):
+                self._add(path, source, "'<<' (merge) needs a mapping or a list of mappings", invalid=False)
+                continue
+            if id(source) in self._active:
+                self._add(path, source, "an alias refers to a node that contains it (recursive alias)", invalid=False)
+                continue
+            self._active.add(id(source))
+            try:
+                out.extend(self._entries(source, path, depth + 1))
+            finally:
+                self._active.discard(id(source))
+        return out
+
+    def _mapping(self, node: MappingNode, path: KeyPath, depth: int) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for key, key_node, value_node in self._entries(node, path, depth):
+            self._doc._keys[(*path, key)] = _mark(key_node)
+            data[key] = self.build(value_node, (*path, key), depth + 1)
+        return data
+
+
+class _TooLarge(Exception):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+
+def _astuple(mark: Mark) -> tuple[int, int]:
+    return mark.line, mark.column
+
+
+def _position(text: str, index: int) -> Mark:
+    line = text.count("\n", 0, index) + 1
+    return Mark(line, index - (text.rfind("\n", 0, index) + 1) + 1)
+
+
+def parse_yaml(text: str, filename: str = "<string>") -> YamlDocument:
+    """Parse one YAML document; raises ConfigError with one located Problem if it is not valid YAML.
+
+    Problems that do not stop parsing (duplicate keys, unsupported tags) are collected in
+    ``YamlDocument.problems`` so they can be reported together with validation problems.
+    An empty document yields ``data=None``.
+    """
+    doc = YamlDocument(data=None, filename=filename)
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            doc.data = _Builder(loader, doc).build(node, ())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        reason = exc.problem or exc.context or "syntax error"
+        if exc.context and exc.problem:
+            # e.g. "mapping values are not allowed here (while scanning a simple key)"
+            reason = f"{exc.problem} ({exc.context})"
+        raise ConfigError(
+            [
+                Problem(
+                    f"invalid YAML: {reason}",
+                    file=filename,
+                    line=mark.line + 1 if mark else None,
+                    column=mark.column + 1 if mark else None,
+                )
+            ]
+        ) from None
+    except yaml.reader.ReaderError as exc:
+        where = _position(text, exc.position)
+        raise ConfigError(
+            [
+                Problem(
+                    f"invalid YAML: character {exc.character!r} is not allowed in YAML",
+                    file=filename,
+                    line=where.line,
+                    column=where.column,
+                )
+            ]
+        ) from None
+    except _TooLarge as exc:
+        where = _mark(exc.node)
+        raise ConfigError(
+            [
+                Problem(
+                    f"the document expands to more than {_MAX_NODES} values (aliases nested too deeply?)",
+                    file=filename,
+                    line=where.line,
+                    column=where.column,
+                )
+            ]
+        ) from None
+    except RecursionError:
+        raise ConfigError([Problem("invalid YAML: nested too deeply", file=filename)]) from None
+    finally:
+        loader.dispose()
+    return doc

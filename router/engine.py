@@ -1,0 +1,437 @@
+"""The delivery engine: what happens to each message a transport hands over.
+
+    Incoming -> decode -> event_received hooks -> match -> for each rule: job
+      -> (notify) render + one delivery per channel -> delivery stages -> channel
+      -> every delivery resolved -> acknowledge
+
+An event is acknowledged only when every delivery it produced is resolved (sent and recorded,
+durably scheduled for retry, or dead-lettered). If resolution itself fails (the broker or the
+state store is down) the event is requeued, and deliveries already recorded as sent are
+skipped when it comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from router.channels.base import Channel, Message, Outcome
+from router.config.models import RetryPolicy, Rule
+from router.delivery import Delivery
+from router.errors import DecodeError, TemplateError
+from router.events import Event, decode, encode
+from router.jobs.base import Job
+from router.metrics import Metrics
+from router.pipeline.backoff import retry_delay
+from router.pipeline.chain import Next, Stage, chain
+from router.pipeline.concurrency import ChannelConcurrency
+from router.pipeline.enabled import SkipDisabled
+from router.pipeline.hooks import DeliveryHooks
+from router.pipeline.idempotency import SkipIfSent
+from router.pipeline.resolve import Resolve, dead_letter_delivery
+from router.pipeline.send import Send
+from router.plugins import Hooks
+from router.records import RetryRecord
+from router.runtime import Runtime
+from router.state.base import StateStore
+from router.transports.base import (
+    H_ATTEMPTS,
+    H_CONTENT_TYPE,
+    H_ERROR,
+    H_EVENT_ID,
+    H_KIND,
+    H_REASON,
+    H_ROUTING_KEY,
+    H_RULE,
+    Incoming,
+    Transport,
+)
+
+log = logging.getLogger("router.engine")
+
+JOB_DONE_SUFFIX = ":job"
+
+
+class ResolutionError(Exception):
+    """Resolving a delivery failed (transport or state store unavailable): requeue the event."""
+
+
+@dataclass
+class Generation:
+    """One configuration in force: the runtime, its channel instances and its pipeline.
+
+    A reload builds a new generation; messages already being handled finish on theirs.
+    """
+
+    runtime: Runtime
+    channels: dict[str, Channel]
+    deliver: Next
+    in_flight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def enter(self) -> None:
+        self.in_flight += 1
+        self.idle.clear()
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.idle.set()
+
+
+class EngineJobContext:
+    """The JobContext a job's ``handle`` receives (router.jobs.base.JobContext)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        generation: Generation,
+        event: Event,
+        rule: Rule,
+        options: BaseModel,
+        attempt: int = 1,
+    ) -> None:
+        self._engine = engine
+        self._generation = generation
+        self.event = event
+        self.rule = rule
+        self.options = options
+        self.attempt = attempt
+        self.state = engine.state
+
+    def render(self, channel: str | None = None, template: str | None = None) -> Message:
+        runtime = self._generation.runtime
+        if channel is None:
+            if not self.rule.channels:
+                raise TemplateError(f"rule '{self.rule.name}' has no channel to render for")
+            channel = self.rule.channels[0]
+        return runtime.render(self.rule, channel, self.event, template=template)
+
+    async def deliver(self, channel: str, message: Message) -> Outcome:
+        runtime = self._generation.runtime
+        if channel not in runtime.config.channels:
+            raise ValueError(f"rule '{self.rule.name}': unknown channel '{channel}'")
+        delivery = Delivery(
+            event=self.event,
+            rule=self.rule.name,
+            channel=channel,
+            channel_type=runtime.channel_type(channel),
+            message=message,
+            attempt=1,
+        )
+        return await self._engine.run_delivery(self._generation, delivery)
+
+    async def publish(self, type: str, data: dict[str, Any]) -> str:
+        return await self._engine.publish(type, data, source=f"router/{self.rule.name}")
+
+
+class Engine:
+    """Consumes Incoming messages from a transport and resolves every delivery they produce."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        transport: Transport,
+        state: StateStore,
+        hooks: Hooks,
+        metrics: Metrics | None = None,
+        send_timeout: float = 60.0,
+    ) -> None:
+        self.transport = transport
+        self.state = state
+        self.hooks = hooks
+        self.metrics = metrics or Metrics()
+        self.send_timeout = send_timeout
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.generation = self._build_generation(runtime)
+
+    # ----------------------------------------------------------------- generations
+
+    def _build_generation(self, runtime: Runtime) -> Generation:
+        channels: dict[str, Channel] = {}
+        for name, config in runtime.loaded.channel_configs.items():
+            channels[name] = runtime.registry.channels[config.type](name, config)
+        limits = {name: config.concurrency for name, config in runtime.loaded.channel_configs.items()}
+
+        def policy_for(rule_name: str) -> RetryPolicy:
+            rule = runtime.rule(rule_name)
+            return runtime.config.retry_for(rule) if rule else runtime.config.defaults.retry
+
+        stages: list[Stage] = [
+            Resolve(
+                state=self.state,
+                transport=self.transport,
+                metrics=self.metrics,
+                policy_for=policy_for,
+                sent_ttl=runtime.config.state.idempotency_window,
+            ),
+            SkipIfSent(self.state),
+            SkipDisabled(runtime.channel_enabled),
+            DeliveryHooks(self.hooks),
+            ChannelConcurrency(limits),
+        ]
+        terminal = Send(channels.__getitem__, self.metrics, timeout=self.send_timeout)
+        generation = Generation(runtime=runtime, channels=channels, deliver=chain(stages, terminal))
+        generation.idle.set()
+        return generation
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.generation.runtime
+
+    async def swap(self, runtime: Runtime, *, drain_timeout: float = 60.0) -> None:
+        """Put ``runtime`` in force; the old generation's channels close once its work is done."""
+        old = self.generation
+        self.generation = self._build_generation(runtime)
+        task = asyncio.create_task(self._retire(old, drain_timeout))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _retire(self, generation: Generation, timeout: float) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await generation.idle.wait()
+        except TimeoutError:
+            log.warning("closing channels of the previous configuration with work still in flight")
+        await close_channels(generation.channels)
+
+    async def close(self) -> None:
+        """Close the channels of the configuration in force (after the transport stopped)."""
+        for task in list(self._tasks):
+            await task
+        await close_channels(self.generation.channels)
+
+    # ----------------------------------------------------------------- messages
+
+    async def handle(self, incoming: Incoming) -> None:
+        """Process one message and acknowledge it, or requeue it if resolution failed."""
+        generation = self.generation
+        generation.enter()
+        self.metrics.in_flight.inc()
+        self.metrics.events_received.labels(incoming.kind).inc()
+        try:
+            try:
+                if incoming.kind == "retry":
+                    await self._handle_retry(generation, incoming)
+                else:
+                    await self._handle_event(generation, incoming)
+            except Exception as error:
+                self.metrics.events_requeued.inc()
+                log.error(
+                    "could not resolve message, requeued: %s",
+                    type(error).__name__,
+                    extra={"fields": {"kind": incoming.kind, "error": type(error).__name__}},
+                )
+                if incoming.requeue is not None:
+                    await incoming.requeue()
+                return
+            if incoming.ack is not None:
+                await incoming.ack()
+        finally:
+            self.metrics.in_flight.dec()
+            generation.leave()
+
+    async def _handle_event(self, generation: Generation, incoming: Incoming) -> None:
+        runtime = generation.runtime
+        started = time.perf_counter()
+        max_body = runtime.config.broker.max_body_bytes
+        if len(incoming.body) > max_body:
+            await self._dead_letter_poison(
+                incoming, "oversize", f"body of {len(incoming.body)} bytes exceeds {max_body}"
+            )
+            return
+        try:
+            event = decode(
+                incoming.body,
+                content_type=incoming.content_type,
+                headers=incoming.headers,
+                routing_key=incoming.routing_key,
+            )
+        except DecodeError as error:
+            await self._dead_letter_poison(incoming, "poison", str(error))
+            return
+        self.metrics.events_decoded.inc()
+        event = await self.hooks.event_received(event)
+        rules = runtime.index.match(event)
+        if rules:
+            await asyncio.gather(*(self._run_rule(generation, event, rule) for rule in rules))
+        log.info(
+            "event handled",
+            extra={
+                "fields": {
+                    "event_id": event.id,
+                    "type": event.type,
+                    "rules": [rule.name for rule in rules],
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                }
+            },
+        )
+
+    async def _handle_retry(self, generation: Generation, incoming: Incoming) -> None:
+        runtime = generation.runtime
+        try:
+            record = RetryRecord.from_bytes(incoming.body)
+        except DecodeError as error:
+            await self._dead_letter_poison(incoming, "poison", str(error))
+            return
+        rule = runtime.rule(record.rule)
+        if record.kind == "job":
+            if rule is None:
+                await self._dead_letter_record(record, "rule-removed", f"rule '{record.rule}' is no longer configured")
+                return
+            await self._run_rule(generation, record.event, rule, attempt=record.attempt + 1)
+            return
+        channel = record.channel or ""
+        if channel not in runtime.config.channels or record.message is None:
+            await self._dead_letter_record(record, "channel-removed", f"channel '{channel}' is no longer configured")
+            return
+        delivery = Delivery(
+            event=record.event,
+            rule=record.rule,
+            channel=channel,
+            channel_type=runtime.channel_type(channel),
+            message=record.message,
+            attempt=record.attempt + 1,
+        )
+        await self.run_delivery(generation, delivery)
+
+    # ----------------------------------------------------------------- rules and jobs
+
+    async def _run_rule(self, generation: Generation, event: Event, rule: Rule, attempt: int = 1) -> None:
+        runtime = generation.runtime
+        self.metrics.rules_matched.labels(rule.name).inc()
+        job_class: type[Job] = runtime.registry.jobs[rule.job]
+        options = runtime.job_options(rule)
+        job_key = f"{event.id}:{rule.name}{JOB_DONE_SUFFIX}"
+        is_notify = rule.job == "notify"
+        if not is_notify and await self.state.is_sent(job_key):
+            return
+        context = EngineJobContext(self, generation, event, rule, options, attempt)
+        try:
+            await job_class().handle(context)
+        except ResolutionError:
+            raise
+        except TemplateError as error:
+            await self._dead_letter_event(event, rule, "render", str(error), attempt)
+            return
+        except Exception as error:
+            await self._job_failed(runtime, event, rule, attempt, f"job {rule.job} raised {type(error).__name__}")
+            return
+        if not is_notify:
+            await self.state.mark_sent(job_key, runtime.config.state.idempotency_window)
+
+    async def _job_failed(self, runtime: Runtime, event: Event, rule: Rule, attempt: int, reason: str) -> None:
+        policy = runtime.config.retry_for(rule)
+        log.warning(reason, extra={"fields": {"event_id": event.id, "rule": rule.name, "attempt": attempt}})
+        if attempt < policy.attempts:
+            record = RetryRecord(kind="job", event=event, rule=rule.name, attempt=attempt, last_error=reason)
+            headers = {H_KIND: "job", H_EVENT_ID: event.id, H_RULE: rule.name, H_ATTEMPTS: attempt}
+            await self._guard(
+                self.transport.schedule_retry(record.to_bytes(), delay=retry_delay(policy, attempt), headers=headers)
+            )
+            self.metrics.retries_scheduled.labels(f"job:{rule.job}").inc()
+            return
+        await self._dead_letter_event(event, rule, "exhausted", reason, attempt, kind="job")
+
+    async def run_delivery(self, generation: Generation, delivery: Delivery) -> Outcome:
+        """Run one delivery through the stages; raises ResolutionError if it could not be resolved."""
+        try:
+            return await generation.deliver(delivery)
+        except ResolutionError:
+            raise
+        except Exception as error:
+            raise ResolutionError(f"delivery could not be resolved: {type(error).__name__}") from error
+
+    # ----------------------------------------------------------------- dead letters and publishing
+
+    async def _dead_letter_poison(self, incoming: Incoming, reason: str, error: str) -> None:
+        headers = {
+            **{k: v for k, v in incoming.headers.items() if not str(k).startswith("x-router-")},
+            H_KIND: "event" if incoming.kind == "event" else "retry",
+            H_REASON: reason,
+            H_ERROR: error,
+            H_ROUTING_KEY: incoming.routing_key or "",
+            H_CONTENT_TYPE: incoming.content_type or "",
+        }
+        await self._guard(self.transport.dead_letter(incoming.body, headers=headers))
+        self.metrics.events_failed.labels(reason).inc()
+        self.metrics.dead_letters.labels(reason).inc()
+        log.warning(
+            "message dead-lettered",
+            extra={"fields": {"reason": reason, "error": error, "routing_key": incoming.routing_key}},
+        )
+
+    async def _dead_letter_event(
+        self, event: Event, rule: Rule, reason: str, error: str, attempt: int, kind: str = "event"
+    ) -> None:
+        headers = {
+            H_KIND: kind,
+            H_REASON: reason,
+            H_ERROR: error,
+            H_EVENT_ID: event.id,
+            H_RULE: rule.name,
+            H_ATTEMPTS: attempt,
+            H_ROUTING_KEY: event.routing_key or event.type,
+            H_CONTENT_TYPE: "application/cloudevents+json",
+        }
+        body = encode(event)
+        if kind == "job":
+            body = RetryRecord(kind="job", event=event, rule=rule.name, attempt=attempt, last_error=error).to_bytes()
+        await self._guard(self.transport.dead_letter(body, headers=headers))
+        self.metrics.dead_letters.labels(reason).inc()
+        log.warning(
+            "rule dead-lettered",
+            extra={"fields": {"event_id": event.id, "rule": rule.name, "reason": reason, "error": error}},
+        )
+
+    async def _dead_letter_record(self, record: RetryRecord, reason: str, error: str) -> None:
+        if record.kind == "delivery" and record.message is not None and record.channel is not None:
+            delivery = Delivery(record.event, record.rule, record.channel, "", record.message, record.attempt)
+            await self._guard(dead_letter_delivery(self.transport, self.metrics, delivery, reason, error))
+            return
+        headers = {
+            H_KIND: record.kind,
+            H_REASON: reason,
+            H_ERROR: error,
+            H_EVENT_ID: record.event.id,
+            H_RULE: record.rule,
+            H_ATTEMPTS: record.attempt,
+        }
+        await self._guard(self.transport.dead_letter(record.to_bytes(), headers=headers))
+        self.metrics.dead_letters.labels(reason).inc()
+
+    async def _guard(self, operation: Any) -> None:
+        """Await a transport write; its failure means the message must be requeued."""
+        try:
+            await operation
+        except Exception as error:
+            raise ResolutionError(f"transport write failed: {type(error).__name__}") from error
+
+    async def publish(self, type: str, data: dict[str, Any], *, source: str = "router") -> str:
+        """Publish a new event (from a job, the CLI or HTTP ingest); returns its id."""
+        event = Event(
+            type=type,
+            id=uuid.uuid4().hex,
+            source=source,
+            time=datetime.now(UTC),
+            data=data,
+        )
+        await self.transport.publish_event(encode(event), routing_key=type, content_type="application/cloudevents+json")
+        return event.id
+
+
+async def close_channels(channels: dict[str, Channel]) -> None:
+    """Close every channel; a channel that fails to close is logged, not fatal."""
+    for name, channel in channels.items():
+        try:
+            await channel.aclose()
+        except Exception as error:
+            log.warning("channel %s failed to close: %s", name, type(error).__name__)

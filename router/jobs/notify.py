@@ -1,0 +1,61 @@
+"""The built-in ``notify`` job: render the rule's template for each channel and deliver it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from router.channels.base import Message, Outcome
+from router.errors import TemplateError
+from router.jobs.base import Job, JobContext, NoOptions
+
+log = logging.getLogger("router.jobs.notify")
+
+
+class NotifyJob(Job):
+    """Render the rule's template once per channel and deliver to all channels at once.
+
+    Channels are delivered concurrently so a slow one does not hold up the others. A channel
+    whose message fails to render does not stop the others either: they are delivered first,
+    then the first render error is raised as a :class:`router.errors.TemplateError`.
+    """
+
+    name = "notify"
+    With = NoOptions
+
+    async def handle(self, ctx: JobContext) -> None:
+        messages: list[tuple[str, Message]] = []
+        render_errors: list[TemplateError] = []
+        for channel in ctx.rule.channels:
+            try:
+                messages.append((channel, ctx.render(channel)))
+            except TemplateError as exc:
+                render_errors.append(exc)
+            except Exception as exc:
+                error = TemplateError(
+                    f"rendering for channel '{channel}' failed: {type(exc).__name__}: {exc}",
+                    template=ctx.rule.template,
+                )
+                error.__cause__ = exc
+                render_errors.append(error)
+
+        results: list[Outcome | BaseException] = []
+        if messages:
+            # return_exceptions: every delivery runs to its end even when another one raises.
+            results = await asyncio.gather(
+                *(ctx.deliver(channel, message) for channel, message in messages), return_exceptions=True
+            )
+
+        delivery_errors = [r for r in results if isinstance(r, BaseException)]
+        for (channel, _message), result in zip(messages, results, strict=True):
+            if isinstance(result, Outcome):
+                log.debug("rule %r channel %r: %s %s", ctx.rule.name, channel, result.status, result.reason)
+        if delivery_errors:
+            # A delivery that raised (rather than returning an Outcome) is a failure of the
+            # router's own machinery; raise it first so the event is not acknowledged.
+            raise delivery_errors[0]
+        if render_errors:
+            first = render_errors[0]
+            for other in render_errors[1:]:
+                first.add_note(f"also: {other}")
+            raise first

@@ -1,0 +1,127 @@
+"""A loaded, fully validated configuration with everything built from it, ready to route.
+
+A Runtime is immutable once built: a reload builds a new one and swaps it in, so work that
+started on the old configuration finishes on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from router.channels.base import Channel, Message
+from router.config.loader import LoadedConfig, load_config
+from router.config.models import RouterConfig, Rule
+from router.errors import ConfigError, Problem, TemplateError
+from router.events import Event
+from router.matching import RuleIndex
+from router.registry import Registry
+from router.templates import Templates, build_context
+
+
+@dataclass
+class Runtime:
+    """Config + registry + compiled templates + rule index."""
+
+    loaded: LoadedConfig
+    registry: Registry
+    templates: Templates
+    index: RuleIndex
+    rules_by_name: dict[str, Rule] = field(default_factory=dict)
+    rule_positions: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def config(self) -> RouterConfig:
+        return self.loaded.config
+
+    def rule(self, name: str) -> Rule | None:
+        """The rule called ``name``, if any."""
+        return self.rules_by_name.get(name)
+
+    def job_options(self, rule: Rule) -> BaseModel:
+        """The validated ``with:`` options of ``rule``'s job."""
+        return self.loaded.job_options[self.rule_positions[rule.name]]
+
+    def channel_type(self, channel: str) -> str:
+        """The channel type (``discord``, ``console``...) of the configured channel ``channel``."""
+        return self.config.channels[channel].type
+
+    def channel_class(self, channel: str) -> type[Channel]:
+        return self.registry.channels[self.channel_type(channel)]
+
+    def channel_enabled(self, channel: str) -> bool:
+        return self.loaded.channel_configs[channel].enabled
+
+    def render(
+        self,
+        rule: Rule,
+        channel: str,
+        event: Event,
+        *,
+        template: str | None = None,
+        events: Sequence[Event] | None = None,
+    ) -> Message:
+        """Render ``rule``'s template (or ``template``) exactly as ``channel`` receives it.
+
+        Raises TemplateError when the template fails.
+        """
+        name = template or rule.template
+        if name is None:
+            raise TemplateError(f"rule '{rule.name}' has no template to render")
+        channel_type = self.channel_type(channel)
+        channel_class = self.registry.channels[channel_type]
+        context = build_context(
+            event,
+            rule=rule,
+            channel={"name": channel, "type": channel_type, "markdown": channel_class.markdown},
+            events=events,
+        )
+        rendered = self.templates.render(
+            name,
+            context,
+            channel_type=channel_type,
+            max_title=channel_class.max_title,
+            max_body=channel_class.max_body,
+        )
+        return Message(title=rendered.title, body=rendered.body, meta=message_meta(event, rule, channel))
+
+
+def message_meta(event: Event, rule: Rule, channel: str) -> dict[str, Any]:
+    """What channels that post structured payloads (webhook) send beside title and body."""
+    return {
+        "event_id": event.id,
+        "event_type": event.type,
+        "source": event.source,
+        "rule": rule.name,
+        "channel": channel,
+    }
+
+
+def build_runtime(path: str | Path, registry: Registry) -> Runtime:
+    """Load and validate ``path``, compile every template and index the rules.
+
+    Raises ConfigError listing every problem in the configuration and the templates.
+    """
+    loaded = load_config(path, registry)
+    templates = Templates(loaded.templates_dir, registry.filters)
+    template_errors = templates.compile_all()
+    if template_errors:
+        raise ConfigError([template_problem(error) for error in template_errors])
+    index = RuleIndex(loaded.config.rules)
+    return Runtime(
+        loaded=loaded,
+        registry=registry,
+        templates=templates,
+        index=index,
+        rules_by_name={rule.name: rule for rule in loaded.config.rules},
+        rule_positions={rule.name: i for i, rule in enumerate(loaded.config.rules)},
+    )
+
+
+def template_problem(error: TemplateError) -> Problem:
+    """A template error as a located configuration problem."""
+    return Problem(message=error.reason, file=error.template, line=error.line)

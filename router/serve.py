@@ -1,0 +1,189 @@
+"""`router serve`: wire config, state, transport, engine and HTTP together and run until stopped.
+
+Lifecycle: load and validate everything (exit 2 on a bad config) -> open the state store ->
+connect the transport -> start HTTP -> consume. SIGHUP or a change to rules.yaml or a template
+reloads (validated fully before it is swapped in; a bad one keeps the old running). SIGTERM or
+SIGINT stops consuming, lets in-flight messages finish within ``shutdown_timeout``, then closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from router.config.models import BrokerConfig
+from router.engine import Engine
+from router.errors import ConfigError
+from router.metrics import Metrics
+from router.plugins import Hooks, build_registry, get_plugin_manager
+from router.runtime import Runtime, build_runtime
+from router.server import build_app, parse_host_port
+from router.state import open_state_store
+from router.transports import open_transport
+
+log = logging.getLogger("router.serve")
+
+
+@dataclass
+class ServeOptions:
+    """What `router serve` was asked for on the command line."""
+
+    config_path: Path
+    broker_url: str | None = None
+    http: str | None = "127.0.0.1:8080"
+    shutdown_timeout: float = 30.0
+    watch: bool = True
+    watch_interval: float = 1.0
+
+
+class Server:
+    """One running router process."""
+
+    def __init__(self, options: ServeOptions) -> None:
+        self.options = options
+        self.metrics = Metrics()
+        self.stopping = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._snapshot: dict[Path, float] = {}
+
+    async def run(self) -> None:
+        """Run until SIGTERM/SIGINT (or :meth:`stop`)."""
+        pm = get_plugin_manager()
+        registry = build_registry(pm)
+        for plugin in registry.errors:
+            log.warning("plugin %s was not loaded: %s", plugin.name, plugin.error)
+        runtime = build_runtime(self.options.config_path, registry)
+        broker = self._broker_config(runtime)
+        state = open_state_store(runtime.config.state.url)
+        await state.open()
+        transport = open_transport(broker)
+        await transport.connect()
+        hooks = Hooks(pm, metrics=self.metrics)
+        engine = Engine(runtime, transport=transport, state=state, hooks=hooks, metrics=self.metrics)
+        self.engine = engine
+        runner = await self._start_http(engine, runtime, broker)
+        self._install_signals()
+        self._snapshot = self._watched()
+        watcher = asyncio.create_task(self._watch()) if self.options.watch else None
+        await transport.start(engine.handle, prefetch=broker.prefetch)
+        kind = "RabbitMQ" if broker.url else f"embedded queue {broker.embedded_path}"
+        log.info("router started", extra={"fields": {"transport": kind, "rules": len(runtime.config.rules)}})
+        try:
+            await self.stopping.wait()
+        finally:
+            log.info("shutting down: no new messages; waiting for in-flight work")
+            if watcher:
+                watcher.cancel()
+            await transport.stop_consuming()
+            try:
+                async with asyncio.timeout(self.options.shutdown_timeout):
+                    await engine.generation.idle.wait()
+            except TimeoutError:
+                log.warning("in-flight work did not finish in time; it will be redelivered")
+            if runner is not None:
+                await runner.cleanup()
+            await transport.close()
+            await engine.close()
+            await state.close()
+            log.info("router stopped")
+
+    def _broker_config(self, runtime: Runtime) -> BrokerConfig:
+        broker = runtime.config.broker
+        if self.options.broker_url is not None:
+            broker = broker.model_copy(update={"url": self.options.broker_url})
+        return broker
+
+    async def _start_http(self, engine: Engine, runtime: Runtime, broker: BrokerConfig) -> web.AppRunner | None:
+        if not self.options.http:
+            return None
+        host, port = parse_host_port(self.options.http)
+        app = build_app(
+            transport=engine.transport,
+            metrics=self.metrics,
+            is_ready=lambda: not self.stopping.is_set(),
+            max_event_bytes=broker.max_body_bytes,
+        )
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        log.info("http listening", extra={"fields": {"address": f"{host}:{port}"}})
+        return runner
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload("SIGHUP")))
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown."""
+        self.stopping.set()
+
+    async def reload(self, why: str) -> bool:
+        """Load the configuration again; swap it in only if it is entirely valid."""
+        async with self._reload_lock:
+            old = self.engine.runtime
+            try:
+                # Build in a thread: loading thousands of rules must not stall deliveries.
+                runtime = await asyncio.to_thread(build_runtime, self.options.config_path, old.registry)
+            except ConfigError as error:
+                self.metrics.config_reloads.labels("failure").inc()
+                self.metrics.config_last_reload_ok.set(0)
+                log.error(
+                    "reload failed, keeping the previous configuration:\n%s",
+                    error,
+                    extra={"fields": {"trigger": why, "problems": len(error.problems)}},
+                )
+                self._snapshot = self._watched()
+                return False
+            if runtime.config.broker != old.config.broker or runtime.config.state != old.config.state:
+                log.warning("broker and state settings change only on restart; other changes are applied")
+            await self.engine.swap(runtime)
+            self._snapshot = self._watched()
+            self.metrics.config_reloads.labels("success").inc()
+            self.metrics.config_last_reload_ok.set(1)
+            log.info("configuration reloaded", extra={"fields": {"trigger": why, "rules": len(runtime.config.rules)}})
+            return True
+
+    def _watched(self) -> dict[Path, float]:
+        # The config path as given may be relative; the runtime's is absolute: key both the same way.
+        return watched_files(self.engine.runtime) | watched_files_of_path(self.options.config_path.absolute())
+
+    async def _watch(self) -> None:
+        """Reload when rules.yaml or a template changes (mtime polling: no extra dependency)."""
+        while True:
+            await asyncio.sleep(self.options.watch_interval)
+            current = self._watched()
+            if current != self._snapshot:
+                self._snapshot = current
+                await self.reload("file change")
+
+
+def watched_files_of_path(path: Path) -> dict[Path, float]:
+    try:
+        return {path: path.stat().st_mtime}
+    except OSError:
+        return {path: -1.0}
+
+
+def watched_files(runtime: Runtime) -> dict[Path, float]:
+    """rules.yaml and every template file, with their modification times."""
+    files = watched_files_of_path(runtime.loaded.path)
+    folder = runtime.loaded.templates_dir
+    if folder.is_dir():
+        for template in folder.rglob("*.j2"):
+            try:
+                files[template] = template.stat().st_mtime
+            except OSError:
+                continue
+    return files
+
+
+async def serve(options: ServeOptions) -> None:
+    """Run a router process until it is told to stop."""
+    await Server(options).run()

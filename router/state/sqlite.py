@@ -1,0 +1,445 @@
+"""The SQLite state store: the single-process default.
+
+One connection lives on one dedicated worker thread, so the event loop never waits on disk and
+there is exactly one writer. Calls are queued to that thread, which drains whatever has queued
+up and runs it as one transaction (group commit): under load, many ``mark_sent`` calls share a
+single fsync, yet none returns before its transaction has committed. Each call runs inside its
+own savepoint, so one failing call does not undo its neighbours.
+
+The database is in WAL mode with ``synchronous=FULL``: a committed write survives a crash of the
+process or of the machine. Expired rows are purged every ``purge_interval`` seconds by the
+worker itself, between batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from router.state.base import (
+    DIGEST_RETENTION,
+    DigestAdd,
+    StateStore,
+    check_positive,
+    gcra_params,
+    gcra_slot,
+)
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+_MAX_BATCH = 512  # calls per transaction; bounds how long one commit holds the write lock
+_IN_CHUNK = 500  # keys per IN (...) query, below SQLite's variable limit
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sent (key TEXT PRIMARY KEY, expires_at REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sent_expiry ON sent(expires_at);
+CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, expires_at REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seen_expiry ON seen(expires_at);
+CREATE TABLE IF NOT EXISTS rate_hits (
+    id INTEGER PRIMARY KEY, key TEXT NOT NULL, at REAL NOT NULL, expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rate_hits_key ON rate_hits(key, at);
+CREATE INDEX IF NOT EXISTS rate_hits_expiry ON rate_hits(expires_at);
+CREATE TABLE IF NOT EXISTS gcra (key TEXT PRIMARY KEY, tat REAL NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocks (channel TEXT PRIMARY KEY, until REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS digests (
+    key TEXT PRIMARY KEY,
+    due_at REAL NOT NULL,
+    listed_at REAL NOT NULL,  -- when digest_due lists it: due_at, or earlier once full
+    count INTEGER NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS digests_listed ON digests(listed_at);
+CREATE TABLE IF NOT EXISTS digest_items (id INTEGER PRIMARY KEY, key TEXT NOT NULL, item BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS digest_items_key ON digest_items(key, id);
+CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID;
+"""
+
+_PURGE = (
+    "DELETE FROM sent WHERE expires_at <= :now",
+    "DELETE FROM seen WHERE expires_at <= :now",
+    "DELETE FROM rate_hits WHERE expires_at <= :now",
+    "DELETE FROM gcra WHERE expires_at <= :now",
+    "DELETE FROM blocks WHERE until <= :now",
+    "DELETE FROM locks WHERE expires_at <= :now",
+    "DELETE FROM digest_items WHERE key IN (SELECT key FROM digests WHERE expires_at <= :now)",
+    "DELETE FROM digests WHERE expires_at <= :now",
+)
+
+# An operation runs on the worker thread with the connection and the store clock's "now".
+_Op = Callable[[sqlite3.Connection, float], T]
+
+
+@dataclass(slots=True)
+class _Call:
+    op: _Op[Any]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.cancelled():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+def _post(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    """Settle ``future`` from the worker thread, on its own loop."""
+    # A closed loop raises RuntimeError: nobody is waiting any more.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_settle, future, ok, value)
+
+
+def sqlite_path_from_url(url: str) -> str:
+    """Map ``sqlite:///rel.db`` (relative to cwd), ``sqlite:////abs.db`` or ``sqlite:///:memory:`` to a path."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise ValueError(
+            "a SQLite state URL looks like sqlite:///relative.db, sqlite:////abs/path.db or sqlite:///:memory:"
+        )
+    rest = url[len(prefix) :]
+    if rest == ":memory:":
+        return rest
+    # Resolve now, so a later chdir does not move the database.
+    return str(Path(rest).absolute()) if not rest.startswith("/") else rest
+
+
+class SqliteStateStore(StateStore):
+    """State in one SQLite file (or ``:memory:``), served by one dedicated worker thread."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        purge_interval: float = 60.0,
+    ) -> None:
+        self.path = str(path)
+        self._clock = clock
+        self._purge_interval = purge_interval
+        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"SqliteStateStore({self.path!r})"
+
+    # lifecycle
+
+    async def open(self) -> None:
+        if self._thread is not None:
+            return
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        self._closed = loop.create_future()
+        self._thread = threading.Thread(
+            target=self._worker, args=(loop, ready, self._closed), name="router-state-sqlite", daemon=True
+        )
+        self._thread.start()
+        try:
+            await ready
+        except BaseException:
+            self._thread = None
+            raise
+
+    async def close(self) -> None:
+        if self._thread is None or self._closed is None:
+            return
+        thread, closed = self._thread, self._closed
+        self._thread = None
+        self._queue.put(None)  # queued after every pending call, so those finish first
+        await closed
+        await asyncio.to_thread(thread.join)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _worker(
+        self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None], closed: asyncio.Future[None]
+    ) -> None:
+        try:
+            conn = self._connect()
+        except Exception as exc:
+            _post(loop, ready, False, exc)
+            _post(loop, closed, True, None)
+            return
+        _post(loop, ready, True, None)
+        last_purge = self._clock()
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stop = True
+                        break
+                    batch.append(more)
+                self._run_batch(conn, batch)
+                if stop:
+                    return
+                now = self._clock()
+                if now - last_purge >= self._purge_interval:
+                    last_purge = now
+                    self._purge(conn, now)
+        finally:
+            conn.close()
+            _post(loop, closed, True, None)
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Call]) -> None:
+        results: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for call in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = call.op(conn, self._clock())
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((False, exc))
+                else:
+                    conn.execute("RELEASE op")
+                    results.append((True, value))
+            conn.execute("COMMIT")
+        except Exception as exc:
+            # The transaction as a whole failed (disk full, I/O error): nothing in it happened.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            results = [(False, exc)] * len(batch)
+        for call, (ok, value) in zip(batch, results, strict=True):
+            _post(call.loop, call.future, ok, value)
+
+    def _purge(self, conn: sqlite3.Connection, now: float) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _PURGE:
+                conn.execute(statement, {"now": now})
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            # A failed purge only delays cleanup; it must not stop the worker serving calls.
+            log.warning("purging expired state failed; will retry", exc_info=True)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+
+    async def _call(self, op: _Op[T]) -> T:
+        if self._thread is None:
+            raise RuntimeError("the state store is not open; call open() first")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Call(op, future, loop))
+        return await future
+
+    async def purge_expired(self) -> int:
+        def op(conn: sqlite3.Connection, now: float) -> int:
+            return sum(conn.execute(statement, {"now": now}).rowcount for statement in _PURGE)
+
+        return await self._call(op)
+
+    # idempotency
+
+    async def is_sent(self, key: str) -> bool:
+        def op(conn: sqlite3.Connection, now: float) -> bool:
+            row = conn.execute("SELECT 1 FROM sent WHERE key = ? AND expires_at > ?", (key, now)).fetchone()
+            return row is not None
+
+        return await self._call(op)
+
+    async def mark_sent(self, key: str, ttl: float) -> None:
+        check_positive("ttl", ttl)
+
+        def op(conn: sqlite3.Connection, now: float) -> None:
+            conn.execute(
+                "INSERT INTO sent(key, expires_at) VALUES (?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET expires_at = excluded.expires_at",
+                (key, now + ttl),
+            )
+
+        await self._call(op)
+
+    async def sent_many(self, keys: Sequence[str]) -> set[str]:
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return set()
+
+        def op(conn: sqlite3.Connection, now: float) -> set[str]:
+            found: set[str] = set()
+            for start in range(0, len(unique), _IN_CHUNK):
+                chunk = unique[start : start + _IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT key FROM sent WHERE key IN ({marks}) AND expires_at > ?", (*chunk, now)
+                ).fetchall()
+                found.update(row[0] for row in rows)
+            return found
+
+        return await self._call(op)
+
+    # dedupe
+
+    async def first_seen(self, key: str, window: float) -> bool:
+        check_positive("window", window)
+
+        def op(conn: sqlite3.Connection, now: float) -> bool:
+            row = conn.execute("SELECT expires_at FROM seen WHERE key = ?", (key,)).fetchone()
+            if row is not None and row[0] > now:
+                return False
+            conn.execute("INSERT OR REPLACE INTO seen(key, expires_at) VALUES (?, ?)", (key, now + window))
+            return True
+
+        return await self._call(op)
+
+    # rate limit
+
+    async def rate_allow(self, key: str, limit: int, period: float) -> bool:
+        check_positive("period", period)
+
+        def op(conn: sqlite3.Connection, now: float) -> bool:
+            conn.execute("DELETE FROM rate_hits WHERE key = ? AND at <= ?", (key, now - period))
+            (count,) = conn.execute("SELECT count(*) FROM rate_hits WHERE key = ?", (key,)).fetchone()
+            if count >= limit:
+                return False
+            conn.execute("INSERT INTO rate_hits(key, at, expires_at) VALUES (?, ?, ?)", (key, now, now + period))
+            return True
+
+        return await self._call(op)
+
+    # throttle and pacing
+
+    @staticmethod
+    def _reserve(conn: sqlite3.Connection, key: str, start: float, interval: float, tau: float) -> float:
+        row = conn.execute("SELECT tat FROM gcra WHERE key = ?", (key,)).fetchone()
+        slot, tat = gcra_slot(row[0] if row else None, start, interval, tau)
+        # Once the clock passes tat the row means nothing, so that is when it expires.
+        conn.execute("INSERT OR REPLACE INTO gcra(key, tat, expires_at) VALUES (?, ?, ?)", (key, tat, tat))
+        return slot
+
+    async def throttle_reserve(self, key: str, limit: int, period: float, burst: int | None = None) -> float:
+        interval, tau = gcra_params(limit, period, burst)
+
+        def op(conn: sqlite3.Connection, now: float) -> float:
+            return self._reserve(conn, "t:" + key, now, interval, tau) - now
+
+        return await self._call(op)
+
+    async def pace(self, channel: str, limit: int, period: float) -> float:
+        interval, tau = gcra_params(limit, period, None)
+
+        def op(conn: sqlite3.Connection, now: float) -> float:
+            row = conn.execute("SELECT until FROM blocks WHERE channel = ?", (channel,)).fetchone()
+            start = max(now, row[0]) if row else now
+            return self._reserve(conn, "p:" + channel, start, interval, tau) - now
+
+        return await self._call(op)
+
+    async def block(self, channel: str, until: float) -> None:
+        def op(conn: sqlite3.Connection, now: float) -> None:
+            if until <= now:
+                return
+            conn.execute(
+                "INSERT INTO blocks(channel, until) VALUES (?, ?)"
+                " ON CONFLICT(channel) DO UPDATE SET until = max(until, excluded.until)",
+                (channel, until),
+            )
+
+        await self._call(op)
+
+    # digests
+
+    async def digest_add(self, key: str, item: bytes, window: float, max_items: int) -> DigestAdd:
+        check_positive("window", window)
+        if max_items < 1:
+            raise ValueError(f"max_items must be at least 1, got {max_items}")
+
+        def op(conn: sqlite3.Connection, now: float) -> DigestAdd:
+            row = conn.execute(
+                "SELECT due_at, listed_at, count, expires_at FROM digests WHERE key = ?", (key,)
+            ).fetchone()
+            if row is not None and row[3] <= now:
+                # Past retention but not purged yet: it is gone, as it would be in Redis.
+                conn.execute("DELETE FROM digest_items WHERE key = ?", (key,))
+                row = None
+            if row is None:
+                due_at, listed_at, count = now + window, now + window, 0
+            else:
+                due_at, listed_at, count, _ = row
+            count += 1
+            full = count >= max_items
+            if full:
+                listed_at = min(listed_at, now)  # a full bucket is due at once, for whichever process flushes
+            conn.execute("INSERT INTO digest_items(key, item) VALUES (?, ?)", (key, item))
+            conn.execute(
+                "INSERT OR REPLACE INTO digests(key, due_at, listed_at, count, expires_at) VALUES (?, ?, ?, ?, ?)",
+                (key, due_at, listed_at, count, due_at + DIGEST_RETENTION),
+            )
+            return DigestAdd(count=count, due_at=due_at, full=full)
+
+        return await self._call(op)
+
+    async def digest_due(self, now: float) -> list[str]:
+        def op(conn: sqlite3.Connection, _now: float) -> list[str]:
+            rows = conn.execute("SELECT key FROM digests WHERE listed_at <= ? ORDER BY listed_at", (now,))
+            return [row[0] for row in rows]
+
+        return await self._call(op)
+
+    async def digest_take(self, key: str) -> list[bytes]:
+        def op(conn: sqlite3.Connection, _now: float) -> list[bytes]:
+            rows = conn.execute("SELECT item FROM digest_items WHERE key = ? ORDER BY id", (key,)).fetchall()
+            conn.execute("DELETE FROM digest_items WHERE key = ?", (key,))
+            conn.execute("DELETE FROM digests WHERE key = ?", (key,))
+            return [bytes(row[0]) for row in rows]
+
+        return await self._call(op)
+
+    # locks
+
+    async def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:
+        check_positive("ttl", ttl)
+
+        def op(conn: sqlite3.Connection, now: float) -> bool:
+            row = conn.execute("SELECT owner, expires_at FROM locks WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] != owner and row[1] > now:
+                return False
+            conn.execute(
+                "INSERT OR REPLACE INTO locks(name, owner, expires_at) VALUES (?, ?, ?)", (name, owner, now + ttl)
+            )
+            return True
+
+        return await self._call(op)
+
+    async def release_lock(self, name: str, owner: str) -> None:
+        def op(conn: sqlite3.Connection, _now: float) -> None:
+            conn.execute("DELETE FROM locks WHERE name = ? AND owner = ?", (name, owner))
+
+        await self._call(op)

@@ -1,0 +1,552 @@
+"""The sandboxed Jinja environment that renders notifications, and template resolution.
+
+``templates/NAME.j2`` defines the blocks ``title`` and ``body`` (in a file without a ``body``
+block, everything outside the ``title`` block is the body); ``NAME.CHANNELTYPE.j2`` overrides it for one channel type and may
+``{% extends "NAME.j2" %}`` to replace a single block. A :class:`Templates` is built once per
+configuration load and renders many times, so everything that can be resolved ahead of a
+render (which file, which block functions, the inheritance chain) is resolved once and cached.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import jinja2.exceptions as jexc
+from jinja2 import FileSystemLoader, StrictUndefined, Template, Undefined, nodes
+from jinja2.runtime import Context, new_context
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import missing
+
+from router.errors import TemplateError
+from router.events import Event
+from router.filters import truncate_text
+from router.suggest import did_you_mean
+
+if TYPE_CHECKING:
+    from router.config.models import Rule
+
+BlockFn = Callable[[Context], Iterator[str]]
+
+SUFFIX = ".j2"
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")  # no dots: NAME.TYPE.j2 must split one way only
+_INLINE_CACHE_SIZE = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A rendered notification: the ``title`` block and the ``body``, stripped and truncated."""
+
+    title: str
+    body: str
+
+
+class EventView(dict[str, Any]):
+    """An event as a dict whose keys also read as attributes: ``event.type`` and ``event["type"]``."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _event_view(event: Event) -> EventView:
+    return EventView(event.as_dict())
+
+
+def build_context(
+    event: Event,
+    *,
+    rule: Rule | None = None,
+    channel: Mapping[str, Any] | None = None,
+    events: Sequence[Event] | None = None,
+) -> dict[str, Any]:
+    """The variables a template sees: ``event``, ``data``, ``rule``, ``channel`` and, for digests, ``events`` and ``count``.
+
+    ``channel`` keeps only ``name``, ``type`` and ``markdown`` (the dialect for the
+    ``escape_markdown`` filter): channel options hold secrets and never reach a template.
+    """
+    context: dict[str, Any] = {
+        "event": _event_view(event),
+        "data": event.data,
+        "rule": (
+            {
+                "name": rule.name,
+                "on": list(rule.on),
+                "template": rule.template,
+                "job": rule.job,
+                "channels": list(rule.channels),
+            }
+            if rule is not None
+            else {}
+        ),
+        "channel": {key: channel[key] for key in ("name", "type", "markdown") if key in channel} if channel else {},
+    }
+    if events is not None:
+        context["events"] = [_event_view(item) for item in events]
+        context["count"] = len(events)
+    return context
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's sandbox with immutable containers, reading payload keys before dict methods.
+
+    Immutable: a template must not change the event that later rules and channels see.
+    Keys first: event payloads often have keys like ``items``, ``values`` or ``count``, and
+    ``data.items`` should be that key, not ``dict.items``.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, dict):
+            try:
+                return obj[attribute]
+            except (KeyError, TypeError):
+                pass
+        return super().getattr(obj, attribute)
+
+
+class _FilterFailed(Exception):
+    """A filter raised; carries its name so the message can say which filter and why."""
+
+    def __init__(self, name: str, cause: Exception) -> None:
+        super().__init__(name)
+        self.name = name
+        self.cause = cause
+
+
+def _guard(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a filter so its failures name it; Jinja's own errors (undefined, sandbox) pass through."""
+
+    @functools.wraps(function)  # also copies jinja_pass_arg, so pass_context filters keep working
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except jexc.TemplateError:
+            raise
+        except Exception as exc:
+            # A filter that chokes on an undefined input: the missing variable is the real cause.
+            for argument in (*args, *kwargs.values()):
+                if isinstance(argument, Undefined):
+                    argument._fail_with_undefined_error()
+            raise _FilterFailed(name, exc) from exc
+
+    return guarded
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How to render one (name, channel type): resolved once, used for every render."""
+
+    template: Template  # the file chosen for the channel type
+    blocks: dict[str, list[BlockFn]]  # every block of the extends chain, nearest definition first
+    title: BlockFn | None
+    body: BlockFn | None
+    globals: dict[str, Any]  # the template's globals, flattened once (Jinja keeps a ChainMap)
+    # Run the root render function (top-level imports, sets, macros, text) rather than
+    # calling the blocks directly; only needed when the chain has such top-level code.
+    via_root: bool
+
+
+def _new_context(
+    template: Template, variables: dict[str, Any], globals_: dict[str, Any], blocks: dict[str, BlockFn]
+) -> Context:
+    """A render context over ``variables`` (which already hold the globals), without Jinja's per-call copying."""
+    return new_context(template.environment, template.name, blocks, variables, True, globals_)
+
+
+def _capture(block: BlockFn, key: str, store: dict[str, str], *, emit: bool) -> BlockFn:
+    def capturing(context: Context) -> Iterator[str]:
+        text = "".join(block(context))
+        store.setdefault(key, text)
+        if emit:
+            yield text
+
+    return capturing
+
+
+def _only_blocks(tree: nodes.Template) -> bool:
+    """Whether a template's top level is only extends, blocks and literal text (nothing to run)."""
+    for node in tree.body:
+        if isinstance(node, (nodes.Extends, nodes.Block)):
+            continue
+        if isinstance(node, nodes.Output) and all(isinstance(part, nodes.TemplateData) for part in node.nodes):
+            continue
+        return False
+    return True
+
+
+def _dotted(node: nodes.Node) -> str | None:
+    """The source text of a variable path such as ``data.user`` or ``e["id"]``, if it is one."""
+    if isinstance(node, nodes.Name):
+        return node.name
+    if isinstance(node, nodes.Getattr):
+        inner = _dotted(node.node)
+        return f"{inner}.{node.attr}" if inner else None
+    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        inner = _dotted(node.node)
+        return f"{inner}[{node.arg.value!r}]" if inner else None
+    return None
+
+
+def _owner_expression(tree: nodes.Template, line: int | None, key: Any) -> str | None:
+    """The expression whose attribute/item ``key`` was missing, found on ``line`` of the template."""
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        if line is not None and node.lineno != line:
+            continue
+        if isinstance(node, nodes.Getattr):
+            hit = node.attr == key
+        elif isinstance(node, nodes.Getitem):
+            hit = isinstance(node.arg, nodes.Const) and node.arg.value == key
+        else:
+            continue
+        if hit and (text := _dotted(node.node)):
+            return text
+    return None
+
+
+def _locate(tb: TracebackType | None) -> tuple[Template | None, int | None]:
+    """The innermost compiled-template frame of a traceback and its line in the template source."""
+    found: tuple[Template | None, int | None] = (None, None)
+    while tb is not None:
+        template = tb.tb_frame.f_globals.get("__jinja_template__")
+        if isinstance(template, Template):
+            found = (template, template.get_corresponding_lineno(tb.tb_lineno))
+        tb = tb.tb_next
+    return found
+
+
+def _failed_undefined(tb: TracebackType | None) -> Undefined | None:
+    """The Undefined whose use raised, read from the raising frame (Jinja's exception does not carry it)."""
+    found = None
+    while tb is not None:
+        candidate = tb.tb_frame.f_locals.get("self")
+        if isinstance(candidate, Undefined):
+            found = candidate
+        tb = tb.tb_next
+    return found
+
+
+class Templates:
+    """The templates of one folder, compiled once and rendered many times.
+
+    ``filters`` are installed exactly as given (the plugin manager passes the built-in
+    filters plus the plugins' ones).
+    """
+
+    def __init__(self, folder: Path, filters: Mapping[str, Callable[..., Any]] | None = None) -> None:
+        self.folder = Path(folder)
+        self._env = _Sandbox(
+            loader=FileSystemLoader(self.folder),
+            undefined=StrictUndefined,
+            autoescape=False,  # chat and email text, not HTML
+            trim_blocks=True,
+            lstrip_blocks=True,
+            auto_reload=False,  # a reload builds a new Templates; never stat files per render
+            cache_size=-1,
+        )
+        for name, function in (filters or {}).items():
+            self._env.filters[name] = _guard(name, function)
+        self._globals = dict(self._env.globals)
+        self._files = self._list_files()
+        self._plans: dict[tuple[str, str | None], _Plan | TemplateError] = {}
+        self._inline: dict[str, Template | TemplateError] = {}
+
+    # -- discovery ---------------------------------------------------------------------------
+
+    def _list_files(self) -> frozenset[str]:
+        if not self.folder.is_dir():
+            return frozenset()
+        return frozenset(
+            path.name
+            for path in self.folder.iterdir()
+            if path.name.endswith(SUFFIX) and not path.name.startswith(".") and path.is_file()
+        )
+
+    def exists(self, name: str, channel_type: str | None = None) -> bool:
+        """Whether ``NAME.j2`` exists, or ``NAME.<channel_type>.j2`` when a channel type is given."""
+        if not _NAME.match(name):
+            return False
+        if f"{name}{SUFFIX}" in self._files:
+            return True
+        return (
+            channel_type is not None
+            and bool(_NAME.match(channel_type))
+            and f"{name}.{channel_type}{SUFFIX}" in self._files
+        )
+
+    def names(self) -> list[str]:
+        """The base names (``NAME``) of every template in the folder, sorted."""
+        return sorted({file.split(".", 1)[0] for file in self._files if _NAME.match(file.split(".", 1)[0])})
+
+    # -- compiling ---------------------------------------------------------------------------
+
+    def compile_all(self) -> list[TemplateError]:
+        """Compile every ``*.j2`` under the folder and resolve every override; return all errors found."""
+        if not self.folder.is_dir():
+            return []
+        errors: dict[str, TemplateError] = {}  # by message: a broken parent fails each child the same way
+        files = sorted(
+            path.relative_to(self.folder).as_posix()
+            for path in self.folder.rglob(f"*{SUFFIX}")
+            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(self.folder).parts)
+        )
+        for file in files:
+            try:
+                self._env.get_template(file)
+                tree = self._parse(file)
+            except Exception as exc:
+                error = self._explain(exc, {}, label=file)
+                errors.setdefault(str(error), error)
+                continue
+            for error in self._missing_references(file, tree):
+                errors.setdefault(str(error), error)
+        for file in sorted(self._files):
+            base, _, rest = file.removesuffix(SUFFIX).partition(".")
+            if not _NAME.match(base) or (rest and not _NAME.match(rest)):
+                continue
+            plan = self._plan(base, rest or None)
+            if isinstance(plan, TemplateError):
+                errors.setdefault(str(plan), plan)
+        return list(errors.values())
+
+    def _parse(self, file: str) -> nodes.Template:
+        loader = self._env.loader
+        assert loader is not None
+        source, _, _ = loader.get_source(self._env, file)
+        return self._env.parse(source, file)
+
+    def _missing_references(self, file: str, tree: nodes.Template) -> list[TemplateError]:
+        """Errors for extends/include/import of a constant name that is not in the folder."""
+        errors = []
+        for node in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+            target = getattr(node, "template", None)
+            if not (isinstance(target, nodes.Const) and isinstance(target.value, str)):
+                continue  # computed names can only be checked when rendering
+            if error := self._not_found(target.value, file, node.lineno):
+                errors.append(error)
+        return errors
+
+    def _not_found(self, target: str, file: str, line: int) -> TemplateError | None:
+        """An error naming ``file`` and ``line`` when the template ``target`` does not exist, else None."""
+        loader = self._env.loader
+        assert loader is not None
+        try:
+            loader.get_source(self._env, target)
+        except jexc.TemplateNotFound:
+            hint = did_you_mean(target, self._files)
+            return TemplateError(f"template '{target}' not found{hint}", template=file, line=line)
+        return None
+
+    def _file_for(self, name: str, channel_type: str | None) -> str:
+        if not _NAME.match(name):
+            raise TemplateError(f"invalid template name {name!r} (letters, digits, '_' and '-' only)", template=name)
+        if channel_type is not None and _NAME.match(channel_type):
+            override = f"{name}.{channel_type}{SUFFIX}"
+            if override in self._files:
+                return override
+        file = f"{name}{SUFFIX}"
+        if file in self._files:
+            return file
+        if not self.folder.is_dir():
+            raise TemplateError(f"the template folder {self.folder} does not exist", template=file)
+        also = f" (nor {name}.{channel_type}{SUFFIX})" if channel_type else ""
+        raise TemplateError(f"not found in {self.folder}{also}{did_you_mean(name, self.names())}", template=file)
+
+    def _plan(self, name: str, channel_type: str | None) -> _Plan | TemplateError:
+        key = (name, channel_type)
+        cached = self._plans.get(key)
+        if cached is not None:
+            return cached
+        file = f"{name}{SUFFIX}"
+        plan: _Plan | TemplateError
+        try:
+            file = self._file_for(name, channel_type)
+            plan = self._resolve(file)
+        except TemplateError as exc:
+            plan = exc
+        except Exception as exc:
+            plan = self._explain(exc, {}, label=file)
+        self._plans[key] = plan
+        return plan
+
+    def _resolve(self, file: str) -> _Plan:
+        """Follow ``{% extends %}`` from ``file`` and collect the block functions of the whole chain."""
+        leaf = self._env.get_template(file)
+        blocks: dict[str, list[BlockFn]] = {}
+        simple = True
+        chain: list[str] = []
+        current: str | None = file
+        while current is not None:
+            if current in chain:
+                raise TemplateError(f"extends loop: {' -> '.join([*chain, current])}", template=file)
+            chain.append(current)
+            template = self._env.get_template(current)
+            tree = self._parse(current)
+            simple = simple and _only_blocks(tree)
+            for block_name, function in template.blocks.items():
+                blocks.setdefault(block_name, []).append(function)
+            parent: str | None = None
+            for node in tree.find_all(nodes.Extends):
+                if not (isinstance(node.template, nodes.Const) and isinstance(node.template.value, str)):
+                    raise TemplateError("extends needs a quoted template name", template=current, line=node.lineno)
+                parent = node.template.value
+                if error := self._not_found(parent, current, node.lineno):
+                    raise error
+                break
+            current = parent
+        title = blocks["title"][0] if "title" in blocks else None
+        body = blocks["body"][0] if "body" in blocks else None
+        return _Plan(leaf, blocks, title, body, dict(leaf.globals), via_root=not simple or body is None)
+
+    # -- rendering ---------------------------------------------------------------------------
+
+    def render(
+        self,
+        name: str,
+        context: Mapping[str, Any],
+        *,
+        channel_type: str | None = None,
+        max_title: int | None = None,
+        max_body: int | None = None,
+    ) -> Rendered:
+        """Render template ``name`` (``NAME.<channel_type>.j2`` when present), stripped and cut to the limits."""
+        plan = self._plans.get((name, channel_type)) or self._plan(name, channel_type)
+        if isinstance(plan, TemplateError):
+            raise TemplateError(plan.reason, template=plan.template, line=plan.line)
+        variables = {**plan.globals, **context}
+        body_block = plan.body
+        try:
+            context_ = _new_context(plan.template, variables, plan.globals, {})  # blocks are set below
+            if plan.via_root or body_block is None:
+                title, body = self._render_via_root(plan, context_)
+            else:
+                context_.blocks = plan.blocks  # shared: block functions only read it
+                title = "".join(plan.title(context_)) if plan.title else ""
+                body = "".join(body_block(context_))
+        except Exception as exc:
+            raise self._explain(exc, context, label=plan.template.name) from None
+        return Rendered(truncate_text(title.strip(), max_title), truncate_text(body.strip(), max_body))
+
+    @staticmethod
+    def _render_via_root(plan: _Plan, context: Context) -> tuple[str, str]:
+        captured: dict[str, str] = {}
+        blocks = {key: list(functions) for key, functions in plan.blocks.items()}
+        # Capturing wrappers go in front of the chain, so super() still finds each block's parent.
+        if plan.title:
+            # Without a body block the document flow is the body, so the title must not appear in it.
+            blocks["title"].insert(0, _capture(plan.title, "title", captured, emit=plan.body is not None))
+        if plan.body:
+            blocks["body"].insert(0, _capture(plan.body, "body", captured, emit=True))
+        context.blocks = blocks
+        whole = "".join(plan.template.root_render_func(context))
+        # A block the layout never printed (say, inside a false {% if %}) is still rendered on its own.
+        title = captured.get("title")
+        if title is None:
+            title = "".join(plan.title(context)) if plan.title else ""
+        body = captured.get("body")
+        if body is None:
+            body = "".join(plan.body(context)) if plan.body else whole
+        return title, body
+
+    def render_string(self, source: str, context: Mapping[str, Any]) -> str:
+        """Render a short inline template such as a dedupe key ``"{{ data.user.id }}"``; the result is stripped."""
+        template = self._inline.get(source)
+        if template is None:
+            template = self._compile_inline(source)
+        if isinstance(template, TemplateError):
+            raise TemplateError(template.reason, template=template.template, line=template.line)
+        variables = {**self._globals, **context}
+        try:
+            return "".join(
+                template.root_render_func(_new_context(template, variables, self._globals, template.blocks))
+            ).strip()
+        except Exception as exc:
+            raise self._explain(exc, context, label=_inline_label(source), source=source) from None
+
+    def _compile_inline(self, source: str) -> Template | TemplateError:
+        compiled: Template | TemplateError
+        try:
+            compiled = self._env.from_string(source)
+        except Exception as exc:
+            compiled = self._explain(exc, {}, label=_inline_label(source), source=source)
+        if len(self._inline) >= _INLINE_CACHE_SIZE:
+            # Inline sources come from the configuration, so this only trips on misuse; drop the oldest.
+            del self._inline[next(iter(self._inline))]
+        self._inline[source] = compiled
+        return compiled
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def _explain(
+        self, exc: BaseException, context: Mapping[str, Any], *, label: str | None, source: str | None = None
+    ) -> TemplateError:
+        """Turn any exception from compiling or rendering into a TemplateError naming template, line and cause."""
+        if isinstance(exc, TemplateError):
+            return exc
+        if isinstance(exc, jexc.TemplateSyntaxError):
+            message = exc.message or "syntax error"
+            unknown = re.match(r"No (filter|test) named '([^']+)'", message)
+            if unknown:
+                known = self._env.filters if unknown.group(1) == "filter" else self._env.tests
+                message = f"no {unknown.group(1)} named '{unknown.group(2)}'{did_you_mean(unknown.group(2), known)}"
+            return TemplateError(message, template=exc.name or label, line=exc.lineno)
+        template, line = _locate(exc.__traceback__)
+        where = (template.name if template is not None else None) or label
+        if isinstance(exc, jexc.UndefinedError):
+            message = self._undefined_message(exc, context, where, line, source if where == label else None)
+        elif isinstance(exc, jexc.SecurityError):
+            message = f"blocked by the sandbox: {exc}"
+        elif isinstance(exc, jexc.TemplateNotFound):
+            message = f"template '{exc.name}' not found"
+        elif isinstance(exc, _FilterFailed):
+            cause = exc.cause
+            detail = str(cause) if isinstance(cause, ValueError) else f"{type(cause).__name__}: {cause}"
+            message = f"filter '{exc.name}': {detail}"
+        elif isinstance(exc, UnicodeDecodeError):
+            message = f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+        else:
+            message = f"{type(exc).__name__}: {exc}"
+        return TemplateError(message, template=where, line=line)
+
+    def _undefined_message(
+        self,
+        exc: jexc.UndefinedError,
+        context: Mapping[str, Any],
+        file: str | None,
+        line: int | None,
+        source: str | None,
+    ) -> str:
+        undefined = _failed_undefined(exc.__traceback__)
+        if undefined is None or undefined._undefined_hint:
+            return str(exc.message)
+        key = undefined._undefined_name
+        owner = undefined._undefined_obj
+        if owner is missing:
+            return f"'{key}' is undefined{did_you_mean(str(key), context)}"
+        expression = None
+        try:
+            tree = self._env.parse(source) if source is not None else self._parse(file) if file else None
+            if tree is not None:
+                expression = _owner_expression(tree, line, key)
+        except Exception:  # the message is still useful without the expression
+            expression = None
+        subject = f"'{expression}'" if expression else f"'{type(owner).__name__} object'"
+        if isinstance(key, str):
+            message = f"{subject} has no attribute '{key}'"
+            if isinstance(owner, Mapping):
+                message += did_you_mean(key, [k for k in owner if isinstance(k, str)])
+            return message
+        return f"{subject} has no element {key!r}"
+
+
+def _inline_label(source: str) -> str:
+    shown = source if len(source) <= 60 else source[:59] + "…"
+    return f"inline template {shown!r}"

@@ -1,0 +1,1 @@
+"""The router's test suite (a package so that tests can import tests.fakes)."""

@@ -1,0 +1,161 @@
+"""The webhook channel: JSON on the wire, one pooled session, failures classified."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from router.channels.base import Message, Outcome
+from router.channels.webhook import WebhookChannel, WebhookConfig
+from tests.fakes.http_sink import HttpSink, Reply, free_port
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[HttpSink]:
+    async with HttpSink(Reply(200, {"ok": True})) as server:
+        yield server
+
+
+def webhook(url: str, **options: Any) -> WebhookChannel:
+    return WebhookChannel("hook", WebhookConfig(type="webhook", url=url, **options))
+
+
+async def test_posts_title_body_and_meta_as_json(sink: HttpSink) -> None:
+    channel = webhook(f"{sink.url}/notify?src=router", headers={"Authorization": "Bearer s3cr3t-value"})
+    message = Message("Planet done", "Alice finished **Mars**", {"event_id": "e1", "at": datetime(2030, 1, 1)})
+    try:
+        outcome = await channel.send(message)
+    finally:
+        await channel.aclose()
+    assert outcome.ok
+    [request] = sink.requests
+    assert (request.method, request.path, request.query) == ("POST", "/notify", {"src": "router"})
+    assert request.headers["authorization"] == "Bearer s3cr3t-value"
+    assert request.headers["content-type"] == "application/json"
+    assert request.json() == {
+        "title": "Planet done",
+        "body": "Alice finished **Mars**",
+        "meta": {"event_id": "e1", "at": "2030-01-01 00:00:00"},
+    }
+
+
+async def test_put_with_raw_body_payload(sink: HttpSink) -> None:
+    channel = webhook(sink.url, method="PUT", payload="body", content_type="text/plain")
+    try:
+        assert (await channel.send(Message("ignored", "raw text"))).ok
+    finally:
+        await channel.aclose()
+    [request] = sink.requests
+    assert (request.method, request.text(), request.headers["content-type"]) == ("PUT", "raw text", "text/plain")
+
+
+RETRY_DATE = datetime.now(UTC) + timedelta(seconds=120)
+
+
+@pytest.mark.parametrize(
+    ("reply", "status", "reason", "retry_after"),
+    [
+        (Reply(200), "sent", "HTTP 200 OK", None),
+        (Reply(204), "sent", "HTTP 204 No Content", None),
+        (Reply(400, "bad"), "failed", "HTTP 400 Bad Request", None),
+        (Reply(401), "failed", "HTTP 401 Unauthorized", None),
+        (Reply(403), "failed", "HTTP 403 Forbidden", None),
+        (Reply(404), "failed", "HTTP 404 Not Found", None),
+        (Reply(429), "retry", "HTTP 429 Too Many Requests", None),
+        (Reply(429, headers={"Retry-After": "17"}), "retry", "HTTP 429 Too Many Requests", 17.0),
+        (Reply(429, {"retry_after": 2.5}), "retry", "HTTP 429 Too Many Requests", 2.5),
+        (Reply(500), "retry", "HTTP 500 Internal Server Error", None),
+        (Reply(502), "retry", "HTTP 502 Bad Gateway", None),
+        (Reply(503), "retry", "HTTP 503 Service Unavailable", None),
+    ],
+)
+async def test_status_classification(
+    sink: HttpSink, reply: Reply, status: str, reason: str, retry_after: float | None
+) -> None:
+    sink.reply(reply)
+    channel = webhook(sink.url)
+    try:
+        outcome = await channel.send(Message("t", "b"))
+    finally:
+        await channel.aclose()
+    assert outcome == Outcome(status, reason, retry_after)  # type: ignore[arg-type]
+
+
+async def test_retry_after_http_date(sink: HttpSink) -> None:
+    sink.reply(Reply(429, headers={"Retry-After": format_datetime(RETRY_DATE, usegmt=True)}))
+    channel = webhook(sink.url)
+    try:
+        outcome = await channel.send(Message("t", "b"))
+    finally:
+        await channel.aclose()
+    assert outcome.status == "retry"
+    assert outcome.retry_after is not None and 100 < outcome.retry_after <= 120
+
+
+async def test_timeout_is_retryable(sink: HttpSink) -> None:
+    sink.reply(Reply(hang=True))
+    channel = webhook(sink.url, timeout="300ms")
+    try:
+        outcome = await channel.send(Message("t", "b"))
+    finally:
+        await channel.aclose()
+    assert outcome == Outcome.retryable("timeout after 300ms")
+
+
+async def test_refused_connection_is_retryable() -> None:
+    channel = webhook(f"http://127.0.0.1:{free_port()}/hook")
+    try:
+        outcome = await channel.send(Message("t", "b"))
+    finally:
+        await channel.aclose()
+    assert outcome == Outcome.retryable("connection refused")
+
+
+async def test_one_session_with_a_pool_the_size_of_concurrency(sink: HttpSink) -> None:
+    channel = webhook(sink.url, concurrency=2)
+    try:
+        outcomes = await asyncio.gather(*(channel.send(Message("t", str(i))) for i in range(20)))
+        session = channel._session
+        assert all(o.ok for o in outcomes)
+        await channel.send(Message("t", "again"))
+        assert channel._session is session  # reused, not rebuilt per message
+    finally:
+        await channel.aclose()
+    assert len(sink.requests) == 21
+    # Twenty concurrent sends went through at most two connections.
+    assert len({r.peer_port for r in sink.requests}) <= 2
+
+
+async def test_send_after_close_is_retryable_not_an_error(sink: HttpSink) -> None:
+    channel = webhook(sink.url)
+    await channel.aclose()
+    outcome = await channel.send(Message("t", "b"))
+    assert outcome.status == "retry"
+    assert sink.requests == []
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"url": "ftp://example.com/x"}, "http:// or https://"),
+        ({"url": "https://example.com", "headers": {"Bad Header": "x"}}, "invalid header name"),
+        ({"url": "https://example.com", "method": "GET"}, "method"),
+        ({"url": "https://example.com", "timeout": "soon"}, "duration"),
+        ({"url": "https://example.com", "retries": 3}, "retries"),
+    ],
+)
+def test_config_errors(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        WebhookConfig(type="webhook", **options)
+    assert message in str(info.value)
+
+
+def test_describe_shows_no_secret() -> None:
+    channel = webhook("https://user:pa55word@hooks.example.com/abc123def456ghi789/x?token=qwerty123")
+    assert channel.describe() == "hook (webhook POST https://hooks.example.com)"

@@ -1,0 +1,147 @@
+"""Each delivery stage alone: backoff, chaining, concurrency bounds, send guards, skips."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime
+
+import pytest
+
+from router.channels.base import Channel, ChannelConfig, Message, Outcome
+from router.config.models import RetryPolicy
+from router.delivery import Delivery
+from router.events import Event
+from router.metrics import Metrics
+from router.pipeline.backoff import retry_delay
+from router.pipeline.chain import Next, chain
+from router.pipeline.concurrency import ChannelConcurrency
+from router.pipeline.enabled import CHANNEL_DISABLED, SkipDisabled
+from router.pipeline.idempotency import ALREADY_SENT, SkipIfSent
+from router.pipeline.send import Send
+from router.state import open_state_store
+
+
+def delivery(channel: str = "a") -> Delivery:
+    event = Event(type="t.x", id="e1", source="s", time=datetime.now(UTC), data={})
+    return Delivery(event=event, rule="r", channel=channel, channel_type="test", message=Message("t", "b"))
+
+
+async def sent_terminal(_: Delivery) -> Outcome:
+    return Outcome.sent()
+
+
+def test_backoff_grows_exponentially_and_is_capped() -> None:
+    policy = RetryPolicy(attempts=10, backoff=2, max_backoff=30, jitter=0)
+    assert [retry_delay(policy, n) for n in range(1, 7)] == [2, 4, 8, 16, 30, 30]
+
+
+def test_backoff_jitter_stays_within_its_band() -> None:
+    policy = RetryPolicy(attempts=10, backoff=10, max_backoff=600, jitter=0.2)
+    rng = random.Random(7)
+    delays = [retry_delay(policy, 1, rand=rng) for _ in range(200)]
+    assert all(8 <= d <= 12 for d in delays)
+    assert len({round(d, 3) for d in delays}) > 50  # actually spread, not lockstep
+
+
+def test_retry_after_is_a_floor_even_above_the_cap() -> None:
+    policy = RetryPolicy(attempts=5, backoff=1, max_backoff=5, jitter=0)
+    assert retry_delay(policy, 1, retry_after=42) == 42
+    assert retry_delay(policy, 3, retry_after=0.5) == 4
+
+
+async def test_chain_runs_stages_outermost_first() -> None:
+    order: list[str] = []
+
+    class Tag:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def __call__(self, d: Delivery, next: Next) -> Outcome:
+            order.append(f"{self.name}>")
+            outcome = await next(d)
+            order.append(f"<{self.name}")
+            return outcome
+
+    run = chain([Tag("a"), Tag("b")], sent_terminal)
+    assert (await run(delivery())).ok
+    assert order == ["a>", "b>", "<b", "<a"]
+
+
+async def test_skip_if_sent_consults_the_ledger(tmp_path) -> None:
+    state = open_state_store(f"sqlite:///{tmp_path / 's.db'}")
+    await state.open()
+    try:
+        stage = SkipIfSent(state)
+        d = delivery()
+        assert (await stage(d, sent_terminal)).status == "sent"
+        await state.mark_sent(d.key, 60)
+        outcome = await stage(d, sent_terminal)
+        assert outcome.status == "skipped" and outcome.reason == ALREADY_SENT
+    finally:
+        await state.close()
+
+
+async def test_skip_disabled() -> None:
+    stage = SkipDisabled(lambda name: name == "on")
+    assert (await stage(delivery("on"), sent_terminal)).status == "sent"
+    outcome = await stage(delivery("off"), sent_terminal)
+    assert outcome.status == "skipped" and outcome.reason == CHANNEL_DISABLED
+
+
+async def test_channel_concurrency_bounds_one_channel_only() -> None:
+    stage = ChannelConcurrency({"slow": 2, "fast": 4})
+    running = {"slow": 0, "fast": 0}
+    peak = {"slow": 0, "fast": 0}
+    release = asyncio.Event()
+
+    async def terminal(d: Delivery) -> Outcome:
+        running[d.channel] += 1
+        peak[d.channel] = max(peak[d.channel], running[d.channel])
+        if d.channel == "slow":
+            await release.wait()
+        running[d.channel] -= 1
+        return Outcome.sent()
+
+    slow = [asyncio.create_task(stage(delivery("slow"), terminal)) for _ in range(6)]
+    fast = await asyncio.gather(*(stage(delivery("fast"), terminal) for _ in range(10)))
+    assert all(o.ok for o in fast), "fast channel finished while slow was stuck"
+    assert peak["slow"] == 2
+    release.set()
+    await asyncio.gather(*slow)
+    assert peak["slow"] == 2
+
+
+class Exploding(Channel):
+    type_name = "exploding"
+
+    async def send(self, message: Message) -> Outcome:
+        raise RuntimeError("https://secret.example/token-abc")
+
+
+class Hanging(Channel):
+    type_name = "hanging"
+
+    async def send(self, message: Message) -> Outcome:
+        await asyncio.Event().wait()
+        raise AssertionError
+
+
+async def test_send_turns_a_raising_channel_into_a_secret_free_retry() -> None:
+    channel = Exploding("x", ChannelConfig(type="exploding"))
+    outcome = await Send(lambda _: channel, Metrics())(delivery("x"))
+    assert outcome.status == "retry"
+    assert "RuntimeError" in outcome.reason and "token" not in outcome.reason
+
+
+async def test_send_times_out_a_hanging_channel() -> None:
+    channel = Hanging("x", ChannelConfig(type="hanging"))
+    outcome = await Send(lambda _: channel, Metrics(), timeout=0.05)(delivery("x"))
+    assert outcome.status == "retry" and "did not answer" in outcome.reason
+
+
+@pytest.mark.parametrize("status", ["sent", "retry", "failed"])
+def test_outcome_constructors(status: str) -> None:
+    outcome = {"sent": Outcome.sent(), "retry": Outcome.retryable("x", 3), "failed": Outcome.permanent("y")}[status]
+    assert outcome.status == status
+    assert outcome.ok == (status == "sent")

@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Any, Literal
 
+from router.redact import SecretFilter
+
 LogFormat = Literal["text", "json"]
 
 
@@ -57,6 +59,8 @@ def configure_logging(fmt: LogFormat = "text", level: str = "INFO") -> None:
     """Send the router's logs to stderr in ``fmt``; quiet chatty libraries."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    # On the handler, so that every record is scrubbed, whichever library's logger made it.
+    handler.addFilter(SecretFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

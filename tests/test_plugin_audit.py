@@ -156,6 +156,58 @@ def test_router_load_plugins_can_leave_the_installed_plugin_out(installed_report
     assert "audit.record" not in installed_report["jobs_without_plugins"]
 
 
+AUDIT_RULES = """
+version: 1
+channels:
+  console: {type: console}
+rules:
+  - name: audit-everything
+    on: "**"
+    job: audit.record
+    with: {url: "sqlite:///audit.db", table: events}
+  - name: note
+    on: planet.completed
+    template: note
+    channels: [console]
+"""
+
+
+def test_router_plugins_and_check_see_the_installed_plugin(plugin_venv: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ROUTER_LOAD_PLUGINS"}
+    listed = subprocess.run(
+        [str(plugin_venv), "-m", "router.cli", "plugins"], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "router-audit 0.1.0 (package)" in listed.stdout
+    assert "jobs: audit.record" in listed.stdout
+
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "note.j2").write_text("{{ data.who }} {{ event.id | audit_ref }}")
+    (tmp_path / "rules.yaml").write_text(AUDIT_RULES)
+    checked = subprocess.run(
+        [str(plugin_venv), "-m", "router.cli", "check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "audit-everything" in checked.stdout
+
+    (tmp_path / "rules.yaml").write_text(AUDIT_RULES.replace("table: events", "table: 'bad name'"))
+    broken = subprocess.run(
+        [str(plugin_venv), "-m", "router.cli", "check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert broken.returncode == 1
+    assert "rules[0].with.table" in broken.stderr
+
+
 # --- the job, run in this process from the plugin's sources -----------------------------
 
 

@@ -1,0 +1,1 @@
+"""The delivery stages, one module each, composed by :func:`router.pipeline.chain.chain`."""

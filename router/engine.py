@@ -73,6 +73,7 @@ class Generation:
     runtime: Runtime
     channels: dict[str, Channel]
     deliver: Next
+    jobs: dict[str, Job] = field(default_factory=dict)  # one instance per job the rules use
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -179,7 +180,8 @@ class Engine:
             ChannelConcurrency(limits),
         ]
         terminal = Send(channels.__getitem__, self.metrics, timeout=self.send_timeout)
-        generation = Generation(runtime=runtime, channels=channels, deliver=chain(stages, terminal))
+        jobs = {rule.job: runtime.registry.jobs[rule.job]() for rule in runtime.config.rules}
+        generation = Generation(runtime=runtime, channels=channels, deliver=chain(stages, terminal), jobs=jobs)
         generation.idle.set()
         return generation
 
@@ -201,13 +203,13 @@ class Engine:
                 await generation.idle.wait()
         except TimeoutError:
             log.warning("closing channels of the previous configuration with work still in flight")
-        await close_channels(generation.channels)
+        await close_generation(generation)
 
     async def close(self) -> None:
-        """Close the channels of the configuration in force (after the transport stopped)."""
+        """Close the channels and jobs of the configuration in force (after the transport stopped)."""
         for task in list(self._tasks):
             await task
-        await close_channels(self.generation.channels)
+        await close_generation(self.generation)
 
     # ----------------------------------------------------------------- messages
 
@@ -262,7 +264,14 @@ class Engine:
         event = await self.hooks.event_received(event)
         rules = runtime.index.match(event)
         if rules:
-            await asyncio.gather(*(self._run_rule(generation, event, rule) for rule in rules))
+            # Let every rule finish before deciding: requeueing while another rule is still
+            # delivering would race its redelivery against the deliveries in flight.
+            results = await asyncio.gather(
+                *(self._run_rule(generation, event, rule) for rule in rules), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
         log.info(
             "event handled",
             extra={
@@ -308,7 +317,7 @@ class Engine:
     async def _run_rule(self, generation: Generation, event: Event, rule: Rule, attempt: int = 1) -> None:
         runtime = generation.runtime
         self.metrics.rules_matched.labels(rule.name).inc()
-        job_class: type[Job] = runtime.registry.jobs[rule.job]
+        job = generation.jobs[rule.job]
         options = runtime.job_options(rule)
         job_key = f"{event.id}:{rule.name}{JOB_DONE_SUFFIX}"
         is_notify = rule.job == "notify"
@@ -316,7 +325,7 @@ class Engine:
             return
         context = EngineJobContext(self, generation, event, rule, options, attempt)
         try:
-            await job_class().handle(context)
+            await job.handle(context)
         except ResolutionError:
             raise
         except TemplateError as error:
@@ -428,10 +437,12 @@ class Engine:
         return event.id
 
 
-async def close_channels(channels: dict[str, Channel]) -> None:
-    """Close every channel; a channel that fails to close is logged, not fatal."""
-    for name, channel in channels.items():
+async def close_generation(generation: Generation) -> None:
+    """Close every channel and job; one that fails to close is logged, not fatal."""
+    closers: list[tuple[str, Any]] = [(f"channel {n}", c.aclose) for n, c in generation.channels.items()]
+    closers += [(f"job {n}", j.aclose) for n, j in generation.jobs.items()]
+    for what, aclose in closers:
         try:
-            await channel.aclose()
+            await aclose()
         except Exception as error:
-            log.warning("channel %s failed to close: %s", name, type(error).__name__)
+            log.warning("%s failed to close: %s", what, type(error).__name__)

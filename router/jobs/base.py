@@ -49,3 +49,9 @@ class Job(ABC):
     @abstractmethod
     async def handle(self, ctx: JobContext) -> None:
         """Do the work for one matched event."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook with a no-op default
+        """Release resources (connections, pools); called when the configuration is replaced or at shutdown.
+
+        One instance serves every event of a configuration, so open connections lazily and reuse them.
+        """

@@ -322,15 +322,15 @@ async def test_sqlite_records_each_event_once_per_rule(audit: Any, tmp_path: Pat
     db = tmp_path / "nested" / "audit.db"
     options = audit.AuditOptions.model_validate({"url": f"sqlite:///{db}", "table": "trail"})
     event = make_event()
-    # The router builds a job instance per event: the connection is shared all the same.
-    assert audit.job.store_for(options) is audit.job.store_for(options)
+    # The router builds one job instance per configuration and reuses it for every event.
+    job = audit.AuditJob()
     try:
-        await audit.AuditJob().handle(Ctx(event, "audit", options))
-        await audit.AuditJob().handle(Ctx(event, "audit", options))  # a redelivery
-        await audit.AuditJob().handle(Ctx(event, "other-rule", options))
-        await audit.AuditJob().handle(Ctx(make_event("evt-2", n=2), "audit", options))
+        await job.handle(Ctx(event, "audit", options))
+        await job.handle(Ctx(event, "audit", options))  # a redelivery
+        await job.handle(Ctx(event, "other-rule", options))
+        await job.handle(Ctx(make_event("evt-2", n=2), "audit", options))
     finally:
-        await audit.AuditJob().aclose()
+        await job.aclose()
 
     with sqlite3.connect(db) as conn:
         rows = conn.execute(
@@ -392,11 +392,11 @@ async def test_postgresql_records_each_event_once_per_rule(audit: Any, postgres_
     event = make_event()
     try:
         await job.handle(Ctx(event, "audit", options))
-        await audit.AuditJob().handle(Ctx(event, "audit", options))  # a redelivery
-        await audit.AuditJob().handle(Ctx(event, "other-rule", options))
+        await job.handle(Ctx(event, "audit", options))  # a redelivery
+        await job.handle(Ctx(event, "other-rule", options))
         await job.aclose()
         # Closed connections reopen on the next event.
-        await audit.AuditJob().handle(Ctx(make_event("evt-2"), "audit", options))
+        await job.handle(Ctx(make_event("evt-2"), "audit", options))
 
         async with await psycopg.AsyncConnection.connect(postgres_dsn) as conn:
             cursor = await conn.execute(

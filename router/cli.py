@@ -173,7 +173,11 @@ def _fired(verdicts: list[Any]) -> tuple[list[str], list[str]]:
 
 @cli.command(name="test")
 @click.argument("event_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--explain", is_flag=True, help="Show, for each rule that did not fire, why not.")
+@click.option(
+    "--explain",
+    is_flag=True,
+    help="Show why each rule did not fire, and what flow control (dedupe, throttle, ...) does with those that do.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option(
     "--cases",
@@ -198,6 +202,8 @@ def test_command(
             fail(str(error))
         sys.exit(0 if ok else 1)
     assert event_file is not None
+    from router.flow.explain import describe_flow
+
     event = load_event_file(event_file)
     verdicts = runtime.index.explain(event)
     rules, channels = _fired(verdicts)
@@ -207,6 +213,7 @@ def test_command(
             "rules": rules,
             "channels": channels,
             "verdicts": [_verdict_json(v) for v in verdicts],
+            "flow": {v.rule.name: describe_flow(runtime, v.rule, event) for v in verdicts if v.fired},
         }
         click.echo(json.dumps(payload, indent=2, default=str))
         return
@@ -218,6 +225,9 @@ def test_command(
             rule = verdict.rule
             target = ", ".join(rule.channels) if rule.job == "notify" else f"job {rule.job}"
             click.echo(f"  ✓ {rule.name} -> {target}{'  (stop)' if rule.stop else ''}")
+            if explain:
+                for line in describe_flow(runtime, rule, event):
+                    click.echo(f"      {line}")
         elif explain:
             click.echo(f"  ✗ {verdict.rule.name}: {verdict.reason}")
     if channels:
@@ -338,6 +348,8 @@ def plugins(as_json: bool) -> None:
     "http",
     default="127.0.0.1:8080",
     show_default=True,
+    envvar="ROUTER_HTTP",
+    show_envvar=True,
     help="HOST:PORT for ingest, health and metrics; 'off' to disable.",
 )
 @click.option(
@@ -354,6 +366,16 @@ def plugins(as_json: bool) -> None:
 @click.option(
     "--no-watch", is_flag=True, help="Do not reload when rules.yaml or a template changes (SIGHUP still does)."
 )
+@click.option(
+    "--loop",
+    "loop",
+    type=click.Choice(["auto", "uvloop", "asyncio"]),
+    default="auto",
+    show_default=True,
+    envvar="ROUTER_LOOP",
+    show_envvar=True,
+    help="Event loop: uvloop (faster; pip install uvloop) or asyncio's own; auto picks uvloop when installed.",
+)
 @config_option
 def serve(
     broker_url: str | None,
@@ -362,6 +384,7 @@ def serve(
     log_level: str,
     shutdown_timeout: float,
     no_watch: bool,
+    loop: str,
     config_path: Path | None,
 ) -> None:
     """Run the router: consume events, deliver notifications, serve HTTP.
@@ -384,12 +407,36 @@ def serve(
         shutdown_timeout=shutdown_timeout,
         watch=not no_watch,
     )
+    from router.transports import TransportError
+
+    loop_factory = event_loop_factory(loop)
     try:
-        asyncio.run(run_server(options))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(run_server(options))
     except ConfigError as error:
         fail(format_config_error(error))
-    except (OSError, ConnectionError) as error:
+    except TransportError as error:  # its message names the broker or file, never a password
+        fail(f"could not start: {scrub_error(error)}")
+    except (OSError, ConnectionError, ValueError) as error:  # ValueError: an unusable URL or address
         fail(f"could not start: {type(error).__name__}: {scrub_error(error)}")
+
+
+def event_loop_factory(choice: str) -> Callable[[], Any] | None:
+    """The loop factory for ``--loop``: uvloop's when asked for or, for ``auto``, when installed.
+
+    uvloop runs the same code with less overhead per task, callback and socket operation,
+    which is most of the router's cost per event (see bench/README.md); None is asyncio's own.
+    """
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            fail("--loop uvloop: uvloop is not installed (pip install uvloop)")
+        return None
+    factory: Callable[[], Any] = uvloop.new_event_loop
+    return factory
 
 
 def scrub_error(error: BaseException) -> str:
@@ -410,7 +457,10 @@ def scrub_error(error: BaseException) -> str:
     "--http",
     "http_url",
     default=None,
-    help="Embedded router's HTTP address (default http://127.0.0.1:8080) when no broker is configured.",
+    envvar="ROUTER_HTTP",
+    show_envvar=True,
+    help="The embedded router's address, HOST:PORT or a URL, as given to `router serve --http`"
+    " (default 127.0.0.1:8080); used when no broker is configured.",
 )
 @click.option("--broker", "broker_url", help="Broker URL (amqp://...); overrides rules.yaml.")
 @config_option

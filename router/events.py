@@ -95,7 +95,7 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def decode(
-    body: bytes,
+    body: bytes | bytearray | memoryview,
     *,
     content_type: str | None = None,
     headers: Mapping[str, Any] | None = None,
@@ -106,6 +106,10 @@ def decode(
 
     Raises :class:`DecodeError` when the message is not an event in any accepted format.
     """
+    if type(body) is not bytes:
+        if not isinstance(body, (bytearray, memoryview)):
+            raise TypeError(f"decode() takes the message body as bytes, not {type(body).__name__}")
+        body = bytes(body)
     structured = _structured_content_type(content_type)
     if not structured and headers:
         attributes = _binary_attributes(headers)
@@ -115,7 +119,7 @@ def decode(
     obj = _parse_json(body, "body")
     if type(obj) is not dict:
         raise DecodeError(f"body is {_kind(obj)}, not a JSON object")
-    return _from_object(obj, structured, headers, routing_key, received_at, lambda: bytes(body), owned=True)
+    return _from_object(obj, structured, headers, routing_key, received_at, lambda: body, owned=True)
 
 
 def event_from_object(
@@ -455,11 +459,9 @@ def _structured_content_type(content_type: str | None) -> bool:
 
 def _parse_json(body: bytes, what: str) -> Any:
     try:
-        text = body.decode("utf-8") if type(body) is bytes else bytes(body).decode("utf-8")
+        text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DecodeError(f"{what} is not UTF-8 (invalid byte at offset {exc.start})") from None
-    except (AttributeError, TypeError):
-        raise DecodeError(f"{what} is {type(body).__name__}, not bytes") from None
     if text.startswith("\ufeff"):
         text = text[1:]
     if not text or text.isspace():

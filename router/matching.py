@@ -34,9 +34,11 @@ How the index is fast
     rules of a type are found without looking at the others. The candidates of each type are
     cached (bounded) as a plan: when several candidates test the same path with ``eq`` or
     ``in`` (``data.tenant: acme``), that path is read once and a dict lookup yields the
-    candidates whose test it satisfies. The cost of a match thus follows the rules that
-    could fire for the event, not the size of rules.yaml. :func:`naive_match` is the plain
-    scan the index must agree with.
+    candidates whose test it satisfies. Once a type recurs, its plan is compiled into one
+    generated Python function that tests the other candidates inline. The cost of a match
+    thus follows the rules that could fire for the event, not the size of rules.yaml.
+    :func:`naive_match` is the plain scan the index must agree with (a property test checks
+    that it does, on generated rules and events).
 """
 
 from __future__ import annotations
@@ -46,8 +48,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from operator import attrgetter
-from types import CodeType
+from operator import attrgetter, itemgetter
 from typing import Any, Final
 
 from router.config.models import OPERATORS, Rule
@@ -95,7 +96,16 @@ def pattern_error(pattern: str) -> str | None:
 
 def pattern_matches(pattern: str, event_type: str) -> bool:
     """Whether ``event_type`` matches ``pattern`` (the reference semantics; slow but plain)."""
-    return _glob(pattern.split("."), event_type.split("."))
+    return _glob(_segments(pattern), event_type.split("."))
+
+
+def _segments(pattern: str) -> list[str]:
+    # '**.**' means what '**' means; collapsing them keeps backtracking from compounding.
+    segments: list[str] = []
+    for segment in pattern.split("."):
+        if not (segment == "**" and segments and segments[-1] == "**"):
+            segments.append(segment)
+    return segments
 
 
 def _glob(pattern: list[str], segments: list[str]) -> bool:
@@ -114,7 +124,7 @@ def compile_pattern(pattern: str) -> Callable[[str], bool]:
     # Every segment is matched with its leading dot, against "." + type, so that '**' can
     # stand for zero segments without leaving a dangling dot behind.
     parts = []
-    for segment in pattern.split("."):
+    for segment in _segments(pattern):
         if segment == "**":
             parts.append(r"(?:\.[^.]+)*")
         elif segment == "*":
@@ -264,6 +274,13 @@ def event_getter(path: str) -> Getter:
         return attribute
     inner = compile_path(rest)
     if root == "data":
+        if "." not in rest:  # the common case: one dict lookup, no further call
+
+            def get_field(event: Event) -> Any:
+                data = event.data
+                return data.get(rest, MISSING) if type(data) is dict else inner(data)
+
+            return get_field
         return lambda event: inner(event.data)
     return lambda event: inner(attribute(event))
 
@@ -379,113 +396,148 @@ def _holds_on(condition: _Condition, event: Event) -> bool:
     return actual is not MISSING and _holds(condition.operator, condition.prepared, actual)
 
 
-# Conditions are compiled to Python source, one function per rule, because on the hot path
-# the cost is in calls: a closure per operator and per path costs several calls per
-# condition, the generated function none. Values only ever enter the source as names bound
-# in the function's namespace (c0_1, k0...), never as text, so no config string is code.
+# Conditions are compiled to Python source because on the hot path the cost is in calls: a
+# closure per operator and per path costs several calls per condition, generated code none.
+# Rule checks are one function per rule; a plan's residual candidates become one function
+# testing them all inline. Values only enter the source as names of a factory's arguments
+# (b7, b8...), never as text, so no config string becomes code. Sources of the same shape
+# (say, one string eq on data.tenant) are compiled once; values live in closure cells rather
+# than per-rule globals, which would defeat the interpreter's inline caches on shared code.
 
 
-def _build_check(conditions: Sequence[_Condition]) -> Check | None:
-    """One compiled function testing every condition (None when there are none)."""
-    if not conditions:
-        return None
-    by_path: dict[str, list[_Condition]] = {}
-    for condition in conditions:
-        by_path.setdefault(condition.path, []).append(condition)
-    namespace: dict[str, Any] = {
-        "MISSING": MISSING,
-        "BOOL": _BOOL_TAG,
-        "strict_eq": strict_eq,
-        "holds": _holds,
-        "contains": _contains,
-        "reference": lambda event: all(_holds_on(c, event) for c in conditions),
-    }
-    body: list[str] = []
-    for n, (path, group) in enumerate(by_path.items()):
-        root, _, rest = path.partition(".")
-        if root == "data" and rest and "." not in rest:
-            namespace[f"k{n}"] = rest
-            if "        data = event.data" not in body:
-                body.insert(0, "        data = event.data")
-            body.append(f"        v = data.get(k{n}, MISSING)")
+class _Builder:
+    """Writes one generated function: its body lines, and the values its names are bound to."""
+
+    def __init__(self, reference: Callable[[Event], Any]) -> None:
+        # ``reference`` is the slow path, taken when a value of an unexpected Python type (an
+        # event built in code rather than decoded) trips the generated code: same answers.
+        self.bindings: dict[str, Any] = {
+            "MISSING": MISSING,
+            "BOOL": _BOOL_TAG,
+            "strict_eq": strict_eq,
+            "holds": _holds,
+            "reference": reference,
+        }
+        self.lines: list[str] = []
+        self.values: dict[str, tuple[str, str]] = {}  # path -> (value local, type local)
+        self.shared: dict[tuple[Any, ...], str] = {}  # test key -> boolean local
+        self.uses_data = False
+
+    def bind(self, value: Any) -> str:
+        name = f"b{len(self.bindings)}"
+        self.bindings[name] = value
+        return name
+
+    def value(self, condition: _Condition) -> tuple[str, str]:
+        """Locals holding the value at the condition's path and its type, loaded on first use."""
+        if condition.path in self.values:
+            return self.values[condition.path]
+        n = len(self.values)
+        v, t = self.values[condition.path] = (f"v{n}", f"t{n}")
+        root, *segments = condition.path.split(".")
+        if root != "data" or not segments or any(segment.isdigit() for segment in segments):
+            self.lines.append(f"{v} = {self.bind(condition.getter)}(event)")
         else:
-            namespace[f"g{n}"] = group[0].getter
-            body.append(f"        v = g{n}(event)")
-        for m, condition in enumerate(group):
-            body.append(f"        if not ({_expression(condition, f'c{n}_{m}', namespace)}):")
-            body.append("            return False")
-    source = "\n".join(
-        [
-            "def check(event):",
-            "    try:",
-            *body,
-            "        return True",
-            # Values of unexpected Python types (an event built in code, not decoded) take
-            # the slow path, which never raises and gives the same answers.
-            "    except (TypeError, AttributeError):",
-            "        return reference(event)",
-        ]
-    )
-    exec(_code(source), namespace)
-    check: Check = namespace["check"]
-    return check
+            # Paths into the data, inlined as dict lookups; anything but a dict half-way (a
+            # list, another mapping) falls back to the path's getter, which knows them all.
+            self.uses_data = True
+            self.lines.append(f"{v} = data.get({self.bind(segments[0])}, MISSING)")
+            if len(segments) > 1:
+                fallback = self.bind(condition.getter)
+                for segment in segments[1:]:
+                    self.lines.append(
+                        f"{v} = {v}.get({self.bind(segment)}, MISSING) if type({v}) is dict"
+                        f" else MISSING if {v} is MISSING else {fallback}(event)"
+                    )
+        self.lines.append(f"{t} = type({v})")
+        return v, t
+
+    def test(self, condition: _Condition) -> str:
+        """An expression that holds iff the condition does (MISSING fails all but exists: false)."""
+        v, t = self.value(condition)
+        operator, expected = condition.operator, condition.prepared
+        kind = type(expected)
+        number = f"({t} is int or {t} is float)"
+        if operator == "exists":
+            return f"{v} is not MISSING" if expected else f"{v} is MISSING"
+        if operator == "eq":
+            if kind is str:
+                return f"{v} == {self.bind(expected)}"  # only a string equals a string; MISSING is none
+            if kind is bool:
+                return f"{v} is {self.bind(expected)}"
+            if expected is None:
+                return f"{v} is None"
+            if kind is int or kind is float:
+                return f"{number} and {v} == {self.bind(expected)}"
+            return f"{v} is not MISSING and strict_eq({v}, {self.bind(expected)})"
+        if operator == "ne":
+            if kind is str:
+                return f"{v} is not MISSING and {v} != {self.bind(expected)}"
+            return f"{v} is not MISSING and not strict_eq({v}, {self.bind(expected)})"
+        if operator in _SYMBOLS:
+            if kind is int or kind is float:
+                return f"{number} and {v} {_SYMBOLS[operator]} {self.bind(expected)}"
+            if kind is str:
+                return f"{t} is str and {v} {_SYMBOLS[operator]} {self.bind(expected)}"
+        elif operator in ("in", "not_in") and all(_keyable(item) for item in expected):
+            keys = self.bind(frozenset(_key(item) for item in expected))
+            if all(type(item) is str for item in expected):
+                member = f"({t} is str and {v} in {keys})"
+            else:
+                # Containers equal no scalar (and are unhashable); booleans are keyed apart from 1.
+                member = f"({t} is not list and {t} is not dict and ((BOOL, {v}) if {t} is bool else {v}) in {keys})"
+            return member if operator == "in" else f"{v} is not MISSING and not {member}"
+        elif operator == "regex":
+            return f"{t} is str and {self.bind(expected.search)}({v}) is not None"
+        elif operator == "contains" and kind is str:
+            # A string operand is a substring, list member or key: plain ``in`` for all three.
+            return f"({t} is str or {t} is list or {t} is dict) and {self.bind(expected)} in {v}"
+        return f"{v} is not MISSING and holds({self.bind(operator)}, {self.bind(expected)}, {v})"
+
+    def shared_test(self, condition: _Condition) -> str:
+        """A boolean local computed once, for a test several rules of a plan repeat."""
+        key = _test_key(condition)
+        if key not in self.shared:
+            name = self.shared[key] = f"x{len(self.shared)}"
+            expression = self.test(condition)  # may emit the value's load first
+            self.lines.append(f"{name} = {expression}")
+        return self.shared[key]
+
+    def build(self) -> Callable[[Event], Any]:
+        lines = [f"def factory({', '.join(self.bindings)}):", "    def generated(event):", "        try:"]
+        if self.uses_data:
+            lines.append("            data = event.data")
+        lines += [f"            {line}" for line in self.lines]
+        lines += ["        except (TypeError, AttributeError):", "            return reference(event)"]
+        lines.append("    return generated")
+        generated: Callable[[Event], Any] = _factory("\n".join(lines))(**self.bindings)
+        return generated
+
+
+def _test_key(condition: _Condition) -> tuple[Any, ...]:
+    # Equal JSON values have equal type and repr (1 and 1.0, True and 1 stay apart).
+    return (condition.path, condition.operator, type(condition.operand), repr(condition.operand))
 
 
 @functools.lru_cache(maxsize=1024)
-def _code(source: str) -> CodeType:
-    # Rules of the same shape (say, one string eq on data.tenant) generate the same source, so
-    # a config of thousands of rules compiles a handful of distinct sources.
-    return compile(source, "<router.matching conditions>", "exec")
+def _factory(source: str) -> Callable[..., Callable[[Event], Any]]:
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "<router.matching generated>", "exec"), namespace)
+    factory: Callable[..., Callable[[Event], Any]] = namespace["factory"]
+    return factory
 
 
-def _expression(condition: _Condition, name: str, namespace: dict[str, Any]) -> str:
-    """A Python expression over ``v`` (the value, or MISSING) that holds iff the condition does."""
-    operator, expected = condition.operator, condition.prepared
-    namespace[name] = expected
-    kind = type(expected)
-    number = "(type(v) is int or type(v) is float)"
-    if operator == "exists":
-        return "v is not MISSING" if expected else "v is MISSING"
-    if operator == "eq":
-        if kind is str:
-            return f"v == {name}"  # only a string equals a string, and MISSING is not one
-        if kind is bool:
-            return f"v is {name}"
-        if expected is None:
-            return "v is None"
-        if kind is int or kind is float:
-            return f"{number} and v == {name}"
-        return f"v is not MISSING and strict_eq(v, {name})"
-    if operator == "ne":
-        if kind is str:
-            return f"v is not MISSING and v != {name}"
-        return f"v is not MISSING and not strict_eq(v, {name})"
-    if operator in _SYMBOLS:
-        symbol = _SYMBOLS[operator]
-        if kind is int or kind is float:
-            return f"{number} and v {symbol} {name}"
-        if kind is str:
-            return f"type(v) is str and v {symbol} {name}"
-        namespace[name + "_op"] = operator
-        return f"v is not MISSING and holds({name}_op, {name}, v)"
-    if operator in ("in", "not_in") and all(_keyable(item) for item in expected):
-        namespace[name] = frozenset(_key(item) for item in expected)
-        if all(type(item) is str for item in expected):
-            member = f"(type(v) is str and v in {name})"
-        else:
-            # Containers equal no scalar (and are unhashable); booleans are keyed apart from 1 and 0.
-            member = (
-                f"(type(v) is not list and type(v) is not dict and ((BOOL, v) if type(v) is bool else v) in {name})"
-            )
-        return member if operator == "in" else f"v is not MISSING and not {member}"
-    if operator == "regex":
-        namespace[name] = expected.search
-        return f"type(v) is str and {name}(v) is not None"
-    if operator == "contains" and kind is str:
-        # A string operand is a substring, list member or key by plain ``in`` alike.
-        return f"(type(v) is str or type(v) is list or type(v) is dict) and {name} in v"
-    namespace[name + "_op"] = operator
-    return f"v is not MISSING and holds({name}_op, {name}, v)"
+def _build_check(conditions: Sequence[_Condition]) -> Check | None:
+    """One generated function testing every condition (None when there are none)."""
+    if not conditions:
+        return None
+    builder = _Builder(lambda event: all(_holds_on(c, event) for c in conditions))
+    for condition in conditions:
+        expression = builder.test(condition)
+        builder.lines += [f"if not ({expression}):", "    return False"]
+    builder.lines.append("return True")
+    check: Check = builder.build()
+    return check
 
 
 class _CompiledRule:
@@ -530,41 +582,56 @@ _Entry = tuple[int, Check | None, bool, Rule]
 
 
 class _Plan:
-    """The candidates of one event type, ready to evaluate."""
+    """The candidates of one event type, ready to evaluate.
 
-    __slots__ = ("getter", "groups", "residual", "stops")
+    Candidates that test one path with eq/in (the most common such path among them) are
+    grouped by the values they accept, so one dict lookup finds those whose test holds; the
+    others (the residual) are tested one by one. ``run`` starts as plain Python and is
+    replaced by one generated function once the type has been seen ``compile_after`` times:
+    the compile is worth it only for types that recur.
+    """
 
-    def __init__(self, candidates: list[_CompiledRule], min_group: int) -> None:
+    __slots__ = ("compile_after", "group_path", "groups", "residual", "residual_rules", "run", "runs", "stops")
+
+    def __init__(self, candidates: list[_CompiledRule], min_group: int, compile_after: int) -> None:
         counts: dict[str, int] = {}
         for compiled in candidates:
             for indexed in compiled.index_keys:
                 counts[indexed] = counts.get(indexed, 0) + 1
         path = max(counts, key=counts.__getitem__) if counts else None
-        if path is not None and counts[path] < min_group:
-            path = None
-        self.getter: Getter | None = None
-        self.groups: dict[Any, tuple[_Entry, ...]] = {}
+        self.group_path = path if path is not None and counts[path] >= min_group else None
         residual: list[_Entry] = []
+        self.residual_rules: list[_CompiledRule] = []
         grouped: dict[Any, list[_Entry]] = {}
         for compiled in candidates:
-            if path is not None and path in compiled.index_keys:
-                entry = (compiled.position, compiled.check_without(path), compiled.stop, compiled.rule)
-                for key in compiled.index_keys[path][1]:
+            if self.group_path is not None and self.group_path in compiled.index_keys:
+                entry = (compiled.position, compiled.check_without(self.group_path), compiled.stop, compiled.rule)
+                for key in compiled.index_keys[self.group_path][1]:
                     grouped.setdefault(key, []).append(entry)
             else:
                 residual.append((compiled.position, compiled.check_without(None), compiled.stop, compiled.rule))
-        if path is not None:
-            self.getter = event_getter(path)
-            self.groups = {key: tuple(entries) for key, entries in grouped.items()}
+                self.residual_rules.append(compiled)
+        self.groups: dict[Any, tuple[_Entry, ...]] = {key: tuple(entries) for key, entries in grouped.items()}
         self.residual: tuple[_Entry, ...] = tuple(residual)
         self.stops = any(compiled.stop for compiled in candidates)
+        self.runs = 0
+        self.compile_after = compile_after
+        self.run: Callable[[Event], list[Rule]] = self._evaluate if compile_after else self._generate()
+        if compile_after and candidates:
+            self.run = self._warm_up
 
-    def run(self, event: Event) -> list[Rule]:
+    def _warm_up(self, event: Event) -> list[Rule]:
+        self.runs += 1
+        if self.runs >= self.compile_after:
+            self.run = self._generate()
+        return self._evaluate(event)
+
+    def _evaluate(self, event: Event) -> list[Rule]:
         # Test every candidate, then cut at the first stop: stop rules are rare, and merging
         # the few fired entries is cheaper than merging all candidates before testing.
         fired = [entry for entry in self.residual if (check := entry[1]) is None or check(event)]
-        if self.getter is not None:
-            value = self.getter(event)
+        if self.group_path is not None:
+            value = event_value(event, self.group_path)
             try:
                 hits = self.groups.get((_BOOL_TAG, value) if type(value) is bool else value)
             except TypeError:  # a list or object equals no scalar operand
@@ -579,6 +646,52 @@ class _Plan:
                     del fired[i + 1 :]
                     break
         return [entry[3] for entry in fired]
+
+    def _generate(self) -> Callable[[Event], list[Rule]]:
+        """The whole of :meth:`_evaluate` as one generated function, residual tests inlined."""
+        builder = _Builder(self._evaluate)
+        lines = builder.lines
+        lines += ["fired = []", "stopped = False"]
+        # A test that several residual rules repeat is computed once; the others stay inline,
+        # where ``and`` skips them when an earlier test of their rule failed.
+        repeats: dict[tuple[Any, ...], int] = {}
+        for compiled in self.residual_rules:
+            for condition in compiled.conditions:
+                repeats[_test_key(condition)] = repeats.get(_test_key(condition), 0) + 1
+        for compiled, entry in zip(self.residual_rules, self.residual, strict=True):
+            tests = [
+                builder.shared_test(c) if repeats[_test_key(c)] > 1 else f"({builder.test(c)})"
+                for c in compiled.conditions
+            ]
+            # ``stopped`` records that a stop rule fired, so the cut below runs only then.
+            append = [f"fired.append({builder.bind(entry)})", *(["stopped = True"] if compiled.stop else [])]
+            lines += [f"if {' and '.join(tests)}:", *(f"    {line}" for line in append)] if tests else append
+        if self.group_path is not None:
+            v, t = builder.value(_condition(self.group_path, "exists", True))
+            lines += [
+                f"if {t} is not list and {t} is not dict:",
+                f"    hits = {builder.bind(self.groups)}.get((BOOL, {v}) if {t} is bool else {v})",
+                "    if hits is not None:",
+                "        before = len(fired)",
+                "        for entry in hits:",
+                "            check = entry[1]",
+                "            if check is None or check(event):",
+                "                fired.append(entry)",
+                "                stopped = stopped or entry[2]",
+                "        if before and len(fired) > before:",
+                "            fired.sort()",
+            ]
+        if self.stops:
+            lines += [
+                "if stopped:",
+                "    for i, entry in enumerate(fired):",
+                "        if entry[2]:",
+                "            del fired[i + 1:]",
+                "            break",
+            ]
+        lines.append(f"return list(map({builder.bind(itemgetter(3))}, fired))")
+        generated: Callable[[Event], list[Rule]] = builder.build()
+        return generated
 
 
 class _Node:
@@ -653,10 +766,20 @@ class RuleIndex:
     """The rules of a configuration, compiled for matching events.
 
     Raises :class:`ConfigError` (with :func:`rule_problems`) when a pattern or condition is
-    invalid. Not thread-safe: each event loop thread should use its own index.
+    invalid. ``cache_size`` bounds the event types whose plan is kept; ``min_group`` is how
+    many candidates must test one path with eq/in before a plan turns it into a dict lookup;
+    a type's candidates are compiled into one function once it was seen ``compile_after``
+    times. Not thread-safe: each thread should use its own index.
     """
 
-    def __init__(self, rules: Sequence[Rule], *, cache_size: int = DEFAULT_CACHE_SIZE, min_group: int = 2) -> None:
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        *,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        min_group: int = 2,
+        compile_after: int = 16,
+    ) -> None:
         problems = rule_problems(rules)
         if problems:
             raise ConfigError(problems)
@@ -673,6 +796,7 @@ class RuleIndex:
                     self._exact.setdefault(pattern, []).append(position)
         self._cache_size = max(1, cache_size)
         self._min_group = max(1, min_group)
+        self._compile_after = max(0, compile_after)
         self._plans: dict[str, _Plan] = {}
 
     def candidates(self, event_type: str) -> list[Rule]:
@@ -732,7 +856,8 @@ class RuleIndex:
         return sorted(positions)
 
     def _plan(self, event_type: str) -> _Plan:
-        plan = _Plan([self._compiled[p] for p in self._candidate_positions(event_type)], self._min_group)
+        candidates = [self._compiled[p] for p in self._candidate_positions(event_type)]
+        plan = _Plan(candidates, self._min_group, self._compile_after)
         if len(self._plans) >= self._cache_size:
             del self._plans[next(iter(self._plans))]  # evict the oldest type
         self._plans[event_type] = plan

@@ -8,6 +8,7 @@ so callers can tell "absent" from a present ``null`` (``None``).
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
@@ -59,6 +60,7 @@ def lookup(obj: Any, path: str) -> Any:
     return compile_path(path)(obj)
 
 
+@functools.lru_cache(maxsize=1024)  # getters are pure: share them between callers
 def compile_path(path: str) -> Getter:
     """Precompile ``path`` into a getter; the hot-path form of :func:`lookup`.
 

@@ -38,22 +38,42 @@ async def publish_event(
     broker_url: str,
     http_url: str | None = None,
 ) -> str:
-    """Publish and return the event id, once RabbitMQ confirmed it or the router answered 202."""
+    """Publish and return the event id, once RabbitMQ confirmed it or the router answered 202.
+
+    ``http_url`` is the embedded router's address: ``HOST:PORT`` as `router serve --http`
+    takes it, or a URL.
+    """
     event = new_event(event_type, data, source=source)
+    try:
+        body = encode(event)
+    except ValueError as error:  # NaN or Infinity in --data: not JSON, no consumer could read it
+        raise PublishError(str(error)) from None
     if broker_url.startswith(("amqp://", "amqps://")):
-        await _publish_amqp(event, broker.model_copy(update={"url": broker_url}))
+        await _publish_amqp(event, body, broker.model_copy(update={"url": broker_url}))
     else:
-        await _publish_http(event, http_url or DEFAULT_HTTP)
+        await _publish_http(body, http_base_url(http_url or DEFAULT_HTTP))
     return event.id
 
 
-async def _publish_amqp(event: Event, broker: BrokerConfig) -> None:
-    from router.transports import open_transport
+def http_base_url(address: str) -> str:
+    """``127.0.0.1:9000`` or ``:9000`` -> ``http://127.0.0.1:9000``; a URL is kept as it is."""
+    if "://" in address:
+        return address.rstrip("/")
+    host, _, port = address.rpartition(":")
+    if not _:
+        host, port = address, "8080"
+    return f"http://{host or '127.0.0.1'}:{port}"
+
+
+async def _publish_amqp(event: Event, body: bytes, broker: BrokerConfig) -> None:
+    from router.transports import TransportError, open_transport
 
     transport = open_transport(broker)
     try:
         await transport.connect()
-        await transport.publish_event(encode(event), routing_key=event.type, content_type=CLOUDEVENTS)
+        await transport.publish_event(body, routing_key=event.type, content_type=CLOUDEVENTS)
+    except TransportError as error:  # its message is secret-free and says what went wrong
+        raise PublishError(f"could not publish to the broker: {error}") from None
     except Exception as error:
         raise PublishError(f"could not publish to the broker: {type(error).__name__}") from None
     finally:
@@ -61,12 +81,12 @@ async def _publish_amqp(event: Event, broker: BrokerConfig) -> None:
             await transport.close()
 
 
-async def _publish_http(event: Event, base_url: str) -> None:
+async def _publish_http(body: bytes, base_url: str) -> None:
     url = base_url.rstrip("/") + "/events"
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
-            session.post(url, data=encode(event), headers={"Content-Type": CLOUDEVENTS}) as response,
+            session.post(url, data=body, headers={"Content-Type": CLOUDEVENTS}) as response,
         ):
             if response.status != 202:
                 text = await response.text()

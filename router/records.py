@@ -2,7 +2,8 @@
 
 A record holds the event (CloudEvents JSON), the rule and, for a delivery, the channel and the
 message as rendered on the first attempt (a retry sends what the first attempt tried to send,
-even if templates changed meanwhile).
+even if templates changed meanwhile). A job record may carry a batch of ``events`` (a digest:
+the job runs once for all of them) and, in ``extra["flow"]``, how far flow control got.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class RetryRecord:
     message: Message | None = None
     last_error: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)  # a digest's batch, in order
 
     def to_bytes(self) -> bytes:
         payload: dict[str, Any] = {
@@ -46,6 +48,8 @@ class RetryRecord:
             payload["message"] = {"title": self.message.title, "body": self.message.body, "meta": self.message.meta}
         if self.extra:
             payload["extra"] = self.extra
+        if self.events:
+            payload["events"] = [json.loads(encode(event)) for event in self.events]
         return json.dumps(payload, separators=(",", ":"), default=str).encode()
 
     @classmethod
@@ -63,6 +67,10 @@ class RetryRecord:
             if "message" in payload:
                 m = payload["message"]
                 message = Message(title=str(m["title"]), body=str(m["body"]), meta=dict(m.get("meta") or {}))
+            events = [
+                decode(json.dumps(item).encode(), content_type="application/cloudevents+json")
+                for item in payload.get("events") or []
+            ]
             return cls(
                 kind=kind,
                 event=event,
@@ -72,6 +80,7 @@ class RetryRecord:
                 message=message,
                 last_error=str(payload.get("last_error", "")),
                 extra=dict(payload.get("extra") or {}),
+                events=events,
             )
         except DecodeError:
             raise

@@ -2,7 +2,9 @@
 
 POST /events   one event or a JSON array of events -> 202 {"ids": [...]} once durably
                enqueued (RabbitMQ: confirmed publish; embedded: committed); 400 with the
-               reason (and the index of the bad event); 413 above the size limit
+               reason (and the index of the bad event); 413 above the size limit; 503 when
+               the transport cannot take them (retrying is safe: ids are stable). A single
+               event may also come in CloudEvents HTTP binary mode (``ce-*`` headers).
 GET  /healthz  the process is up
 GET  /readyz   the transport is connected and a configuration is loaded
 GET  /metrics  Prometheus text format
@@ -10,22 +12,25 @@ GET  /metrics  Prometheus text format
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from router.errors import DecodeError
 from router.events import Event, encode, event_from_object
 from router.metrics import Metrics
-from router.transports.base import Transport
+from router.transports.base import Transport, TransportError
 
 log = logging.getLogger("router.http")
 
 MAX_BATCH = 1000
 CLOUDEVENTS = "application/cloudevents+json"
+# The classic text format, which generate_latest() writes. prometheus_client's
+# CONTENT_TYPE_LATEST names format 1.0.0 in recent releases, which this body is not.
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class IngestError(Exception):
@@ -37,16 +42,33 @@ class IngestError(Exception):
         self.message = message
 
 
-def parse_events(raw: bytes, *, max_event_bytes: int) -> list[Event]:
-    """Decode a request body (one event object or an array of them) into validated events."""
+def _reject_constant(name: str) -> object:
+    # json.loads accepts NaN and Infinity, which are not JSON and which no event can carry on.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_events(
+    raw: bytes,
+    *,
+    max_event_bytes: int,
+    headers: Mapping[str, str] | None = None,
+    content_type: str | None = None,
+) -> list[Event]:
+    """Decode a request body (one event object or an array of them) into validated events.
+
+    ``headers`` (``ce-*`` attributes of CloudEvents binary mode) and ``content_type`` apply to
+    a single event; an array is always a list of self-describing events.
+    """
     try:
-        payload = json.loads(raw)
+        payload = json.loads(raw, parse_constant=_reject_constant)
     except UnicodeDecodeError:
         raise IngestError(400, "body is not UTF-8 text") from None
     except json.JSONDecodeError as error:
         raise IngestError(
             400, f"body is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}"
         ) from None
+    except ValueError as error:
+        raise IngestError(400, f"body is not valid JSON: {error}") from None
     items = payload if isinstance(payload, list) else [payload]
     if not items:
         raise IngestError(400, "empty array: nothing to enqueue")
@@ -60,7 +82,11 @@ def parse_events(raw: bytes, *, max_event_bytes: int) -> list[Event]:
         if len(item_bytes) > max_event_bytes:
             raise IngestError(413, f"{where} is {len(item_bytes)} bytes, above the limit of {max_event_bytes}")
         try:
-            events.append(event_from_object(item, body_for_id=item_bytes))
+            if single:
+                event = event_from_object(item, body_for_id=item_bytes, headers=headers, content_type=content_type)
+            else:
+                event = event_from_object(item, body_for_id=item_bytes)
+            events.append(event)
         except DecodeError as error:
             raise IngestError(400, f"{where}: {error}") from None
     return events
@@ -83,12 +109,42 @@ def build_app(
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _error(413, f"request body above the limit of {max_request} bytes")
+        # lower(): aiohttp's header names are istr, which the decoder (wanting plain str) skips.
+        binary = {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("ce-")}
         try:
-            events = parse_events(raw, max_event_bytes=max_event_bytes)
+            events = parse_events(
+                raw, max_event_bytes=max_event_bytes, headers=binary or None, content_type=request.content_type
+            )
+            bodies = [encode(event) for event in events]
         except IngestError as error:
             return _error(error.status, error.message)
-        for event in events:
-            await transport.publish_event(encode(event), routing_key=event.type, content_type=CLOUDEVENTS)
+        except ValueError as error:  # data JSON cannot carry (encode() names the event)
+            return _error(400, str(error))
+        # Concurrently: the embedded queue commits them together (one fsync, not one per
+        # event) and RabbitMQ confirms them together. Publishes start in order, so a batch
+        # keeps its order in the queue.
+        results = await asyncio.gather(
+            *(
+                transport.publish_event(body, routing_key=event.type, content_type=CLOUDEVENTS)
+                for event, body in zip(events, bodies, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        failures = [result for result in results if isinstance(result, BaseException)]
+        if failures:
+            enqueued = len(events) - len(failures)
+            # TransportError messages are secret-free; other exceptions show only their type.
+            first = failures[0]
+            reason = str(first) if isinstance(first, TransportError) else type(first).__name__
+            log.warning("ingest could not enqueue %d of %d events: %s", len(failures), len(events), reason)
+            return web.json_response(
+                {
+                    "error": f"could not enqueue {len(failures)} of {len(events)} events: {reason}; "
+                    "retry the request (event ids are stable, nothing is delivered twice)",
+                    "enqueued": enqueued,
+                },
+                status=503,
+            )
         return web.json_response({"ids": [event.id for event in events]}, status=202)
 
     async def healthz(_: web.Request) -> web.Response:
@@ -99,11 +155,14 @@ def build_app(
         return web.json_response({"ready": ready}, status=200 if ready else 503)
 
     async def metrics_endpoint(_: web.Request) -> web.Response:
-        depth = await transport.queue_depth()
+        try:
+            depth = await transport.queue_depth()
+        except Exception:  # the metrics must render even when the queue cannot be asked
+            depth = None
         if depth is not None:
             metrics.queue_depth.set(depth)
         response = web.Response(body=metrics.render())
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        response.headers["Content-Type"] = METRICS_CONTENT_TYPE
         return response
 
     app = web.Application(client_max_size=max_request)

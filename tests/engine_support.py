@@ -131,4 +131,5 @@ async def start_harness(
     pm = get_plugin_manager(load_entry_points=False)
     engine = Engine(runtime, transport=transport, state=state, hooks=Hooks(pm, metrics=metrics), metrics=metrics)
     await transport.start(engine.handle, prefetch=prefetch)
+    await engine.start()
     return Harness(root, runtime, transport, state, engine, metrics)

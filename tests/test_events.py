@@ -277,6 +277,16 @@ def test_errors_never_quote_the_body() -> None:
     assert "hunter2" not in str(caught.value)
 
 
+def test_decode_accepts_bytearray_and_memoryview_but_not_text() -> None:
+    raw = b'{"type": "a.b", "k": 1}'
+    at = RECEIVED
+    assert (
+        decode(bytearray(raw), received_at=at) == decode(memoryview(raw), received_at=at) == decode(raw, received_at=at)
+    )
+    with pytest.raises(TypeError, match="bytes"):
+        decode(raw.decode())  # type: ignore[arg-type]  # the mistake under test
+
+
 @pytest.mark.parametrize("obj", [[1], "x", None, 3])
 def test_event_from_object_rejects_non_objects(obj: Any) -> None:
     with pytest.raises(DecodeError, match="not a JSON object"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -261,8 +262,10 @@ def test_operator(operator: str, operand: Any, actual: Any, holds: bool) -> None
     data = {} if actual is MISSING else {"v": actual}
     rules = [rule("r", "a.b", {"data.v": {operator: operand}})]
     ev = event("a.b", data)
-    assert names(RuleIndex(rules).match(ev)) == (["r"] if holds else [])
-    assert names(naive_match(rules, ev)) == (["r"] if holds else [])
+    expected = ["r"] if holds else []
+    assert names(RuleIndex(rules).match(ev)) == expected
+    assert names(RuleIndex(rules, compile_after=0).match(ev)) == expected  # the generated plan
+    assert names(naive_match(rules, ev)) == expected
     assert compile_conditions(rules[0].when)(ev) is holds
     (verdict,) = RuleIndex(rules).explain(ev)
     assert verdict.conditions[0].ok is holds
@@ -297,6 +300,21 @@ def test_conditions_on_envelope_fields_and_headers() -> None:
     assert names(index.match(event(subject="inv-1"))) == ["subject", "recent", "by-day"]
 
 
+@pytest.mark.parametrize("compile_after", [0, 1000])
+def test_values_of_unusual_python_types_do_not_break_matching(compile_after: int) -> None:
+    # Events built in code (not decoded from JSON) may hold other mappings and containers.
+    rules = [
+        rule("nested", "a", {"data.n.m": 1}),
+        rule("member", "a", {"data.s": {"in": [1, "x"]}}),
+        rule("tenant-1", "a", {"data.s": "x"}),
+        rule("tenant-2", "a", {"data.s": {"in": ["x", "y"]}}),
+    ]
+    index = RuleIndex(rules, compile_after=compile_after)
+    ev = event("a", {"n": MappingProxyType({"m": 1}), "s": {1, "x"}})
+    assert names(index.match(ev)) == ["nested"]
+    assert index.match(ev) == naive_match(rules, ev)
+
+
 def test_exists_false_with_another_operator_never_holds() -> None:
     index = RuleIndex([rule("r", "a", {"data.v": {"exists": False, "ne": 1}})])
     assert index.match(event("a", {})) == []
@@ -318,10 +336,12 @@ def test_rules_fire_in_file_order_until_stop() -> None:
     assert names(index.match(event(data={"tier": "free"}))) == ["first", "after"]
 
 
-def test_stop_with_indexed_conditions_keeps_file_order() -> None:
+@pytest.mark.parametrize("compile_after", [0, 1000])
+def test_stop_with_indexed_conditions_keeps_file_order(compile_after: int) -> None:
     rules = [rule(f"t{i}", "a.b", {"data.tenant": f"t{i % 3}"}, stop=(i == 4)) for i in range(9)]
     rules.insert(2, rule("audit", "**"))
-    index = RuleIndex(rules)
+    rules.append(rule("late", "**"))
+    index = RuleIndex(rules, compile_after=compile_after)
     for tenant in ("t0", "t1", "t2", "none"):
         ev = event("a.b", {"tenant": tenant})
         assert index.match(ev) == naive_match(rules, ev)

@@ -130,6 +130,24 @@ async def test_first_seen_under_concurrency_from_two_connections(new_store: Stor
     assert results.count(True) == 1
 
 
+async def test_claim_is_held_by_the_first_owner_for_its_ttl(store: StateStore, clock: FakeClock) -> None:
+    assert await store.claim("k", "evt-1", ttl=60) == "evt-1"
+    assert await store.claim("k", "evt-2", ttl=60) == "evt-1"
+    assert await store.claim("k", "evt-1", ttl=60) == "evt-1"  # the holder recognises itself
+    assert await store.claim("other", "evt-2", ttl=60) == "evt-2"
+    clock.advance(59)
+    assert await store.claim("k", "evt-3", ttl=60) == "evt-1"  # repeats did not extend the hold
+    clock.advance(1)
+    assert await store.claim("k", "evt-3", ttl=60) == "evt-3"
+
+
+async def test_claim_has_one_winner_across_connections(new_store: StoreFactory) -> None:
+    one, two = await new_store(), await new_store()
+    calls = [(one if i % 2 else two).claim("race", f"owner-{i}", ttl=30) for i in range(40)]
+    holders = await asyncio.gather(*calls)
+    assert len(set(holders)) == 1 and holders[0].startswith("owner-")
+
+
 # rate limit
 
 
@@ -213,10 +231,34 @@ async def test_block_holds_pace_on_every_connection(new_store: StoreFactory, clo
     assert await one.pace("discord", limit=5, period=1) == 0
 
 
+async def test_blocked_for_tells_the_time_left(new_store: StoreFactory, clock: FakeClock) -> None:
+    one, two = await new_store(), await new_store()
+    assert await one.blocked_for("c") == 0
+    await one.block("c", until=clock.now + 5)
+    assert await two.blocked_for("c") == pytest.approx(5)
+    assert await two.blocked_for("other") == 0
+    clock.advance(6)
+    assert await one.blocked_for("c") == 0
+
+
 async def test_pace_after_block_keeps_order(store: StateStore, clock: FakeClock) -> None:
     await store.block("c", until=clock.now + 10)
     waits = [await store.pace("c", limit=1, period=2) for _ in range(3)]
     assert waits == pytest.approx([10, 12, 14])
+
+
+async def test_pace_with_max_wait_reserves_only_near_slots(store: StateStore) -> None:
+    waits = [await store.pace("c", limit=1, period=1, max_wait=1.5) for _ in range(4)]
+    assert waits == pytest.approx([0, 1, 2, 2])  # the third and fourth were told 2s and reserved nothing
+    assert await store.pace("c", limit=1, period=1) == pytest.approx(2)
+    assert await store.pace("c", limit=1, period=1) == pytest.approx(3)
+
+
+async def test_pace_with_max_wait_sees_a_block(store: StateStore, clock: FakeClock) -> None:
+    await store.block("c", until=clock.now + 10)
+    assert await store.pace("c", limit=5, period=1, max_wait=2) == pytest.approx(10)
+    clock.advance(10)
+    assert await store.pace("c", limit=5, period=1, max_wait=2) == 0
 
 
 # digests
@@ -270,6 +312,37 @@ async def test_digest_concurrent_adds_and_takes_lose_and_duplicate_nothing(new_s
     assert [] in taken
 
 
+async def test_digest_peek_then_drop_keeps_items_added_in_between(store: StateStore, clock: FakeClock) -> None:
+    for item in (b"a", b"b", b"c"):
+        await store.digest_add("p", item, window=60, max_items=10)
+    assert await store.digest_peek("p") == [b"a", b"b", b"c"]
+    assert await store.digest_peek("p", limit=2) == [b"a", b"b"]
+    clock.advance(60)
+    assert await store.digest_due(clock.now) == ["p"]
+    await store.digest_add("p", b"late", window=60, max_items=10)  # after the peek, before the drop
+    assert await store.digest_drop("p", 3, window=60, max_items=10) == 1
+    # What remains is a fresh bucket with its own window.
+    assert await store.digest_due(clock.now) == []
+    assert await store.digest_peek("p") == [b"late"]
+    assert await store.digest_due(clock.now + 60) == ["p"]
+    assert await store.digest_drop("p", 1, window=60, max_items=10) == 0
+    assert await store.digest_peek("p") == []
+    assert await store.digest_due(clock.now + 1000) == []
+    assert (await store.digest_add("p", b"new", window=60, max_items=10)).count == 1
+
+
+async def test_digest_drop_leaves_a_full_remainder_due_at_once(store: StateStore, clock: FakeClock) -> None:
+    for i in range(5):
+        await store.digest_add("f", str(i).encode(), window=60, max_items=2)
+    assert await store.digest_drop("f", 2, window=60, max_items=2) == 3
+    assert await store.digest_due(clock.now) == ["f"]
+    assert await store.digest_peek("f", limit=2) == [b"2", b"3"]
+    assert await store.digest_drop("f", 2, window=60, max_items=2) == 1
+    assert await store.digest_due(clock.now) == []
+    assert await store.digest_peek("absent") == []
+    assert await store.digest_drop("absent", 3, window=60, max_items=2) == 0
+
+
 # locks
 
 
@@ -307,6 +380,7 @@ async def test_state_survives_close_and_reopen(new_store: StoreFactory, clock: F
     keys = [f"evt-{i}" for i in range(300)]
     await asyncio.gather(*(first.mark_sent(key, ttl=3600) for key in keys))
     assert await first.first_seen("seen", window=60)
+    assert await first.claim("claimed", "a", ttl=60) == "a"
     await first.digest_add("dig", b"kept", window=60, max_items=10)
     assert await first.acquire_lock("lock", "a", ttl=60)
     await first.throttle_reserve("thr", limit=1, period=10)
@@ -316,6 +390,7 @@ async def test_state_survives_close_and_reopen(new_store: StoreFactory, clock: F
     second = await new_store()
     assert await second.sent_many(keys) == set(keys)
     assert not await second.first_seen("seen", window=60)
+    assert await second.claim("claimed", "b", ttl=60) == "a"
     assert not await second.acquire_lock("lock", "b", ttl=60)
     assert await second.throttle_reserve("thr", limit=1, period=10) == pytest.approx(10)
     assert await second.pace("chan", limit=1, period=1) == pytest.approx(20)
@@ -338,6 +413,7 @@ async def test_every_key_expires(new_store: StoreFactory, clock: FakeClock, tmp_
     store = await new_store()
     await store.mark_sent("sent", ttl=60)
     await store.first_seen("seen", window=60)
+    await store.claim("claim", "me", ttl=60)
     await store.rate_allow("rate", limit=5, period=60)
     await store.throttle_reserve("throttle", limit=5, period=60)
     await store.pace("chan", limit=5, period=60)
@@ -348,7 +424,7 @@ async def test_every_key_expires(new_store: StoreFactory, clock: FakeClock, tmp_
     if isinstance(store, RedisStateStore):
         client = store.client
         keys = [key async for key in client.scan_iter(match=f"{store.prefix}*")]
-        assert len(keys) >= 9
+        assert len(keys) >= 10
         ttls = {key: await client.pttl(key) for key in keys}
         assert [key for key, ttl in ttls.items() if ttl <= 0] == []
         return

@@ -4,9 +4,30 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from router.durations import Duration
+
+
+class RateLimit(BaseModel):
+    """At most ``limit`` sends per ``period`` on one channel, across every router process."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    limit: int = Field(ge=1, description="Sends allowed per period.")
+    period: Duration = Field(gt=0, description="The period, e.g. 2s or 1m.")
+
+
+UNLIMITED = RateLimit.model_construct(limit=0, period=0.0)
+"""What ``rate_limit: false`` stands for: no pacing, whatever the channel type's default."""
+
+
+def _false_is_unlimited(value: Any) -> Any:
+    # A before-validator rather than a union with Literal[False]: a mistake inside the mapping
+    # is then reported once, not once per member of the union.
+    return UNLIMITED if value is False else value
 
 
 class ChannelConfig(BaseModel):
@@ -19,6 +40,21 @@ class ChannelConfig(BaseModel):
         True, description="false keeps the channel configured but skips its deliveries (logged, counted)."
     )
     concurrency: int = Field(8, ge=1, le=1024, description="Sends in flight at once on this channel.")
+    rate_limit: Annotated[RateLimit | None, BeforeValidator(_false_is_unlimited)] = Field(
+        None,
+        description=(
+            "Send rate limit {limit, period}, shared by every router process on the same state store; "
+            "default: the provider's documented limit (Discord 5 per 2s, Slack 1 per 1s), none for the "
+            "other types; false turns pacing off."
+        ),
+    )
+    fold_when_saturated: bool | None = Field(
+        None,
+        description=(
+            "When the rate limit leaves a delivery waiting longer than a period, fold it into one summary "
+            "message instead of queueing it; default: on for discord and slack, off otherwise."
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +116,10 @@ class Channel(ABC):
     max_body: ClassVar[int | None] = None
     # Markdown dialect for the ``escape_markdown`` filter: "discord", "slack" or None.
     markdown: ClassVar[str | None] = None
+    # The provider's documented send rate, used when the channel's config sets none.
+    default_rate_limit: ClassVar[RateLimit | None] = None
+    # Whether deliveries fold into a summary when the channel is saturated, unless configured.
+    fold_by_default: ClassVar[bool] = False
 
     def __init__(self, name: str, config: ChannelConfig) -> None:
         self.name = name
@@ -95,3 +135,27 @@ class Channel(ABC):
     def describe(self) -> str:
         """A one-line, secret-free description for `router check` and logs."""
         return f"{self.name} ({self.type_name})"
+
+    @property
+    def rate_limit(self) -> RateLimit | None:
+        """The send rate limit in force (see :func:`effective_rate_limit`)."""
+        return effective_rate_limit(type(self), self.config)
+
+    @property
+    def folds_when_saturated(self) -> bool:
+        """Whether a saturated channel folds deliveries into a summary (see :func:`effective_fold`)."""
+        return effective_fold(type(self), self.config)
+
+
+def effective_rate_limit(channel_class: type[Channel], config: ChannelConfig) -> RateLimit | None:
+    """The configured rate limit, else the channel type's default; None when there is none (or ``false``)."""
+    configured = config.rate_limit
+    if configured is UNLIMITED:
+        return None
+    return configured if configured is not None else channel_class.default_rate_limit
+
+
+def effective_fold(channel_class: type[Channel], config: ChannelConfig) -> bool:
+    """``fold_when_saturated`` as configured, else the channel type's default."""
+    configured = config.fold_when_saturated
+    return channel_class.fold_by_default if configured is None else configured

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 from pydantic import Field, field_validator
 
 from router.channels.apprise_base import AppriseBackedChannel, AppriseChannelConfig, truncate, wrong_type_hint
-from router.channels.base import ChannelConfig, Message
+from router.channels.base import ChannelConfig, Message, RateLimit
 
 CONTENT_LIMIT = 2000
 EMBED_TITLE_LIMIT = 256
@@ -143,6 +143,9 @@ class DiscordChannel(AppriseBackedChannel):
     # send() cuts plain content further, to 2,000 with the title.
     max_body: ClassVar[int | None] = EMBED_DESCRIPTION_LIMIT
     markdown: ClassVar[str | None] = "discord"
+    # Discord: 5 requests per 2 s per webhook (the provider's documented limit).
+    default_rate_limit: ClassVar[RateLimit | None] = RateLimit(limit=5, period=2.0)
+    fold_by_default: ClassVar[bool] = True
 
     config: DiscordConfig
 

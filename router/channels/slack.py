@@ -21,7 +21,7 @@ from router.channels.apprise_base import (
     truncate_measured,
     wrong_type_hint,
 )
-from router.channels.base import ChannelConfig, Message
+from router.channels.base import ChannelConfig, Message, RateLimit
 
 HEADER_LIMIT = 150
 SECTION_LIMIT = 3000
@@ -143,6 +143,9 @@ class SlackChannel(AppriseBackedChannel):
     # cuts a Block Kit section further, to 3,000.
     max_body: ClassVar[int | None] = MESSAGE_LIMIT
     markdown: ClassVar[str | None] = "slack"
+    # Slack: 1 message per second per incoming webhook (the provider's documented limit).
+    default_rate_limit: ClassVar[RateLimit | None] = RateLimit(limit=1, period=1.0)
+    fold_by_default: ClassVar[bool] = True
 
     config: SlackConfig
 

@@ -40,7 +40,13 @@ class NotifyJob(Job):
                 render_errors.append(error)
 
         results: list[Outcome | BaseException] = []
-        if messages:
+        if len(messages) == 1:
+            # One channel, the common case: awaited directly, without gather's task.
+            try:
+                results = [await ctx.deliver(*messages[0])]
+            except Exception as exc:
+                results = [exc]
+        elif messages:
             # return_exceptions: every delivery runs to its end even when another one raises.
             results = await asyncio.gather(
                 *(ctx.deliver(channel, message) for channel, message in messages), return_exceptions=True

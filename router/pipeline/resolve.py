@@ -55,6 +55,8 @@ class Resolve:
         outcome = await next(delivery)
         action = await self.resolve(delivery, outcome)
         self.metrics.deliveries.labels(delivery.channel, action).inc()
+        if not log.isEnabledFor(logging.INFO):
+            return outcome  # skip building the fields below: at WARNING this line costs nothing
         log.info(
             "delivery %s",
             action,

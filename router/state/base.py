@@ -12,6 +12,9 @@ hold each of them to it):
   has passed.
 * dedupe: ``first_seen(key, window)`` is true once, then false until ``window`` seconds after
   that first call (a fixed window from the first sighting; repeats do not extend it).
+  ``claim(key, owner, ttl)`` is the same with a name attached: the first owner wins for ``ttl``
+  seconds and every caller is told who holds it, so the winner recognises itself (a redelivered
+  event is not its own duplicate).
 * rate limit (drops excess): a sliding-window log. A call is allowed when fewer than ``limit``
   calls were allowed in the last ``period`` seconds; refused calls are not counted. This is
   exact ("never more than ``limit`` in any ``period``"), costing one entry per allowed call.
@@ -19,11 +22,16 @@ hold each of them to it):
   once, then one every ``period / limit`` seconds. Each call reserves its slot atomically and
   is told how long to wait for it, so concurrent callers get distinct, ordered slots.
 * pacing: ``pace`` is a throttle per channel with ``burst = limit`` that also waits out any
-  ``block(channel, until)`` (set when a channel answers 429 with Retry-After).
+  ``block(channel, until)`` (set when a channel answers 429 with Retry-After). With
+  ``max_wait``, a slot further away than that is not reserved (its wait is still returned), so
+  a caller that will not wait that long does not push every later sender back.
+  ``blocked_for`` tells how long a block has left (a slot reserved before the block ignores it).
 * digests: ``digest_add`` opens a bucket on its first item (due ``window`` seconds later) and
   appends; a bucket that reaches ``max_items`` is reported ``full`` and is listed by
   ``digest_due`` at once. Adds past ``max_items`` are still kept (nothing is dropped); the
-  caller flushes with ``digest_take``, which removes and returns all items exactly once.
+  caller flushes with ``digest_take``, which removes and returns all items exactly once, or
+  with ``digest_peek`` then ``digest_drop``, which removes only the items it read: items added
+  in between stay, as a bucket of their own with a fresh window.
   An untaken bucket is kept for ``DIGEST_RETENTION`` seconds past its due time.
 * locks: ``acquire_lock`` succeeds when the lock is free, expired, or already held by the
   same owner (which renews it for ``ttl``); ``release_lock`` only releases the owner's own lock.
@@ -128,6 +136,14 @@ class StateStore(abc.ABC):
     async def first_seen(self, key: str, window: float) -> bool:
         """True the first time ``key`` is seen; False for ``window`` seconds after that."""
 
+    @abc.abstractmethod
+    async def claim(self, key: str, owner: str, ttl: float) -> str:
+        """Hold ``key`` for ``owner`` for ``ttl`` seconds unless someone holds it; return the holder.
+
+        The holder is ``owner`` when this call won (or ``owner`` already held it); repeats do not
+        extend the hold.
+        """
+
     # rate limit
 
     @abc.abstractmethod
@@ -141,18 +157,41 @@ class StateStore(abc.ABC):
         """Reserve the next slot for ``key`` and return the seconds to wait for it (0.0 = go now)."""
 
     @abc.abstractmethod
-    async def pace(self, channel: str, limit: int, period: float) -> float:
-        """Reserve a send slot on ``channel`` shared by every process; seconds to wait before sending."""
+    async def pace(self, channel: str, limit: int, period: float, max_wait: float | None = None) -> float:
+        """Reserve a send slot on ``channel`` shared by every process; seconds to wait before sending.
+
+        With ``max_wait``, a slot more than ``max_wait`` seconds away is not reserved: the wait
+        is returned all the same and the caller must not send.
+        """
 
     @abc.abstractmethod
     async def block(self, channel: str, until: float) -> None:
         """Hold every send on ``channel`` until epoch ``until`` (a later block wins over an earlier one)."""
+
+    @abc.abstractmethod
+    async def blocked_for(self, channel: str) -> float:
+        """Seconds until the block on ``channel`` ends (0.0 when it is not blocked).
+
+        A slot reserved before a block was set does not wait for it: check this after waiting.
+        """
 
     # digests
 
     @abc.abstractmethod
     async def digest_add(self, key: str, item: bytes, window: float, max_items: int) -> DigestAdd:
         """Append ``item`` to the digest bucket ``key``, opening it (due in ``window`` seconds) if needed."""
+
+    @abc.abstractmethod
+    async def digest_peek(self, key: str, limit: int | None = None) -> list[bytes]:
+        """The first ``limit`` (default all) items of bucket ``key`` in add order, without removing them."""
+
+    @abc.abstractmethod
+    async def digest_drop(self, key: str, count: int, window: float, max_items: int) -> int:
+        """Remove the first ``count`` items of bucket ``key``; return how many remain.
+
+        An emptied bucket is gone. Remaining items (added after a ``digest_peek``) become a bucket
+        of their own, due ``window`` seconds from now, or at once when they are ``max_items`` or more.
+        """
 
     @abc.abstractmethod
     async def digest_due(self, now: float) -> list[str]:

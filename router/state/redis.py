@@ -33,6 +33,16 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 """
 
+# A named hold: the first owner keeps it until its deadline; everyone is told who holds it.
+_CLAIM = """
+local until_at = tonumber(redis.call('HGET', KEYS[1], 'until'))
+if until_at and until_at > tonumber(ARGV[2]) then return redis.call('HGET', KEYS[1], 'owner') end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'until', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return ARGV[1]
+"""
+
 # Sliding-window log: one sorted-set member per allowed call, scored by its time.
 _RATE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
@@ -42,7 +52,8 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 """
 
-# GCRA reservation; with a second key, a block deadline nothing may start before.
+# GCRA reservation; with a second key, a block deadline nothing may start before. With
+# ARGV[4] (a number), a slot further than that from now is reported but not reserved.
 _GCRA = """
 local now = tonumber(ARGV[1])
 local interval = tonumber(ARGV[2])
@@ -56,6 +67,7 @@ local tat = tonumber(redis.call('GET', KEYS[1]))
 if not tat or tat < start then tat = start end
 local slot = tat - tau
 if slot < start then slot = start end
+if ARGV[4] ~= '' and slot - now > tonumber(ARGV[4]) then return string.format('%.17g', slot - now) end
 local new_tat = tat + interval
 redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX', math.max(1, math.ceil((new_tat - now) * 1000)))
 return string.format('%.17g', slot - now)
@@ -98,6 +110,29 @@ local items = redis.call('LRANGE', KEYS[1], 0, -1)
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
 return items
+"""
+
+# KEYS as for add. Drop the first ARGV[1] items; what remains becomes a fresh bucket.
+_DIGEST_DROP = """
+local now = tonumber(ARGV[2])
+if tonumber(ARGV[1]) > 0 then redis.call('LTRIM', KEYS[1], ARGV[1], -1) end
+local left = redis.call('LLEN', KEYS[1])
+if left == 0 then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('ZREM', KEYS[3], ARGV[5])
+  return 0
+end
+local due = now + tonumber(ARGV[3])
+local listed = due
+if left >= tonumber(ARGV[4]) then listed = now end
+redis.call('SET', KEYS[2], string.format('%.17g', due))
+redis.call('ZADD', KEYS[3], string.format('%.17g', listed), ARGV[5])
+local ttl = math.max(1, math.ceil((due + tonumber(ARGV[6]) - now) * 1000))
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+local index_ttl = redis.call('PTTL', KEYS[3])
+if index_ttl < ttl then redis.call('PEXPIRE', KEYS[3], ttl) end
+return left
 """
 
 _ACQUIRE = """
@@ -174,11 +209,13 @@ class RedisStateStore(StateStore):
             raise
         sources = {
             "first_seen": _FIRST_SEEN,
+            "claim": _CLAIM,
             "rate": _RATE,
             "gcra": _GCRA,
             "block": _BLOCK,
             "digest_add": _DIGEST_ADD,
             "digest_take": _DIGEST_TAKE,
+            "digest_drop": _DIGEST_DROP,
             "acquire": _ACQUIRE,
             "release": _RELEASE,
         }
@@ -236,6 +273,12 @@ class RedisStateStore(StateStore):
         )
         return bool(result)
 
+    async def claim(self, key: str, owner: str, ttl: float) -> str:
+        check_positive("ttl", ttl)
+        now = self._clock()
+        holder = await self._script("claim", [self._key("claim", key)], [owner, _num(now), _num(now + ttl), _ms(ttl)])
+        return holder.decode() if isinstance(holder, bytes) else str(holder)
+
     # rate limit
 
     async def rate_allow(self, key: str, limit: int, period: float) -> bool:
@@ -252,14 +295,15 @@ class RedisStateStore(StateStore):
     async def throttle_reserve(self, key: str, limit: int, period: float, burst: int | None = None) -> float:
         interval, tau = gcra_params(limit, period, burst)
         result = await self._script(
-            "gcra", [self._key("throttle", key)], [_num(self._clock()), _num(interval), _num(tau)]
+            "gcra", [self._key("throttle", key)], [_num(self._clock()), _num(interval), _num(tau), ""]
         )
         return float(result)
 
-    async def pace(self, channel: str, limit: int, period: float) -> float:
+    async def pace(self, channel: str, limit: int, period: float, max_wait: float | None = None) -> float:
         interval, tau = gcra_params(limit, period, None)
         keys = [self._key("pace", channel), self._key("block", channel)]
-        result = await self._script("gcra", keys, [_num(self._clock()), _num(interval), _num(tau)])
+        most = "" if max_wait is None else _num(max_wait)
+        result = await self._script("gcra", keys, [_num(self._clock()), _num(interval), _num(tau), most])
         return float(result)
 
     async def block(self, channel: str, until: float) -> None:
@@ -267,6 +311,10 @@ class RedisStateStore(StateStore):
         if remaining <= 0:
             return
         await self._script("block", [self._key("block", channel)], [_num(until), _ms(remaining)])
+
+    async def blocked_for(self, channel: str) -> float:
+        until = await self.client.get(self._key("block", channel))
+        return max(float(until) - self._clock(), 0.0) if until is not None else 0.0
 
     # digests
 
@@ -287,6 +335,24 @@ class RedisStateStore(StateStore):
         ]
         count, due_at, full = await self._script("digest_add", self._digest_keys(key), args)
         return DigestAdd(count=int(count), due_at=float(due_at), full=bool(full))
+
+    async def digest_peek(self, key: str, limit: int | None = None) -> list[bytes]:
+        items_key, due_key, _ = self._digest_keys(key)
+        due = await self.client.get(due_key)
+        # Past retention but not expired by Redis yet: gone, as digest_add sees it.
+        if due is None or float(due) + DIGEST_RETENTION <= self._clock():
+            return []
+        if limit is not None and limit < 1:
+            return []
+        items = await self.client.lrange(items_key, 0, -1 if limit is None else limit - 1)
+        # decode_responses=False: items come back as bytes.
+        return [item if isinstance(item, bytes) else item.encode() for item in items]
+
+    async def digest_drop(self, key: str, count: int, window: float, max_items: int) -> int:
+        check_positive("window", window)
+        args: list[str | int | bytes] = [max(count, 0), _num(self._clock()), _num(window), max_items, key]
+        args.append(_num(DIGEST_RETENTION))
+        return int(await self._script("digest_drop", self._digest_keys(key), args))
 
     async def digest_due(self, now: float) -> list[str]:
         members = await self.client.zrangebyscore(f"{self.prefix}digest-index", "-inf", _num(now))

@@ -46,6 +46,8 @@ CREATE TABLE IF NOT EXISTS sent (key TEXT PRIMARY KEY, expires_at REAL NOT NULL)
 CREATE INDEX IF NOT EXISTS sent_expiry ON sent(expires_at);
 CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, expires_at REAL NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seen_expiry ON seen(expires_at);
+CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS claims_expiry ON claims(expires_at);
 CREATE TABLE IF NOT EXISTS rate_hits (
     id INTEGER PRIMARY KEY, key TEXT NOT NULL, at REAL NOT NULL, expires_at REAL NOT NULL
 );
@@ -69,6 +71,7 @@ CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL, ex
 _PURGE = (
     "DELETE FROM sent WHERE expires_at <= :now",
     "DELETE FROM seen WHERE expires_at <= :now",
+    "DELETE FROM claims WHERE expires_at <= :now",
     "DELETE FROM rate_hits WHERE expires_at <= :now",
     "DELETE FROM gcra WHERE expires_at <= :now",
     "DELETE FROM blocks WHERE until <= :now",
@@ -86,6 +89,8 @@ class _Call:
     op: _Op[Any]
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
+    # One SQL statement: SQLite undoes a failing statement by itself, so no savepoint is needed.
+    single: bool = False
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -95,6 +100,11 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_result(value)
     else:
         future.set_exception(value)
+
+
+def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in settled:
+        _settle(future, ok, value)
 
 
 def _post(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -221,6 +231,12 @@ class SqliteStateStore(StateStore):
         try:
             conn.execute("BEGIN IMMEDIATE")
             for call in batch:
+                if call.single:
+                    try:
+                        results.append((True, call.op(conn, self._clock())))
+                    except Exception as exc:
+                        results.append((False, exc))
+                    continue
                 conn.execute("SAVEPOINT op")
                 try:
                     value = call.op(conn, self._clock())
@@ -237,8 +253,14 @@ class SqliteStateStore(StateStore):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             results = [(False, exc)] * len(batch)
+        # One wake-up of each waiting loop per batch, not one per call: every
+        # call_soon_threadsafe writes to the loop's self-pipe and costs it a pass.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for call, (ok, value) in zip(batch, results, strict=True):
-            _post(call.loop, call.future, ok, value)
+            by_loop.setdefault(call.loop, []).append((call.future, ok, value))
+        for loop, settled in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+                loop.call_soon_threadsafe(_settle_all, settled)
 
     def _purge(self, conn: sqlite3.Connection, now: float) -> None:
         try:
@@ -252,12 +274,13 @@ class SqliteStateStore(StateStore):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
 
-    async def _call(self, op: _Op[T]) -> T:
+    async def _call(self, op: _Op[T], *, single: bool = False) -> T:
+        """Run ``op`` in the worker's next transaction; ``single``: it runs exactly one SQL statement."""
         if self._thread is None:
             raise RuntimeError("the state store is not open; call open() first")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Call(op, future, loop))
+        self._queue.put(_Call(op, future, loop, single))
         return await future
 
     async def purge_expired(self) -> int:
@@ -273,7 +296,7 @@ class SqliteStateStore(StateStore):
             row = conn.execute("SELECT 1 FROM sent WHERE key = ? AND expires_at > ?", (key, now)).fetchone()
             return row is not None
 
-        return await self._call(op)
+        return await self._call(op, single=True)
 
     async def mark_sent(self, key: str, ttl: float) -> None:
         check_positive("ttl", ttl)
@@ -285,7 +308,7 @@ class SqliteStateStore(StateStore):
                 (key, now + ttl),
             )
 
-        await self._call(op)
+        await self._call(op, single=True)
 
     async def sent_many(self, keys: Sequence[str]) -> set[str]:
         unique = list(dict.fromkeys(keys))
@@ -319,6 +342,20 @@ class SqliteStateStore(StateStore):
 
         return await self._call(op)
 
+    async def claim(self, key: str, owner: str, ttl: float) -> str:
+        check_positive("ttl", ttl)
+
+        def op(conn: sqlite3.Connection, now: float) -> str:
+            row = conn.execute("SELECT owner, expires_at FROM claims WHERE key = ?", (key,)).fetchone()
+            if row is not None and row[1] > now:
+                return str(row[0])
+            conn.execute(
+                "INSERT OR REPLACE INTO claims(key, owner, expires_at) VALUES (?, ?, ?)", (key, owner, now + ttl)
+            )
+            return owner
+
+        return await self._call(op)
+
     # rate limit
 
     async def rate_allow(self, key: str, limit: int, period: float) -> bool:
@@ -337,9 +374,14 @@ class SqliteStateStore(StateStore):
     # throttle and pacing
 
     @staticmethod
-    def _reserve(conn: sqlite3.Connection, key: str, start: float, interval: float, tau: float) -> float:
+    def _reserve(
+        conn: sqlite3.Connection, key: str, start: float, interval: float, tau: float, latest: float | None = None
+    ) -> float:
+        """Reserve and return the next slot, unless it would be after ``latest`` (then only return it)."""
         row = conn.execute("SELECT tat FROM gcra WHERE key = ?", (key,)).fetchone()
         slot, tat = gcra_slot(row[0] if row else None, start, interval, tau)
+        if latest is not None and slot > latest:
+            return slot
         # Once the clock passes tat the row means nothing, so that is when it expires.
         conn.execute("INSERT OR REPLACE INTO gcra(key, tat, expires_at) VALUES (?, ?, ?)", (key, tat, tat))
         return slot
@@ -352,13 +394,14 @@ class SqliteStateStore(StateStore):
 
         return await self._call(op)
 
-    async def pace(self, channel: str, limit: int, period: float) -> float:
+    async def pace(self, channel: str, limit: int, period: float, max_wait: float | None = None) -> float:
         interval, tau = gcra_params(limit, period, None)
 
         def op(conn: sqlite3.Connection, now: float) -> float:
             row = conn.execute("SELECT until FROM blocks WHERE channel = ?", (channel,)).fetchone()
             start = max(now, row[0]) if row else now
-            return self._reserve(conn, "p:" + channel, start, interval, tau) - now
+            latest = None if max_wait is None else now + max_wait
+            return self._reserve(conn, "p:" + channel, start, interval, tau, latest) - now
 
         return await self._call(op)
 
@@ -373,6 +416,13 @@ class SqliteStateStore(StateStore):
             )
 
         await self._call(op)
+
+    async def blocked_for(self, channel: str) -> float:
+        def op(conn: sqlite3.Connection, now: float) -> float:
+            row = conn.execute("SELECT until FROM blocks WHERE channel = ?", (channel,)).fetchone()
+            return max(float(row[0]) - now, 0.0) if row else 0.0
+
+        return await self._call(op)
 
     # digests
 
@@ -403,6 +453,42 @@ class SqliteStateStore(StateStore):
                 (key, due_at, listed_at, count, due_at + DIGEST_RETENTION),
             )
             return DigestAdd(count=count, due_at=due_at, full=full)
+
+        return await self._call(op)
+
+    async def digest_peek(self, key: str, limit: int | None = None) -> list[bytes]:
+        def op(conn: sqlite3.Connection, now: float) -> list[bytes]:
+            live = conn.execute("SELECT 1 FROM digests WHERE key = ? AND expires_at > ?", (key, now)).fetchone()
+            if live is None:
+                return []
+            rows = conn.execute(
+                "SELECT item FROM digest_items WHERE key = ? ORDER BY id LIMIT ?", (key, -1 if limit is None else limit)
+            )
+            return [bytes(row[0]) for row in rows]
+
+        return await self._call(op)
+
+    async def digest_drop(self, key: str, count: int, window: float, max_items: int) -> int:
+        check_positive("window", window)
+
+        def op(conn: sqlite3.Connection, now: float) -> int:
+            if count > 0:
+                last = conn.execute(
+                    "SELECT max(id) FROM (SELECT id FROM digest_items WHERE key = ? ORDER BY id LIMIT ?)", (key, count)
+                ).fetchone()[0]
+                if last is not None:
+                    conn.execute("DELETE FROM digest_items WHERE key = ? AND id <= ?", (key, last))
+            (left,) = conn.execute("SELECT count(*) FROM digest_items WHERE key = ?", (key,)).fetchone()
+            if left == 0:
+                conn.execute("DELETE FROM digests WHERE key = ?", (key,))
+                return 0
+            due_at = now + window
+            listed_at = now if left >= max_items else due_at
+            conn.execute(
+                "INSERT OR REPLACE INTO digests(key, due_at, listed_at, count, expires_at) VALUES (?, ?, ?, ?, ?)",
+                (key, due_at, listed_at, left, due_at + DIGEST_RETENTION),
+            )
+            return int(left)
 
         return await self._call(op)
 

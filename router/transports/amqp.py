@@ -135,13 +135,77 @@ def _as_float(value: Any) -> float | None:
         return None
 
 
+class _Acks:
+    """The acknowledgements of one AMQP channel, coalesced into ``basic.ack(multiple=True)``.
+
+    Acknowledging one message at a time costs a frame, a socket write and a wait for the
+    write to drain: with aio-pika, about a third of what a bare consumer spends per message
+    (bench/README.md). Here the acks made during one pass of the event loop go out together
+    once that pass is over: one multiple ack for the highest acked delivery tag below every
+    tag still unsettled, and single acks for those above one. No ack waits longer than the
+    current pass, and a multiple ack never covers a message that is not settled: delivery tags
+    on a channel run 1, 2, 3..., each is recorded as unsettled when it arrives, and if a tag
+    has not been seen (``seen != highest``) every ack goes out alone. A requeue (nack) is sent
+    at once, so it always reaches the broker before a multiple ack that spans its tag.
+    """
+
+    __slots__ = ("acked", "channel", "flusher", "highest", "seen", "unsettled")
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel  # the aiormq channel the deliveries arrived on
+        self.unsettled: set[int] = set()
+        self.seen = 0
+        self.highest = 0
+        self.acked: list[int] = []
+        self.flusher: asyncio.Future[None] | None = None
+
+    def received(self, tag: int) -> None:
+        self.unsettled.add(tag)
+        self.seen += 1
+        self.highest = max(self.highest, tag)
+
+    def requeued(self, tag: int) -> None:
+        self.unsettled.discard(tag)
+
+    def ack(self, tag: int) -> None:
+        self.unsettled.discard(tag)
+        self.acked.append(tag)
+        if self.flusher is None:
+            # A task's first step runs after the callbacks already queued: the rest of this pass.
+            self.flusher = asyncio.ensure_future(self._flush())
+
+    async def _flush(self) -> None:
+        tags, self.acked, self.flusher = self.acked, [], None
+        multiple = 0
+        if self.seen == self.highest:  # every tag up to `highest` was recorded: `unsettled` is complete
+            floor = min(self.unsettled, default=self.highest + 1)
+            below = [tag for tag in tags if tag < floor]
+            if len(below) > 1:
+                multiple = max(below)
+                tags = [tag for tag in tags if tag > floor]
+        try:
+            # wait=False: queue the frame for the connection's writer, without waiting on a drain.
+            if multiple:
+                await self.channel.basic_ack(multiple, multiple=True, wait=False)
+            for tag in tags:
+                await self.channel.basic_ack(tag, wait=False)
+        except Exception as exc:
+            log.debug("ack not delivered (%s); RabbitMQ will redeliver the messages", type(exc).__name__)
+
+    async def drain(self) -> None:
+        """Send the acks still waiting for the end of the current pass."""
+        if self.flusher is not None:
+            await asyncio.gather(self.flusher, return_exceptions=True)
+
+
 class _Settlement:
     """The ack/requeue closures of one delivery: first call wins, failures are not errors."""
 
-    __slots__ = ("message", "settled", "started")
+    __slots__ = ("acks", "message", "settled", "started")
 
-    def __init__(self, message: AbstractIncomingMessage) -> None:
+    def __init__(self, message: AbstractIncomingMessage, acks: _Acks) -> None:
         self.message = message
+        self.acks = acks
         self.settled = False
         self.started = False
 
@@ -149,15 +213,13 @@ class _Settlement:
         if self.settled:
             return
         self.settled = True
-        try:
-            await self.message.ack()
-        except Exception as exc:
-            log.debug("ack not delivered (%s); RabbitMQ will redeliver the message", type(exc).__name__)
+        self.acks.ack(self.message.delivery_tag or 0)
 
     async def requeue(self) -> None:
         if self.settled:
             return
         self.settled = True
+        self.acks.requeued(self.message.delivery_tag or 0)
         try:
             await self.message.nack(requeue=True)
         except Exception as exc:
@@ -211,6 +273,7 @@ class AmqpTransport(Transport):
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiting: set[_Settlement] = set()
+        self._acks: _Acks | None = None
         self._dlq_lock: asyncio.Lock | None = None
 
     def __repr__(self) -> str:
@@ -320,7 +383,12 @@ class AmqpTransport(Transport):
         return on_message
 
     def _receive(self, kind: MessageKind, message: AbstractIncomingMessage) -> None:
-        settlement = _Settlement(message)
+        acks = self._acks
+        if acks is None or acks.channel is not message.channel:
+            # First delivery, or the first on the channel a reconnect opened (tags restart at 1).
+            acks = self._acks = _Acks(message.channel)
+        acks.received(message.delivery_tag or 0)
+        settlement = _Settlement(message, acks)
         # Our own task, not aiormq's: aiormq cancels its tasks when the channel closes, and a
         # handler cut off halfway through a delivery is worse than one whose ack goes nowhere.
         task = asyncio.create_task(self._dispatch(kind, settlement))
@@ -395,6 +463,9 @@ class AmqpTransport(Transport):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._acks is not None:
+            await self._acks.drain()
+            self._acks = None
         self._connection = None
         self._channel = self._consume_channel = None
         self._exchange = self._dead = None

@@ -658,3 +658,47 @@ def summarize(
 
 
 SUMMARY_HEADER = ["consumer", "median ev/s", "rounds ev/s", "vs base", "CPU us/ev", "CPU vs base", "peak RSS MB"]
+
+
+def proc_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system, every thread) ``pid`` has used so far, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run_to_completion(
+    name: str, script: str, args: list[str], *, folder: Path, timeout: float, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run a baseline consumer script until it exits; returns the JSON it wrote to ``--out``."""
+    out = folder / f"{name}.json"
+    process = python_process(name, script, [*args, "--out", str(out)], cwd=folder, env=env)
+    try:
+        await wait_for(lambda: not process.alive(), timeout=timeout, what=f"the {name} consumer to finish")
+    finally:
+        code = process.stop()
+    check(code == 0, f"{name} exited with {code}:\n{process.log_tail()}")
+    return dict(json.loads(out.read_text()))
+
+
+class CpuWatch:
+    """Stamps a process's CPU time when a count first moves and when it reaches its target.
+
+    Polled by the controller (every 20 ms), so each stamp is late by up to a poll: fine for
+    runs of seconds. Used where the consumer cannot stamp itself (the router with a real channel).
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.cpu_first: float | None = None
+        self.cpu_last: float | None = None
+
+    def observe(self, count: int, target: int) -> bool:
+        if count > 0 and self.cpu_first is None:
+            self.cpu_first = proc_cpu(self.pid)
+        if count >= target:
+            self.cpu_last = proc_cpu(self.pid)
+            return True
+        return False

@@ -4,7 +4,8 @@ Run: ``python bench/sink.py --port 9100`` (the benchmarks start it themselves).
 
 Each request body is searched for ``id=<event id> ts=<publish stamp>`` (the benchmark
 templates render that line), so the sink can tell distinct events from repeats, whatever the
-payload format (the router's webhook JSON or apprise's ``json://``). The arrival stamp is
+payload format (the router's webhook JSON or apprise's ``json://``); a body without it is
+read as the event itself (``id`` and ``data.ts``), as the raw consumer posts it. The arrival stamp is
 ``time.monotonic()`` (system-wide on Linux, comparable with the publisher's).
 
 ``GET /stats`` returns ``{requests, distinct, duplicates, unparsed, first, last}`` and with
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
 import time
 
@@ -44,15 +46,20 @@ class Recorder:
             self.first = now
         self.last = now
         found = PATTERN.search(body)
-        if found is None:
-            self.unparsed += 1
+        if found is not None:
+            key, ts = found.group(1), float(found.group(2))
         else:
-            key = found.group(1)
-            if key in self.seen:
-                self.duplicates += 1
-            else:
-                self.seen.add(key)
-                self.arrivals.append((float(found.group(2)), now))
+            try:  # an event posted as it is (the raw consumer of the latency benchmark)
+                event = json.loads(body)
+                key, ts = str(event["id"]).encode(), float(event["data"]["ts"])
+            except (ValueError, KeyError, TypeError):
+                self.unparsed += 1
+                return web.Response(text="ok")
+        if key in self.seen:
+            self.duplicates += 1
+        else:
+            self.seen.add(key)
+            self.arrivals.append((ts, now))
         return web.Response(text="ok")
 
     async def stats(self, request: web.Request) -> web.Response:

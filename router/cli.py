@@ -285,7 +285,9 @@ def render(
     try:
         if channels:
             for name in channels:
-                message = runtime.render(rule, name, event, template=template)
+                # A digest rule's template expects a batch: preview it as a batch of this one event.
+                batch = [event] if rule.digest is not None else None
+                message = runtime.render(rule, name, event, template=template, events=batch)
                 results.append({"channel": name, "title": message.title, "body": message.body})
         else:
             from router.templates import build_context

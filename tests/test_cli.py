@@ -249,3 +249,18 @@ def test_console_script_runs_check(project: Path) -> None:
     )
     assert completed.returncode == 0, completed.stderr
     assert "OK" in completed.stdout
+
+
+def test_render_previews_a_digest_rule_as_a_batch_of_one(tmp_path: Path) -> None:
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "d.j2").write_text(
+        "{% block title %}{{ count }} planets{% endblock %}{% for e in events %}- {{ e.data.user }}\n{% endfor %}"
+    )
+    (tmp_path / "rules.yaml").write_text(
+        "version: 1\nchannels: {console: {type: console}}\nrules:\n"
+        "  - {name: d, on: '**', template: d, channels: [console], digest: {window: 5m}}\n"
+    )
+    (tmp_path / "e.json").write_text(json.dumps({"type": "planet.completed", "data": {"user": "ada"}}))
+    result = run(tmp_path, "render", "--rule", "d", "--event", str(tmp_path / "e.json"), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == [{"channel": "console", "title": "1 planets", "body": "- ada"}]

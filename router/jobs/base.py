@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -26,6 +27,11 @@ class JobContext(Protocol):
     rule: Rule
     options: BaseModel  # the rule's `with:` block, validated by the job's model
     state: Any  # the state store (router.state); None where no store is running
+
+    @property
+    def events(self) -> Sequence[Event]:
+        """For a digest rule, the batch being delivered (``event`` is its first); empty otherwise."""
+        ...
 
     def render(self, channel: str | None = None, template: str | None = None) -> Message:
         """Render the rule's template (or ``template``) as ``channel`` would receive it."""

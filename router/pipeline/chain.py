@@ -32,7 +32,18 @@ def chain(stages: Sequence[Stage], terminal: Next) -> Next:
 
 
 def _bind(stage: Stage, next: Next) -> Next:
-    async def run(delivery: Delivery) -> Outcome:
-        return await stage(delivery, next)
+    return _Bound(stage, next)
 
-    return run
+
+class _Bound:
+    """``stage`` with its ``next`` filled in. A plain callable handing back the stage's own
+    coroutine, not a wrapping coroutine: one frame less per stage on every delivery."""
+
+    __slots__ = ("next", "stage")
+
+    def __init__(self, stage: Stage, next: Next) -> None:
+        self.stage = stage
+        self.next = next
+
+    def __call__(self, delivery: Delivery) -> Awaitable[Outcome]:
+        return self.stage(delivery, self.next)

@@ -15,7 +15,10 @@ class DeliveryHooks:
         self.hooks = hooks
 
     async def __call__(self, delivery: Delivery, next: Next) -> Outcome:
-        await self.hooks.before_delivery(delivery)
+        hooks = self.hooks
+        if hooks.has_before_delivery:  # with no implementation, not even a coroutine is made
+            await hooks.before_delivery(delivery)
         outcome = await next(delivery)
-        await self.hooks.delivery_finished(delivery, outcome)
+        if hooks.has_delivery_finished:
+            await hooks.delivery_finished(delivery, outcome)
         return outcome

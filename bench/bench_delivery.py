@@ -13,6 +13,10 @@ the sink, from the first to the last distinct event to arrive:
   (same queue settings and prefetch) that per message builds an apprise object, renders the
   Jinja template, awaits ``async_notify`` (apprise's ``json://`` to the same sink) and acks.
 
+With ``--apprise``, also ``router-apprise``: the router with an ``apprise`` channel (the same
+``json://`` URL as the naive consumer; one apprise object for the channel, sends on the
+channel's thread pool), to show what building it once is worth on the same library.
+
 Rounds alternate naive and router. Asserts the sink saw every event exactly once (no loss,
 no duplicate) and that nothing is left in the queue, the retry queue or the dead-letter
 queue. Prints medians and the ratio; writes bench/results/delivery.json.
@@ -41,6 +45,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each consumer (default 3)")
     parser.add_argument("--prefetch", type=int, default=256, help="broker.prefetch, the same for both (default 256)")
     parser.add_argument("--concurrency", type=int, default=8, help="the webhook channel's concurrency (default 8)")
+    parser.add_argument(
+        "--apprise",
+        action="store_true",
+        help="also run the router with an `apprise` channel (json:// to the sink) instead of `webhook`",
+    )
     parser.add_argument("--log-level", default="WARNING", help="router --log-level (default WARNING)")
     parser.add_argument("--profile", action="store_true", help="py-spy the router's last round")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 500 events, 2 rounds")
@@ -58,15 +67,22 @@ def sink_figures(stats: dict[str, Any], n: int, who: str) -> dict[str, Any]:
     return {"events_per_s": harness.rate(n, stats["first"], stats["last"]), "seconds": stats["last"] - stats["first"]}
 
 
-async def router_round(n: int, sink: harness.Sink, args: argparse.Namespace, profile: Path | None) -> dict[str, Any]:
+async def router_round(
+    n: int, sink: harness.Sink, args: argparse.Namespace, profile: Path | None, *, channel: str = "webhook"
+) -> dict[str, Any]:
     topology = harness.Topology.fresh("delivery")
     workspace = None
+    if channel == "webhook":
+        spec = {"type": "webhook", "url": sink.url("/router"), "concurrency": args.concurrency}
+    else:  # the apprise channel: one apprise object for the channel, sends on its thread pool
+        spec = {"type": "apprise", "url": sink.url("/router-apprise").replace("http://", "json://")}
+        spec["concurrency"] = args.concurrency
     try:
         await harness.preload(topology, n)
         sink.reset()
         workspace = harness.make_workspace(
             broker=topology.broker_config(args.prefetch),
-            channels={"hook": {"type": "webhook", "url": sink.url("/router"), "concurrency": args.concurrency}},
+            channels={"hook": spec},
             rules=harness.tenant_rules(10, channel="hook"),
         )
         router = harness.RouterProcess(
@@ -141,6 +157,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     (folder / "naive.j2").write_text(NAIVE_TEMPLATE)
     sink = harness.Sink(folder)
     results: dict[str, list[dict[str, Any]]] = {"naive": [], "router": []}
+    if args.apprise:
+        results["router-apprise"] = []
     try:
         await sink.wait_ready()
         for round_number in range(1, args.rounds + 1):
@@ -155,6 +173,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             router = await router_round(args.events, sink, args, profile)
             results["router"].append(router)
             print(f"round {round_number}: router {fmt(router['events_per_s'])} events/s", flush=True)
+            if args.apprise:
+                figures = await router_round(args.events, sink, args, None, channel="apprise")
+                results["router-apprise"].append(figures)
+                print(f"round {round_number}: router-apprise {fmt(figures['events_per_s'])} events/s", flush=True)
     finally:
         sink.stop()
         if not args.keep:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,17 +57,29 @@ def loop_name(choice: str) -> str:
 
 
 async def router_round(
-    n: int, *, prefetch: int, rules: int, loop: str, log_level: str, profile: Path | None, keep: bool
+    n: int,
+    *,
+    prefetch: int,
+    rules: int,
+    loop: str,
+    log_level: str,
+    profile: Path | None,
+    keep: bool,
+    workspace_factory: Callable[[harness.Topology, int], harness.Workspace] | None = None,
 ) -> dict[str, Any]:
+    """One round of the router; ``workspace_factory(topology, n)`` replaces the 10-rule config."""
     topology = harness.Topology.fresh("intake")
     workspace = None
     try:
         await harness.preload(topology, n)
-        workspace = harness.make_workspace(
-            broker=topology.broker_config(prefetch),
-            channels={"sink": {"type": "null", "expect": n}},
-            rules=harness.tenant_rules(rules, channel="sink"),
-        )
+        if workspace_factory is not None:
+            workspace = workspace_factory(topology, n)
+        else:
+            workspace = harness.make_workspace(
+                broker=topology.broker_config(prefetch),
+                channels={"sink": {"type": "null", "expect": n}},
+                rules=harness.tenant_rules(rules, channel="sink"),
+            )
         router = harness.RouterProcess(
             workspace, broker_url=harness.AMQP_URL, log_level=log_level, loop=loop, profile=profile
         )

@@ -42,6 +42,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each measured run (default 30)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each consumer (default 3)")
     parser.add_argument("--log-level", default="WARNING", help="router --log-level (default WARNING)")
+    parser.add_argument("--state", help="the router's state URL (default: a SQLite file, as shipped)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 5 s, 2 rounds")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders")
     args = parser.parse_args()
@@ -113,6 +114,7 @@ async def router_round(sink: harness.Sink, args: argparse.Namespace, count: int)
             broker=topology.broker_config(),
             channels={"hook": {"type": "webhook", "url": sink.url("/router")}},
             rules=harness.tenant_rules(10, channel="hook"),
+            state_url=args.state,
         )
         router = harness.RouterProcess(workspace, broker_url=harness.AMQP_URL, log_level=args.log_level, loop="auto")
         try:

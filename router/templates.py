@@ -257,6 +257,7 @@ class Templates:
         self._globals = dict(self._env.globals)
         self._files = self._list_files()
         self._plans: dict[tuple[str, str | None], _Plan | TemplateError] = {}
+        self._trees: dict[str, nodes.Template] = {}
         self._inline: dict[str, Template | TemplateError] = {}
 
     # -- discovery ---------------------------------------------------------------------------
@@ -315,13 +316,18 @@ class Templates:
             plan = self._plan(base, rest or None)
             if isinstance(plan, TemplateError):
                 errors.setdefault(str(plan), plan)
+        self._trees.clear()  # every plan is made: the trees are not needed any more (megabytes)
         return list(errors.values())
 
     def _parse(self, file: str) -> nodes.Template:
-        loader = self._env.loader
-        assert loader is not None
-        source, _, _ = loader.get_source(self._env, file)
-        return self._env.parse(source, file)
+        """The syntax tree of ``file``, parsed once (compile_all and _resolve both read it)."""
+        tree = self._trees.get(file)
+        if tree is None:
+            loader = self._env.loader
+            assert loader is not None
+            source, _, _ = loader.get_source(self._env, file)
+            tree = self._trees[file] = self._env.parse(source, file)
+        return tree
 
     def _missing_references(self, file: str, tree: nodes.Template) -> list[TemplateError]:
         """Errors for extends/include/import of a constant name that is not in the folder."""

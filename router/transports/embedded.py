@@ -277,12 +277,19 @@ class _Worker:
 
 
 def _dump_headers(headers: dict[str, Any] | None) -> str:
+    if not headers:
+        return "{}"  # most events: json.dumps with a default= builds an encoder on every call
+
     def fallback(value: Any) -> Any:
         if isinstance(value, bytes):
             return value.decode("utf-8", "replace")
         raise TypeError(f"a header value of type {type(value).__name__} cannot be stored in the embedded queue")
 
     return json.dumps(headers or {}, separators=(",", ":"), default=fallback)
+
+
+def _load_headers(text: str) -> dict[str, Any]:
+    return {} if text == "{}" else dict(json.loads(text))
 
 
 @dataclass(slots=True)
@@ -459,7 +466,7 @@ class EmbeddedTransport(Transport):
         def op(conn: sqlite3.Connection) -> tuple[list[_Row], list[_Row], float | None]:
             now = time.time()
             events = [
-                _Row("event", i, body, json.loads(headers), key, ctype, i <= boot_event)
+                _Row("event", i, body, _load_headers(headers), key, ctype, i <= boot_event)
                 for i, key, ctype, headers, body in conn.execute(
                     "SELECT id, routing_key, content_type, headers, body FROM events WHERE id > ? ORDER BY id LIMIT ?",
                     (cursor, want),
@@ -471,7 +478,7 @@ class EmbeddedTransport(Transport):
                 (now, want + len(held)),
             ):
                 if i not in held and len(retries) < want:
-                    retries.append(_Row("retry", i, body, json.loads(headers), None, None, i <= boot_retry))
+                    retries.append(_Row("retry", i, body, _load_headers(headers), None, None, i <= boot_retry))
             due = conn.execute("SELECT MIN(due_at) FROM retries WHERE due_at > ?", (now,)).fetchone()[0]
             return events, retries, due
 

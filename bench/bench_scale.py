@@ -1,0 +1,202 @@
+"""Scenario 5, scale: 10,000 rules and 1,000 templates against a 10-rule configuration.
+
+Run: ``python bench/bench_scale.py [--rules 10000] [--templates 1000] [--events 10000] [--rounds 3] [--quick]``
+
+Three figures, each measured for the large configuration and for a 10-rule one (the
+baseline) in the same run, rounds alternating:
+
+- ``load s``: loading, validating and compiling the configuration (rules.yaml parsed and
+  checked against the plugins' models, every template compiled, the rule index built), i.e.
+  ``router.runtime.build_runtime``, in a fresh process each round (cold, as at start-up or
+  ``router check``);
+- ``idle RSS MB``: resident memory of `router serve` (RabbitMQ, `--log-level WARNING`) 3 s
+  after it became ready, with nothing to do;
+- ``intake ev/s``: scenario 1 (bench_intake.py) with each configuration: N events queued, each
+  matching exactly one rule whose channel is ``null``.
+
+The large configuration is multi-tenant: rule i routes one of five event types for tenant
+``t<i>`` (``data.tenant``), half of them with a threshold too, and uses template ``tpl<i %
+1000>``; each template has its own title and body blocks. Writes bench/results/scale.json.
+Targets: load <= 2 s, idle RSS <= 150 MB, intake within 20% of the 10-rule figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+import bench_intake
+import harness
+from harness import check, fmt
+
+LOAD_SNIPPET = """
+import json, sys, time
+from router.plugins import build_registry, get_plugin_manager
+from router.runtime import build_runtime
+registry = build_registry(get_plugin_manager())
+started = time.perf_counter()
+runtime = build_runtime(sys.argv[1], registry)
+elapsed = time.perf_counter() - started
+print(json.dumps({"seconds": elapsed, "rules": len(runtime.config.rules)}))
+"""
+
+
+def template_source(k: int) -> str:
+    return (
+        "{% block title %}[" + str(k) + "] {{ data.user.name }} completed {{ data.planet.name }}{% endblock %}\n"
+        "{% block body %}Template " + str(k) + ": {{ data.user.name }} finished {{ data.planet.name }} "
+        "(difficulty {{ data.planet.difficulty }}){% if data.user.tier == 'gold' %}, a gold member{% endif %}.\n"
+        "id={{ event.id }} ts={{ data.ts }}{% endblock %}\n"
+    )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rules", type=int, default=10_000, help="rules in the large configuration (default 10000)")
+    parser.add_argument("--templates", type=int, default=1000, help="templates in it (default 1000)")
+    parser.add_argument("--events", type=int, default=10_000, help="events per intake round (default 10000)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
+    parser.add_argument("--prefetch", type=int, default=256)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 3000 events, 2 rounds")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folders")
+    args = parser.parse_args()
+    if args.quick:
+        args.events, args.rounds = 3000, 2
+    return args
+
+
+def workspace(rules: int, templates: int, topology: harness.Topology, n: int) -> harness.Workspace:
+    sources = {f"tpl{k}": template_source(k) for k in range(templates)} if templates > 1 else None
+    return harness.make_workspace(
+        broker=topology.broker_config(),
+        channels={"sink": {"type": "null", "expect": n}},
+        rules=harness.tenant_rules(rules, channel="sink", templates=templates),
+        templates=sources,
+    )
+
+
+def load_time(config: str) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", LOAD_SNIPPET, config],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**harness.os.environ, "ROUTER_LOAD_PLUGINS": "router-bench-plugin"},
+    )
+    check(out.returncode == 0, f"loading {config} failed:\n{out.stderr[-2000:]}")
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+
+
+async def idle_rss(space: harness.Workspace) -> dict[str, float]:
+    router = harness.RouterProcess(space, broker_url=harness.AMQP_URL, loop="auto")
+    started = harness.time.monotonic()
+    try:
+        await router.wait_ready(timeout=300)
+        ready = harness.time.monotonic() - started
+        await asyncio.sleep(3)
+        rss = router.memory()["rss"]
+    finally:
+        code = router.stop()
+    check(code == 0, f"router exited with {code}:\n{router.log_tail()}")
+    return {"rss_mb": rss / 2**20, "ready_s": ready}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    harness.ensure_plugin()
+    configs = {"large": (args.rules, args.templates), "small": (10, 1)}
+    results: dict[str, dict[str, list[Any]]] = {name: {"load": [], "idle": [], "intake": []} for name in configs}
+    for round_number in range(1, args.rounds + 1):
+        for name, (rules, templates) in configs.items():
+            topology = harness.Topology.fresh(f"scale-{name}")
+            space = workspace(rules, templates, topology, args.events)
+            try:
+                seconds = await asyncio.to_thread(load_time, str(space.config))
+                results[name]["load"].append(seconds)
+                await topology.declare()
+                idle = await idle_rss(space)
+                results[name]["idle"].append(idle)
+                print(
+                    f"round {round_number}: {name}: load {seconds:.2f} s, ready after {idle['ready_s']:.1f} s, "
+                    f"idle RSS {idle['rss_mb']:.1f} MB",
+                    flush=True,
+                )
+            finally:
+                await topology.delete()
+                if not args.keep:
+                    shutil.rmtree(space.root, ignore_errors=True)
+            intake = await bench_intake.router_round(
+                args.events,
+                prefetch=args.prefetch,
+                rules=rules,
+                loop="auto",
+                log_level="WARNING",
+                profile=None,
+                keep=args.keep,
+                workspace_factory=lambda topology, n, r=rules, t=templates: workspace(r, t, topology, n),
+            )
+            results[name]["intake"].append(intake)
+            print(f"round {round_number}: {name}: intake {fmt(intake['events_per_s'])} events/s", flush=True)
+    summary: dict[str, dict[str, Any]] = {}
+    for name, figures in results.items():
+        summary[name] = {
+            "rules": configs[name][0],
+            "templates": configs[name][1],
+            "median_load_s": harness.median(figures["load"]),
+            "median_ready_s": harness.median([x["ready_s"] for x in figures["idle"]]),
+            "median_idle_rss_mb": harness.median([x["rss_mb"] for x in figures["idle"]]),
+            "median_intake_events_per_s": harness.median([x["events_per_s"] for x in figures["intake"]]),
+            "median_intake_cpu_us_per_event": harness.median([x["cpu_us_per_event"] for x in figures["intake"]]),
+            "rounds": figures,
+        }
+    large, small = summary["large"], summary["small"]
+    rows = []
+    for name in ("small", "large"):
+        s = summary[name]
+        rows.append(
+            [
+                f"{s['rules']} rules, {s['templates']} templates",
+                f"{s['median_load_s']:.2f}",
+                f"{s['median_ready_s']:.1f}",
+                fmt(s["median_idle_rss_mb"], 1),
+                fmt(s["median_intake_events_per_s"]),
+                fmt(s["median_intake_cpu_us_per_event"]),
+                f"{s['median_intake_events_per_s'] / small['median_intake_events_per_s']:.2f}x",
+            ]
+        )
+    harness.print_table(
+        f"Scale: {args.rounds} rounds, intake {args.events} events (medians); base = the 10-rule configuration",
+        ["configuration", "load s", "ready s", "idle RSS MB", "intake ev/s", "CPU us/ev", "intake vs base"],
+        rows,
+    )
+    ratio = large["median_intake_events_per_s"] / small["median_intake_events_per_s"]
+    met = {
+        "load": large["median_load_s"] <= 2.0,
+        "idle_rss": large["median_idle_rss_mb"] <= 150,
+        "intake": ratio >= 0.8,
+    }
+    print(f"target load <= 2 s: {'MET' if met['load'] else 'MISSED'} ({large['median_load_s']:.2f} s)")
+    print(f"target idle RSS <= 150 MB: {'MET' if met['idle_rss'] else 'MISSED'} ({large['median_idle_rss_mb']:.1f} MB)")
+    print(f"target intake within 20% of 10 rules: {'MET' if met['intake'] else 'MISSED'} ({ratio:.2f}x)")
+    return {
+        "rules": args.rules,
+        "templates": args.templates,
+        "events": args.events,
+        "rounds": args.rounds,
+        "results": summary,
+        "target": {"load_s_max": 2.0, "idle_rss_mb_max": 150, "intake_ratio_min": 0.8, "met": met},
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    document = harness.run_async(run(args))
+    harness.write_results("scale-quick" if args.quick else "scale", document)
+
+
+if __name__ == "__main__":
+    main()

@@ -231,7 +231,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     args = parse_args()
     document = harness.run_async(run(args))
-    harness.write_results("latency-quick" if args.quick else "latency", document)
+    name = "latency" if args.rate == 500 else f"latency-{args.rate:g}"
+    harness.write_results(f"{name}-quick" if args.quick else name, document)
 
 
 if __name__ == "__main__":

@@ -109,6 +109,22 @@ class RouterProcess:
                 self.proc.wait()
 
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def scrape_metrics(router: RouterProcess) -> Samples:
+    """Every sample of the router's /metrics, keyed by name and sorted labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with aiohttp.ClientSession() as session, session.get(f"{router.url}/metrics") as response:
+        text = await response.text()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
 def amqp_rules(
     amqp_url: str,
     *,

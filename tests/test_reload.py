@@ -17,10 +17,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.http_sink import HttpSink
-from tests.serve_support import RouterProcess
+from tests.serve_support import RouterProcess, Samples, scrape_metrics
 
 RULES = """\
 version: 1
@@ -73,17 +72,7 @@ class Publisher:
                 await asyncio.sleep(0.01)  # about 300 events a second: load, not a flood
 
 
-async def metrics(router: RouterProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    async with aiohttp.ClientSession() as session, session.get(f"{router.url}/metrics") as response:
-        text = await response.text()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def reloads(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], result: str) -> float:
+def reloads(samples: Samples, result: str) -> float:
     return samples.get(("router_config_reloads_total", (("result", result),)), 0.0)
 
 
@@ -138,7 +127,7 @@ async def test_valid_and_invalid_reloads_under_load_lose_nothing(
             assert failed["trigger"] == "file change"
             assert f"rules.yaml:{bad_line}:5: rules[0].colour: unknown key" in "\n".join(failed["problems"])
             assert f"rules.yaml:{bad_line}:5" in failed["msg"], "the text log line names the place too"
-            samples = await metrics(router)
+            samples = await scrape_metrics(router)
             assert samples[("router_config_last_reload_successful", ())] == 0
 
             # 3. SIGHUP with the file still broken: refused again.
@@ -153,7 +142,7 @@ async def test_valid_and_invalid_reloads_under_load_lose_nothing(
             async with aiohttp.ClientSession() as session, session.get(f"{router.url}/readyz") as response:
                 assert response.status == 200
 
-        samples = await metrics(router)
+        samples = await scrape_metrics(router)
         assert reloads(samples, "success") >= 1
         assert reloads(samples, "failure") >= 2
         assert samples[("router_config_last_reload_successful", ())] == 0
@@ -164,7 +153,7 @@ async def test_valid_and_invalid_reloads_under_load_lose_nothing(
         await hook.wait_for(len(accepted), timeout=30)
 
         async def drained() -> bool:
-            samples = await metrics(router)
+            samples = await scrape_metrics(router)
             return (
                 samples.get(("router_events_received_total", (("kind", "event"),)), 0) == len(accepted)
                 and samples[("router_events_in_flight", ())] == 0
@@ -180,7 +169,7 @@ async def test_valid_and_invalid_reloads_under_load_lose_nothing(
         router.signal(signal.SIGHUP)
 
         async def recovered() -> bool:
-            return (await metrics(router))[("router_config_last_reload_successful", ())] == 1
+            return (await scrape_metrics(router))[("router_config_last_reload_successful", ())] == 1
 
         await until(recovered, "the fixed configuration to load")
 

@@ -19,10 +19,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.http_sink import HttpSink, Recorded, Reply
-from tests.serve_support import ROUTER, RouterProcess, delete_topology, unique_names
+from tests.serve_support import ROUTER, RouterProcess, Samples, delete_topology, scrape_metrics, unique_names
 
 PREFETCH = 4
 TEMPLATE = "{% block title %}{{ event.type }}{% endblock %}{% block body %}n={{ data.n }}{% endblock %}"
@@ -98,18 +97,7 @@ async def run_cli(root: Path, *args: str, env: dict[str, str] | None = None) -> 
     return out.decode()
 
 
-async def scrape(router: RouterProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of /metrics, keyed by name and sorted labels."""
-    async with aiohttp.ClientSession() as session, session.get(f"{router.url}/metrics") as response:
-        text = await response.text()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+def total(samples: Samples, name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
 
 
@@ -302,7 +290,7 @@ async def test_restart_with_events_queued_and_retries_pending_delivers_each_exac
         routers.append(second)
 
         async def drained() -> bool:
-            samples = await scrape(second)
+            samples = await scrape_metrics(second)
             return (
                 total(samples, "router_events_received_total", kind="event") >= STUCK_EVENTS
                 and total(samples, "router_events_received_total", kind="retry") >= FLAKY_EVENTS
@@ -314,6 +302,6 @@ async def test_restart_with_events_queued_and_retries_pending_delivers_each_exac
         answered_flaky = ids(flaky.requests[FLAKY_EVENTS:])  # the first ones got a 503
         assert sorted(answered_stuck) == sorted(stuck_ids), "each queued event delivered exactly once"
         assert sorted(answered_flaky) == sorted(flaky_ids), "each pending retry delivered exactly once"
-        samples = await scrape(second)
+        samples = await scrape_metrics(second)
         assert total(samples, "router_deliveries_total", outcome="sent") == STUCK_EVENTS + FLAKY_EVENTS
         assert total(samples, "router_dead_letters_total") == 0

@@ -207,9 +207,11 @@ async def test_three_nodes_share_dedupe_rate_limit_throttle_and_digest(cluster) 
     assert total(nodes, lambda n: n.metrics.flow.labels("once", "skipped")._value.get()) == 20
     assert len(got("r")) == 5
     assert total(nodes, lambda n: n.metrics.flow.labels("capped", "dropped")._value.get()) == 25
-    # One slot per 0.1s across the three nodes; a send runs a few milliseconds after its slot.
+    # One slot per 0.1s across the three nodes (burst 1): the i-th send can never go before
+    # slot i. A send may start late on a loaded machine (and later ones catch up), so the
+    # bound is on earliness, which is what throttling promises, not on the gaps between sends.
     sends = sorted(r.at for r in got("s"))
-    assert all(sends[i + 5] - sends[i] >= 0.45 for i in range(len(sends) - 5)), "never more than the rate"
+    assert all(sends[i] - began >= i * 0.1 - 0.02 for i in range(len(sends))), "never ahead of the rate"
     assert sends[-1] - began >= 1.8
     [digest] = got("g")
     assert digest.message.title == "30 events" and sorted(digest.event_ids) == sorted(f"g{i}" for i in range(30))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -121,9 +120,10 @@ async def test_throttle_delays_without_loss_and_keeps_per_key_order(harness_fact
     lin = [r for r in got("a") if r.message.meta["event_id"].startswith("lin")]
     assert [r.message.body for r in ada] == [f"n={i}" for i in range(12)]
     assert [r.message.body for r in lin] == [f"n={100 + i}" for i in range(3)]
-    # One slot per 0.1s; a send may run a little after its slot, never before it.
-    gaps = [b.at - a.at for a, b in itertools.pairwise(ada)]
-    assert min(gaps) >= 0.04, gaps
+    # One slot per 0.1s: the i-th send never goes before slot i. A send may run late on a
+    # loaded machine and the next catch up, so gaps between sends are not the promise.
+    early = [r.at - started - i * 0.1 for i, r in enumerate(ada)]
+    assert min(early) >= -0.02, early
     assert ada[-1].at - started >= 1.05
     assert lin[0].at < ada[-1].at - 0.5, "another key does not wait behind ada's backlog"
     assert flow(h, "slow", "delayed") == 11 + 2

@@ -9,6 +9,7 @@ from router.errors import ConfigError, DecodeError, Problem, RouterError, Templa
 from router.events import Event
 from router.hookspecs import hookimpl
 from router.jobs.base import Job, JobContext, NoOptions
+from router.publisher import Publisher, PublishError
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,8 @@ __all__ = [
     "NoOptions",
     "Outcome",
     "Problem",
+    "PublishError",
+    "Publisher",
     "RouterError",
     "TemplateError",
     "__version__",

@@ -205,6 +205,18 @@ def test_command(
     from router.flow.explain import describe_flow
 
     event = load_event_file(event_file)
+    schema = runtime.loaded.event_schemas.get(event.type)
+    problem = schema.check(event.data) if schema is not None else None
+    if problem is not None:  # the router dead-letters it before matching: nothing is delivered
+        if as_json:
+            head = {"event": {"id": event.id, "type": event.type, "source": event.source}, "rules": [], "channels": []}
+            click.echo(json.dumps({**head, "schema": {"valid": False, "error": problem}}, indent=2))
+        else:
+            click.echo(f"event {event.type} (id {event.id})")
+            click.echo(f"  ✗ does not match the schema declared for '{event.type}' in events:")
+            click.echo(f"      {problem}")
+            click.echo("  nothing is delivered: the router dead-letters it (reason schema)")
+        sys.exit(1)
     verdicts = runtime.index.explain(event)
     rules, channels = _fired(verdicts)
     if as_json:
@@ -245,7 +257,13 @@ def test_command(
     help="Event JSON file to render with.",
 )
 @click.option("--channel", "channel_name", help="Render only as this configured channel receives it.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {channel, title, body}.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print a JSON list of {channel, title, body}, with the JSON body a discord/slack channel would post"
+    " (payload) and whether it came from the template's channel block (rich).",
+)
 @config_option
 def render(
     template: str | None,
@@ -281,14 +299,22 @@ def render(
             fail(f"unknown template '{template}'{did_you_mean(template, runtime.templates.names())}")
         rule = Rule.model_validate({"name": "(preview)", "on": "**", "template": template, "job": "preview"})
         channels = [channel_name] if channel_name else []
-    results: list[dict[str, str]] = []
+    results: list[dict[str, Any]] = []
     try:
         if channels:
             for name in channels:
                 # A digest rule's template expects a batch: preview it as a batch of this one event.
                 batch = [event] if rule.digest is not None else None
                 message = runtime.render(rule, name, event, template=template, events=batch)
-                results.append({"channel": name, "title": message.title, "body": message.body})
+                result: dict[str, Any] = {"channel": name, "title": message.title, "body": message.body}
+                # Exactly the JSON the channel would post, for channels that post JSON (not console, email).
+                bodies = preview_bodies(runtime, name, message)
+                if bodies is not None:
+                    result["rich"] = message.payload is not None  # from the template's {% block <type> %}
+                    result["payload"] = bodies[0] if bodies else None
+                    if len(bodies) > 1:
+                        result["payloads"] = bodies
+                results.append(result)
         else:
             from router.templates import build_context
 
@@ -309,6 +335,24 @@ def render(
         if result["title"]:
             click.echo(f"Title: {result['title']}")
         click.echo(result["body"])
+        if result.get("rich") and result.get("payload") is not None:
+            click.echo(f"Payload ({{% block {runtime.channel_type(result['channel'])} %}}):")
+            click.echo(json.dumps(result.get("payloads") or result["payload"], indent=2, ensure_ascii=False))
+
+
+def preview_bodies(runtime: Any, channel: str, message: Any) -> list[dict[str, Any]] | None:
+    """The request bodies ``channel`` would post for ``message`` (nothing is sent); None if unknown."""
+    import asyncio
+
+    try:
+        instance = runtime.channel_class(channel)(channel, runtime.loaded.channel_configs[channel])
+    except Exception:  # a channel that cannot be built here cannot preview; the render still shows
+        return None
+    try:
+        bodies: list[dict[str, Any]] | None = instance.preview(message)
+        return bodies
+    finally:
+        asyncio.run(instance.aclose())
 
 
 @cli.command()
@@ -378,6 +422,12 @@ def plugins(as_json: bool) -> None:
     show_envvar=True,
     help="Event loop: uvloop (faster; pip install uvloop) or asyncio's own; auto picks uvloop when installed.",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Render every delivery and log it (at INFO) instead of sending it; events are still consumed and"
+    " acknowledged. Overrides dry_run in rules.yaml.",
+)
 @config_option
 def serve(
     broker_url: str | None,
@@ -387,6 +437,7 @@ def serve(
     shutdown_timeout: float,
     no_watch: bool,
     loop: str,
+    dry_run: bool,
     config_path: Path | None,
 ) -> None:
     """Run the router: consume events, deliver notifications, serve HTTP.
@@ -408,6 +459,7 @@ def serve(
         http=None if http.lower() == "off" else http,
         shutdown_timeout=shutdown_timeout,
         watch=not no_watch,
+        dry_run=dry_run,
     )
     from router.transports import TransportError
 
@@ -501,7 +553,13 @@ def publish(
     try:
         event_id = asyncio.run(
             publish_event(
-                event_type, data, source=source, broker=runtime.config.broker, broker_url=url, http_url=http_url
+                event_type,
+                data,
+                source=source,
+                broker=runtime.config.broker,
+                broker_url=url,
+                http_url=http_url,
+                ingest_auth=runtime.config.ingest.auth,  # the token or secret `router serve` requires
             )
         )
     except PublishError as error:

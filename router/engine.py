@@ -8,6 +8,10 @@ An event is acknowledged only when every delivery it produced is resolved (sent 
 durably scheduled for retry, or dead-lettered). If resolution itself fails (the broker or the
 state store is down) the event is requeued, and deliveries already recorded as sent are
 skipped when it comes back.
+
+Every dead letter is followed by its failure notification (router/failures.py), delivered
+through the same stages before the message is acknowledged. Under dry run the innermost stage
+logs instead of sending (router/pipeline/dryrun.py).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from router.config.models import RetryPolicy, Rule
 from router.delivery import Delivery
 from router.errors import DecodeError, TemplateError
 from router.events import Event, decode, encode
+from router.failures import Failure, FailureNotifier
 from router.flow.control import FlowControl
 from router.flow.digest import with_digest_meta
 from router.flow.resume import Resume
@@ -35,6 +40,7 @@ from router.metrics import Metrics
 from router.pipeline.backoff import retry_delay
 from router.pipeline.chain import Next, Stage, chain
 from router.pipeline.concurrency import ChannelConcurrency
+from router.pipeline.dryrun import DryRun
 from router.pipeline.enabled import SkipDisabled
 from router.pipeline.hooks import DeliveryHooks
 from router.pipeline.idempotency import SkipIfSent
@@ -78,6 +84,7 @@ class Generation:
     channels: dict[str, Channel]
     deliver: Next
     jobs: dict[str, Job] = field(default_factory=dict)  # one instance per job the rules use
+    dry_run: bool = False  # deliveries are logged (pipeline/dryrun.py), not sent
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -153,17 +160,21 @@ class Engine:
         hooks: Hooks,
         metrics: Metrics | None = None,
         send_timeout: float = 60.0,
+        dry_run: bool = False,
     ) -> None:
         self.transport = transport
         self.state = state
         self.hooks = hooks
         self.metrics = metrics or Metrics()
         self.send_timeout = send_timeout
+        self.force_dry_run = dry_run  # `router serve --dry-run`: on whatever rules.yaml says
+        self.failures = FailureNotifier(self.metrics)
         self._tasks: set[asyncio.Task[None]] = set()
         self.flow = FlowControl(
             state=state, transport=transport, metrics=self.metrics, runtime=lambda: self.generation.runtime
         )
         self.generation = self._build_generation(runtime)
+        self.metrics.dry_run.set(int(self.generation.dry_run))
 
     # ----------------------------------------------------------------- generations
 
@@ -177,6 +188,10 @@ class Engine:
             rule = runtime.rule(rule_name)
             return runtime.config.retry_for(rule) if rule else runtime.config.defaults.retry
 
+        async def on_dead(delivery: Delivery, reason: str, error: str) -> None:
+            await self._notify_failure(generation, Failure.of_delivery(delivery, reason, error))
+
+        dry_run = self.force_dry_run or runtime.config.dry_run
         stages: list[Stage] = [
             Resolve(
                 state=self.state,
@@ -184,6 +199,7 @@ class Engine:
                 metrics=self.metrics,
                 policy_for=policy_for,
                 sent_ttl=runtime.config.state.idempotency_window,
+                on_dead=on_dead,
             ),
             SkipIfSent(self.state),
             SkipDisabled(runtime.channel_enabled),
@@ -200,9 +216,16 @@ class Engine:
             ),
             ChannelConcurrency(limits),
         ]
-        terminal = Send(channels.__getitem__, self.metrics, timeout=self.send_timeout)
+        terminal: Next = Send(channels.__getitem__, self.metrics, timeout=self.send_timeout)
+        if dry_run:
+            # Nothing reaches a provider, so its rate limit has nothing to pace: no slots are taken
+            # in a state store that real routers may share. Rule flow control still applies.
+            stages = [stage for stage in stages if not isinstance(stage, Pacing)]
+            terminal = DryRun()
         jobs = {rule.job: runtime.registry.jobs[rule.job]() for rule in runtime.config.rules}
-        generation = Generation(runtime=runtime, channels=channels, deliver=chain(stages, terminal), jobs=jobs)
+        generation = Generation(
+            runtime=runtime, channels=channels, deliver=chain(stages, terminal), jobs=jobs, dry_run=dry_run
+        )
         generation.idle.set()
         return generation
 
@@ -214,6 +237,9 @@ class Engine:
         """Put ``runtime`` in force; the old generation's channels close once its work is done."""
         old = self.generation
         self.generation = self._build_generation(runtime)
+        self.metrics.dry_run.set(int(self.generation.dry_run))
+        if self.generation.dry_run != old.dry_run:
+            log.warning("dry run: nothing will be sent" if self.generation.dry_run else "dry run is off: sending")
         task = asyncio.create_task(self._retire(old, drain_timeout))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -286,9 +312,19 @@ class Engine:
         except DecodeError as error:
             await self._dead_letter_poison(incoming, "poison", str(error))
             return
+        except Exception as error:
+            # A decoder bug must not become a requeue loop: the message itself is what fails.
+            log.exception("the decoder failed on a message; dead-lettering it")
+            await self._dead_letter_poison(incoming, "poison", f"the decoder failed: {type(error).__name__}")
+            return
         self.metrics.events_decoded.inc()
         if self.hooks.has_event_received:
             event = await self.hooks.event_received(event)
+        schema = runtime.loaded.event_schemas.get(event.type)  # types without a schema: this lookup only
+        if schema is not None and (problem := schema.check(event.data)) is not None:
+            # Refused whole, never retried: the same data would fail the same way every time.
+            await self._dead_letter_poison(incoming, "schema", problem, event=event)
+            return
         rules = runtime.index.match(event)
         if len(rules) == 1:
             # The common case, without gather's task: same outcome, a fraction of the cost.
@@ -322,6 +358,12 @@ class Engine:
             record = RetryRecord.from_bytes(incoming.body)
         except DecodeError as error:
             await self._dead_letter_poison(incoming, "poison", str(error))
+            return
+        except Exception as error:
+            log.exception("a retry record could not be read; dead-lettering it")
+            await self._dead_letter_poison(
+                incoming, "poison", f"the retry record is unreadable: {type(error).__name__}"
+            )
             return
         rule = runtime.rule(record.rule)
         if record.kind == "job":
@@ -411,7 +453,10 @@ class Engine:
 
     # ----------------------------------------------------------------- dead letters and publishing
 
-    async def _dead_letter_poison(self, incoming: Incoming, reason: str, error: str) -> None:
+    async def _dead_letter_poison(
+        self, incoming: Incoming, reason: str, error: str, *, event: Event | None = None
+    ) -> None:
+        """Dead-letter a message as it came (undecodable, oversize; ``event`` when it decoded but is refused)."""
         headers = {
             **{k: v for k, v in incoming.headers.items() if not str(k).startswith("x-router-")},
             H_KIND: "event" if incoming.kind == "event" else "retry",
@@ -420,6 +465,8 @@ class Engine:
             H_ROUTING_KEY: incoming.routing_key or "",
             H_CONTENT_TYPE: incoming.content_type or "",
         }
+        if event is not None:  # decoded but refused (schema): `router dlq list` shows which event
+            headers[H_EVENT_ID] = event.id
         await self._guard(self.transport.dead_letter(incoming.body, headers=headers))
         self.metrics.events_failed.labels(reason).inc()
         self.metrics.dead_letters.labels(reason).inc()
@@ -427,6 +474,7 @@ class Engine:
             "message dead-lettered",
             extra={"fields": {"reason": reason, "error": error, "routing_key": incoming.routing_key}},
         )
+        await self._notify_failure(self.generation, Failure.of_message(incoming.body, reason, error, event))
 
     async def _dead_letter_event(
         self,
@@ -457,11 +505,13 @@ class Engine:
             "rule dead-lettered",
             extra={"fields": {"event_id": event.id, "rule": rule.name, "reason": reason, "error": error}},
         )
+        await self._notify_failure(self.generation, Failure(reason, error, attempt, event=event, rule=rule.name))
 
     async def _dead_letter_record(self, record: RetryRecord, reason: str, error: str) -> None:
         if record.kind == "delivery" and record.message is not None and record.channel is not None:
             delivery = Delivery(record.event, record.rule, record.channel, "", record.message, record.attempt)
             await self._guard(dead_letter_delivery(self.transport, self.metrics, delivery, reason, error))
+            await self._notify_failure(self.generation, Failure.of_delivery(delivery, reason, error))
             return
         headers = {
             H_KIND: record.kind,
@@ -473,6 +523,19 @@ class Engine:
         }
         await self._guard(self.transport.dead_letter(record.to_bytes(), headers=headers))
         self.metrics.dead_letters.labels(reason).inc()
+        failure = Failure(reason, error, record.attempt, event=record.event, rule=record.rule)
+        await self._notify_failure(self.generation, failure)
+
+    async def _notify_failure(self, generation: Generation, failure: Failure) -> None:
+        """Deliver the ``on_failure`` notification of a dead letter (router/failures.py), like any delivery:
+        resolved (sent, scheduled for retry or dead-lettered itself) before the message is acknowledged."""
+        deliveries = self.failures.plan(generation.runtime, failure)
+        results = await asyncio.gather(
+            *(self.run_delivery(generation, delivery) for delivery in deliveries), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _guard(self, operation: Any) -> None:
         """Await a transport write; its failure means the message must be requeued."""

@@ -24,7 +24,10 @@ message was received (UTC); a missing ``source`` is :data:`DEFAULT_SOURCE` (``"u
 Times are normalised to UTC; a timestamp without an offset is taken as UTC.
 
 Anything else raises :class:`router.errors.DecodeError` whose message says what is wrong
-without quoting the body.
+without quoting the body. That includes JSON that Python would read but that no event can carry
+on: ``NaN``/``Infinity``, numbers out of range (``1e999``, integers of more than 4,300 digits),
+duplicate keys in an object (parsers disagree on which one wins), lone UTF-16 surrogate escapes
+(``"\\ud800"``: nothing downstream can encode them) and nesting too deep to parse.
 """
 
 from __future__ import annotations
@@ -82,16 +85,37 @@ BINARY_PREFIXES: Final = ("ce-", "cloudevents_", "cloudevents:")
 MAX_TYPE_LENGTH: Final = 255  # an AMQP routing key holds at most 255 bytes
 MAX_ID_LENGTH: Final = 512
 
-# A segment is anything but whitespace, control characters, '.', and the pattern characters.
-_TYPE_RE = re.compile(r"[^\s.*#\x00-\x1f\x7f]+(?:\.[^\s.*#\x00-\x1f\x7f]+)*")
+# A segment is anything but whitespace, control characters, '.', and the pattern characters
+# (and lone surrogates, which no routing key can encode).
+_TYPE_RE = re.compile(r"[^\s.*#\x00-\x1f\x7f\ud800-\udfff]+(?:\.[^\s.*#\x00-\x1f\x7f\ud800-\udfff]+)*")
 
 
 def _reject_constant(name: str) -> Any:
     raise DecodeError(f"body is not JSON: {name} is not a JSON value")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Parsers disagree on which duplicate wins; a message whose 'type' means one thing to the
+    # publisher and another to the router must not be routed on a guess.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DecodeError(f"body has a duplicate key {_short(key)} in an object")
+            seen.add(key)
+    return obj
+
+
 # One decoder for all calls: building a JSONDecoder per message would cost more than parsing.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+
+# A \uD800-\uDFFF escape: the only way a JSON text yields a string UTF-8 cannot encode.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# Every number that can read as infinity has an exponent of 100 or more, or 200 digits and more
+# (1e999; 1 and 250 zeros then e60). Searching the text for them costs less than a Python call
+# per float while parsing; a match only means the parsed value is checked.
+_HUGE_NUMBER = re.compile(r"\d[eE]\+?0*[1-9]\d{2}|\d{200}")
 
 
 def decode(
@@ -180,7 +204,12 @@ def encode(event: Event) -> bytes:
         text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"event {event.id} cannot be encoded as JSON: {exc}") from None
-    return text.encode("utf-8")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate from an event built in code (or parsed by a laxer reader): escaped,
+        # it is still JSON that decodes back to the same strings.
+        return json.dumps(document, separators=(",", ":"), default=_json_default).encode("ascii")
 
 
 # -- formats ---------------------------------------------------------------------------------
@@ -362,7 +391,7 @@ def _event_id(value: Any, where: str, event_type: str, id_basis: Callable[[], by
 
 def _derive_id(event_type: str, basis: bytes) -> str:
     """A stable id for an event that brought none: same type and body, same id."""
-    digest = hashlib.blake2b(event_type.encode("utf-8"), digest_size=16)
+    digest = hashlib.blake2b(event_type.encode("utf-8", "surrogatepass"), digest_size=16)
     digest.update(b"\0")
     digest.update(basis)
     return digest.hexdigest()
@@ -414,11 +443,18 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
 
 
+def _utc_in_range(moment: datetime, where: str) -> datetime:
+    try:
+        return _utc(moment)
+    except OverflowError:  # 9999-12-31T23:00:00-05:00 is past datetime's range in UTC
+        raise DecodeError(f"'{where}' is out of range in UTC: {_short(moment.isoformat())}") from None
+
+
 def _time(value: Any, where: str, received_at: datetime | None) -> datetime:
     if value is None:
         return _default_time(received_at)
     if isinstance(value, datetime):  # AMQP headers may carry a decoded timestamp
-        return _utc(value)
+        return _utc_in_range(value, where)
     if type(value) is not str:
         raise DecodeError(f"'{where}' must be an RFC 3339 timestamp string, got {_kind(value)}")
     try:
@@ -428,7 +464,7 @@ def _time(value: Any, where: str, received_at: datetime | None) -> datetime:
             parsed = datetime.fromisoformat(value.upper())  # RFC 3339 allows a lower-case 't' and 'z'
         except ValueError:
             raise DecodeError(f"'{where}' is not an RFC 3339 timestamp: {_short(value)}") from None
-    return _utc(parsed)
+    return _utc_in_range(parsed, where)
 
 
 def _epoch_ms(value: Any) -> datetime:
@@ -467,11 +503,34 @@ def _parse_json(body: bytes, what: str) -> Any:
     if not text or text.isspace():
         raise DecodeError(f"{what} is empty")
     try:
-        return _DECODER.decode(text)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise DecodeError(f"{what} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise DecodeError(f"{what} is nested too deeply") from None
+    except ValueError:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise DecodeError(f"{what} holds an integer too large to read") from None
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text) is not None:
+        _check_surrogates(value, what)
+    if _HUGE_NUMBER.search(text) is not None:
+        _check_finite(value, what)
+    return value
+
+
+def _check_finite(value: Any, what: str) -> None:
+    """Reject a number that read as infinity (1e999): JSON cannot carry it on, to a dead letter or a channel."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise DecodeError(f"{what} holds a number out of range (it reads as infinity)") from None
+
+
+def _check_surrogates(value: Any, what: str) -> None:
+    """Reject text holding a lone UTF-16 surrogate: no channel, log or dead letter could encode it."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise DecodeError(f"{what} holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), which is not text") from None
 
 
 def _parse_data_body(body: bytes) -> dict[str, Any]:
@@ -515,7 +574,10 @@ def _copy_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode(
+        "utf-8",
+        "surrogatepass",  # only hashed: a lone surrogate (from a lax parser) must not fail the id
+    )
 
 
 def _json_default(value: Any) -> Any:

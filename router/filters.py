@@ -7,10 +7,11 @@ names the template, the line and the filter.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Sized
+from collections.abc import Callable, Mapping, Sized
 from datetime import UTC, date, timedelta
 from datetime import datetime as _datetime
 from decimal import Decimal, InvalidOperation
@@ -311,6 +312,49 @@ def pluralize(count: Any, singular: str, plural: str | None = None) -> str:
     return plural if plural is not None else _plural_of(singular)
 
 
+# Characters escaped in the quoted scalar rather than written raw: those a YAML stream may not hold
+# (PyYAML's reader refuses them), YAML's own line breaks (NEL, LS, PS: a raw one would fold the
+# value or end the line) and the byte-order mark.
+_YAML_UNPRINTABLE = re.compile("[^\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
+
+
+def _yaml_escape(match: re.Match[str]) -> str:
+    code = ord(match.group(0))
+    if 0xD800 <= code <= 0xDFFF:
+        return "\\ufffd"  # half a surrogate pair is no character: libyaml refuses it, JSON decoders too
+    return f"\\u{code:04x}"
+
+
+def to_yaml(value: Any) -> str:
+    """``value`` as one YAML value on one line, quoted so that nothing in it can change the structure.
+
+    For the YAML of rich message blocks (``{% block discord %}``): strings come out in double
+    quotes with ``"``, ``\\``, line breaks and control characters escaped, so a name like
+    ``Ann: "the" admin`` or a line break stays a value. Numbers, booleans and null stay what they
+    are; lists and mappings become flow collections; anything else is written as its text. Half
+    a surrogate pair (which JSON input can carry, but is no character) becomes U+FFFD. Do not put
+    quotes around it: ``title: {{ data.name | yaml }}``.
+    """
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"cannot write {_show(value)} as YAML (NaN and infinity have no JSON form)")
+        text = repr(value)
+        if "e" in text:  # YAML 1.1 reads a float only with a dot and a signed exponent: 1.0e+20
+            mantissa, exponent = text.split("e")
+            mantissa += "" if "." in mantissa else ".0"
+            text = f"{mantissa}e{'' if exponent[0] in '+-' else '+'}{exponent}"
+        return text
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{to_yaml(str(key))}: {to_yaml(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(to_yaml(item) for item in value) + "]"
+    return _YAML_UNPRINTABLE.sub(_yaml_escape, json.dumps(str(value), ensure_ascii=False))
+
+
 BUILTIN_FILTERS: dict[str, Callable[..., Any]] = {
     "datetime": datetime,
     "timeago": timeago,
@@ -321,5 +365,6 @@ BUILTIN_FILTERS: dict[str, Callable[..., Any]] = {
     "truncate_to": truncate_to,
     "escape_markdown": escape_markdown,
     "pluralize": pluralize,
+    "yaml": to_yaml,
 }
 """The filters every template gets; plugins add more through ``register_template_filters``."""

@@ -48,6 +48,16 @@ class Metrics:
             "router_retries_scheduled", "Retries scheduled, by channel.", ["channel"], registry=r
         )
         self.dead_letters = Counter("router_dead_letters", "Messages dead-lettered, by reason.", ["reason"], registry=r)
+        self.failure_notifications = Counter(
+            "router_failure_notifications",
+            "Dead letters turned into on_failure notifications, by outcome: notified (one per notification "
+            "channel), suppressed (a notification's own failure), render_error.",
+            ["outcome"],
+            registry=r,
+        )
+        self.dry_run = Gauge(
+            "router_dry_run", "1 while dry run is on: deliveries are rendered and logged, nothing is sent.", registry=r
+        )
         self.flow = Counter(
             "router_flow_decisions",
             "Flow-control decisions by rule: skipped (dedupe), dropped (rate_limit), delayed (throttle), collected (digest).",

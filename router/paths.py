@@ -41,9 +41,15 @@ def split_path(path: str) -> list[str]:
     return segments
 
 
+_MAX_INDEX_DIGITS = 18  # no list is longer; int() of a few thousand digits would even raise
+
+
 def _index(segment: str) -> int | None:
-    # Only plain non-negative decimals index lists: "-1" or "+1" would surprise in YAML.
-    return int(segment) if segment.isascii() and segment.isdigit() else None
+    # Only plain non-negative decimals index lists: "-1" or "+1" would surprise in YAML. A
+    # longer number indexes nothing: like a key, it finds nothing in a list.
+    if segment.isascii() and segment.isdigit() and len(segment) <= _MAX_INDEX_DIGITS:
+        return int(segment)
+    return None
 
 
 def _step(current: Any, key: str, index: int | None) -> Any:

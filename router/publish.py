@@ -1,8 +1,13 @@
-"""`router publish`: send one event to RabbitMQ (confirmed) or to an embedded router over HTTP."""
+"""`router publish`: send one event to RabbitMQ (confirmed) or to an embedded router over HTTP.
+
+The RabbitMQ path is :class:`router.publisher.Publisher`, what applications use, with
+``mandatory`` set: an event no queue is bound for (the router never started, or its bindings
+do not cover the type) is an error, not a silent drop. Over HTTP the request carries the
+token or signature that ``ingest.auth`` in rules.yaml requires.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import uuid
@@ -11,16 +16,16 @@ from typing import Any
 
 import aiohttp
 
-from router.config.models import BrokerConfig
+from router.config.models import BrokerConfig, IngestAuthSpec
 from router.events import Event, encode
+from router.ingest_auth import client_headers
+from router.publisher import Publisher, PublishError
+
+__all__ = ["PublishError", "http_base_url", "new_event", "publish_event"]
 
 CLOUDEVENTS = "application/cloudevents+json"
 DEFAULT_HTTP = "http://127.0.0.1:8080"
 TYPE_PATTERN = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
-
-
-class PublishError(Exception):
-    """The event could not be published; the message says why (never with credentials)."""
 
 
 def new_event(event_type: str, data: dict[str, Any], *, source: str) -> Event:
@@ -37,11 +42,12 @@ async def publish_event(
     broker: BrokerConfig,
     broker_url: str,
     http_url: str | None = None,
+    ingest_auth: IngestAuthSpec | None = None,
 ) -> str:
     """Publish and return the event id, once RabbitMQ confirmed it or the router answered 202.
 
     ``http_url`` is the embedded router's address: ``HOST:PORT`` as `router serve --http`
-    takes it, or a URL.
+    takes it, or a URL. ``ingest_auth`` is the router's ``ingest.auth``, to authenticate with.
     """
     event = new_event(event_type, data, source=source)
     try:
@@ -51,7 +57,7 @@ async def publish_event(
     if broker_url.startswith(("amqp://", "amqps://")):
         await _publish_amqp(event, body, broker.model_copy(update={"url": broker_url}))
     else:
-        await _publish_http(body, http_base_url(http_url or DEFAULT_HTTP))
+        await _publish_http(body, http_base_url(http_url or DEFAULT_HTTP), ingest_auth)
     return event.id
 
 
@@ -66,27 +72,26 @@ def http_base_url(address: str) -> str:
 
 
 async def _publish_amqp(event: Event, body: bytes, broker: BrokerConfig) -> None:
-    from router.transports import TransportError, open_transport
-
-    transport = open_transport(broker)
+    publisher = Publisher(broker.url, exchange=broker.exchange, source=event.source, mandatory=True)
     try:
-        await transport.connect()
-        await transport.publish_event(body, routing_key=event.type, content_type=CLOUDEVENTS)
-    except TransportError as error:  # its message is secret-free and says what went wrong
-        raise PublishError(f"could not publish to the broker: {error}") from None
-    except Exception as error:
-        raise PublishError(f"could not publish to the broker: {type(error).__name__}") from None
+        await publisher.connect()
+        await publisher.publish_encoded(event, body)
+    except PublishError as error:  # its message is secret-free and says what went wrong
+        reason = str(error)
+        if "unroutable" in reason:
+            reason += "; start `router serve` once to declare its queue, or check broker.bindings"
+        raise PublishError(f"could not publish to the broker: {reason}") from None
     finally:
-        with contextlib.suppress(Exception):  # closing a failed connection may fail too
-            await transport.close()
+        await publisher.close()
 
 
-async def _publish_http(body: bytes, base_url: str) -> None:
+async def _publish_http(body: bytes, base_url: str, auth: IngestAuthSpec | None = None) -> None:
     url = base_url.rstrip("/") + "/events"
+    headers = {"Content-Type": CLOUDEVENTS, **client_headers(auth, body)}
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
-            session.post(url, data=body, headers={"Content-Type": CLOUDEVENTS}) as response,
+            session.post(url, data=body, headers=headers) as response,
         ):
             if response.status != 202:
                 text = await response.text()

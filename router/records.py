@@ -46,6 +46,8 @@ class RetryRecord:
             payload["channel"] = self.channel
         if self.message is not None:
             payload["message"] = {"title": self.message.title, "body": self.message.body, "meta": self.message.meta}
+            if self.message.payload is not None:  # a channel-native message (Discord embeds, Slack blocks)
+                payload["message"]["payload"] = self.message.payload
         if self.extra:
             payload["extra"] = self.extra
         if self.events:
@@ -66,7 +68,13 @@ class RetryRecord:
             message = None
             if "message" in payload:
                 m = payload["message"]
-                message = Message(title=str(m["title"]), body=str(m["body"]), meta=dict(m.get("meta") or {}))
+                native = m.get("payload")
+                message = Message(
+                    title=str(m["title"]),
+                    body=str(m["body"]),
+                    meta=dict(m.get("meta") or {}),
+                    payload=dict(native) if native is not None else None,
+                )
             events = [
                 decode(json.dumps(item).encode(), content_type="application/cloudevents+json")
                 for item in payload.get("events") or []

@@ -15,6 +15,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 MASK = "***"
@@ -95,6 +96,7 @@ class _SecretStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._secrets: frozenset[str] = frozenset()
+        self._pattern: tuple[frozenset[str], re.Pattern[str] | None] = (frozenset(), None)
 
     def add(self, values: Iterable[str | None]) -> None:
         new: set[str] = set()
@@ -108,6 +110,16 @@ class _SecretStore:
 
     def snapshot(self) -> frozenset[str]:
         return self._secrets  # replaced atomically, never mutated
+
+    def pattern(self) -> re.Pattern[str] | None:
+        """One regex finding any registered secret (a quick test before replacing), rebuilt when they change."""
+        secrets = self._secrets
+        built_for, pattern = self._pattern
+        if built_for is not secrets:
+            ordered = sorted(secrets, key=len, reverse=True)
+            pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+            self._pattern = (secrets, pattern)
+        return pattern
 
 
 _STORE = _SecretStore()
@@ -126,20 +138,51 @@ def registered_secrets() -> frozenset[str]:
     return _STORE.snapshot()
 
 
+def _scrub_registered(text: str) -> str:
+    """:func:`scrub` with the registered secrets; cheap when there is nothing to remove."""
+    pattern = _STORE.pattern()
+    if pattern is not None and pattern.search(text) is not None:
+        # Longest first, one after the other: a secret overlapping another is masked whole.
+        for secret in sorted(_STORE.snapshot(), key=len, reverse=True):
+            text = text.replace(secret, MASK)
+    if _URL_IN_TEXT.search(text) is not None:
+        text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    return text
+
+
+def _scrub_field(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return _scrub_registered(value)
+    if depth > 4:  # fields are flat in practice; deeper containers are left as they are
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_scrub_field(item, depth + 1) for item in value]
+    if isinstance(value, dict):
+        return {key: _scrub_field(item, depth + 1) for key, item in value.items()}
+    return value
+
+
 class SecretFilter(logging.Filter):
     """A logging filter that rewrites each record with registered secrets and URLs scrubbed.
 
-    Attach it to a logger (records created by that logger) or to a handler (every record the
-    handler emits, whatever logger created it).
+    The message, a formatted traceback and the structured ``fields`` (``extra={"fields":
+    {...}}``, which the formatters print) are all scrubbed. Attach it to a logger (records
+    created by that logger) or to a handler (every record the handler emits, whatever logger
+    created it).
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         secrets = _STORE.snapshot()
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict) and fields:
+            # Fields carry reasons and errors built from exceptions and responses: the same
+            # text as a message, so the same scrubbing.
+            record.fields = {key: _scrub_field(value) for key, value in fields.items()}
         try:
             message = record.getMessage()
         except Exception:  # a broken format string; leave it to the handler to report
             return True
-        cleaned = scrub(message, secrets)
+        cleaned = _scrub_registered(message)
         if cleaned != message:
             record.msg = cleaned
             record.args = None

@@ -20,6 +20,7 @@ from router.errors import ConfigError, Problem, TemplateError
 from router.events import Event
 from router.matching import RuleIndex
 from router.registry import Registry
+from router.schema_fields import check_template_fields
 from router.templates import Templates, build_context
 
 
@@ -86,8 +87,11 @@ class Runtime:
             channel_type=channel_type,
             max_title=channel_class.max_title,
             max_body=channel_class.max_body,
+            payload_model=channel_class.payload_model,
         )
-        return Message(title=rendered.title, body=rendered.body, meta=message_meta(event, rule, channel))
+        return Message(
+            title=rendered.title, body=rendered.body, meta=message_meta(event, rule, channel), payload=rendered.payload
+        )
 
 
 def message_meta(event: Event, rule: Rule, channel: str) -> dict[str, Any]:
@@ -111,6 +115,9 @@ def build_runtime(path: str | Path, registry: Registry) -> Runtime:
     template_errors = templates.compile_all()
     if template_errors:
         raise ConfigError([template_problem(error) for error in template_errors])
+    field_errors = check_template_fields(loaded.config, loaded.event_schemas, templates)
+    if field_errors:  # a template reading a field its event's schema does not declare (a typo)
+        raise ConfigError([template_problem(error) for error in field_errors])
     index = RuleIndex(loaded.config.rules)
     return Runtime(
         loaded=loaded,

@@ -20,6 +20,7 @@ from aiohttp import web
 from router.config.models import BrokerConfig
 from router.engine import Engine, Generation
 from router.errors import ConfigError
+from router.ingest_auth import IngestGuard
 from router.metrics import Metrics
 from router.plugins import Hooks, build_registry, get_plugin_manager
 from router.runtime import Runtime, build_runtime
@@ -40,6 +41,7 @@ class ServeOptions:
     shutdown_timeout: float = 30.0
     watch: bool = True
     watch_interval: float = 1.0
+    dry_run: bool = False  # log deliveries instead of sending them, whatever rules.yaml says
 
 
 class Server:
@@ -77,7 +79,17 @@ class Server:
             await state.open()
             await transport.connect()
             hooks = Hooks(pm, metrics=self.metrics)
-            engine = Engine(runtime, transport=transport, state=state, hooks=hooks, metrics=self.metrics)
+            engine = Engine(
+                runtime,
+                transport=transport,
+                state=state,
+                hooks=hooks,
+                metrics=self.metrics,
+                dry_run=self.options.dry_run,
+            )
+            if engine.generation.dry_run:
+                why = "--dry-run" if self.options.dry_run else "dry_run: true in the configuration"
+                log.warning("dry run: nothing will be sent; deliveries are logged (%s)", why)
             self.engine = engine
             runner = await self._start_http(engine, broker)
             self._install_signals()
@@ -87,7 +99,8 @@ class Server:
             await engine.start()  # the digest flusher: buckets left open by a restart go out on time
             started = True
             kind = "RabbitMQ" if broker.url else f"embedded queue {broker.embedded_path}"
-            log.info("router started", extra={"fields": {"transport": kind, "rules": len(runtime.config.rules)}})
+            fields = {"transport": kind, "rules": len(runtime.config.rules), "dry_run": engine.generation.dry_run}
+            log.info("router started", extra={"fields": fields})
             await self.stopping.wait()
             log.info("shutting down: no new messages; waiting for in-flight work")
             if watcher is not None:
@@ -145,6 +158,8 @@ class Server:
             metrics=self.metrics,
             is_ready=lambda: not self.stopping.is_set(),
             max_event_bytes=broker.max_body_bytes,
+            # Asked per request: a reload's new token or limit applies to the next request.
+            ingest=IngestGuard(lambda: engine.runtime.config, max_event_bytes=broker.max_body_bytes).settings,
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

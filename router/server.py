@@ -2,12 +2,20 @@
 
 POST /events   one event or a JSON array of events -> 202 {"ids": [...]} once durably
                enqueued (RabbitMQ: confirmed publish; embedded: committed); 400 with the
-               reason (and the index of the bad event); 413 above the size limit; 503 when
-               the transport cannot take them (retrying is safe: ids are stable). A single
+               reason (and the index of the bad event); 401 when ``ingest.auth`` is set and the
+               request does not carry the token or signature; 413 above the size limits; 503
+               when the transport cannot take them (retrying is safe: ids are stable). A single
                event may also come in CloudEvents HTTP binary mode (``ce-*`` headers).
 GET  /healthz  the process is up
 GET  /readyz   the transport is connected and a configuration is loaded
 GET  /metrics  Prometheus text format
+(health, readiness and metrics are never authenticated: probes and scrapers reach them.)
+
+Limits, in the order they apply: the request body (``ingest.max_body_bytes``, default four
+events' worth, enforced while reading: a larger body is never buffered), then the number of
+events (:data:`MAX_BATCH`; a larger array is refused whole), then each event's encoded size
+(``broker.max_body_bytes``, the limit the engine applies to what it consumes). A request is
+all or nothing: nothing is enqueued unless every event in it is valid.
 """
 
 from __future__ import annotations
@@ -15,12 +23,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 
 from router.errors import DecodeError
 from router.events import Event, encode, event_from_object
+from router.ingest_auth import AuthError, IngestSettings, default_max_request
 from router.metrics import Metrics
 from router.transports.base import Transport, TransportError
 
@@ -47,6 +58,31 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value - value != 0.0:  # 1e999 reads as infinity, which no event can carry on
+        raise ValueError(f"the number {text[:24]} is out of range")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # The router's decoder refuses duplicate keys (which one wins is a guess): refuse them here,
+    # with a 400, rather than accept an event the router would dead-letter.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key[:40]!r} in an object")
+            seen.add(key)
+    return obj
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys)
+# A \uD800-\uDFFF escape: the only way JSON text yields a string that UTF-8 cannot encode.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def parse_events(
     raw: bytes,
     *,
@@ -60,7 +96,16 @@ def parse_events(
     a single event; an array is always a list of self-describing events.
     """
     try:
-        payload = json.loads(raw, parse_constant=_reject_constant)
+        text = raw.decode("utf-8")
+        payload = _DECODER.decode(text[1:] if text.startswith("\ufeff") else text)
+        if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+            json.dumps(payload, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError for a lone surrogate
+    except UnicodeEncodeError:
+        raise IngestError(
+            400, "body holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), which is not text"
+        ) from None
+    except RecursionError:  # 100,000 levels of '[' exhaust the parser's stack: a bad request, not a 500
+        raise IngestError(400, "body is nested too deeply to be an event") from None
     except UnicodeDecodeError:
         raise IngestError(400, "body is not UTF-8 text") from None
     except json.JSONDecodeError as error:
@@ -92,32 +137,81 @@ def parse_events(
     return events
 
 
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes.
+
+    A declared Content-Length above the limit is refused before reading anything; a chunked
+    body is counted as it arrives, so at most ``limit`` bytes (plus one chunk) are held.
+    """
+    too_large = IngestError(413, too_large_message(limit))
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
 def build_app(
     *,
     transport: Transport,
     metrics: Metrics,
     is_ready: Callable[[], bool],
     max_event_bytes: int,
+    ingest: Callable[[], IngestSettings] | None = None,
 ) -> web.Application:
-    """The aiohttp application serving the endpoints above."""
-    max_request = max_event_bytes * 4 + 1024  # arrays carry several events; each is checked alone
+    """The aiohttp application serving the endpoints above.
 
-    async def ingest(request: web.Request) -> web.Response:
-        if request.content_length is not None and request.content_length > max_request:
-            return _error(413, f"request body above the limit of {max_request} bytes")
+    ``ingest`` gives the authentication and request limit in force, asked per request so that
+    a reload applies to the next one; without it requests are not authenticated.
+    """
+    fixed = IngestSettings(auth=None, max_request_bytes=default_max_request(max_event_bytes))
+    current = ingest or (lambda: fixed)
+
+    async def expect_continue(request: web.Request) -> web.Response | None:
+        # "Expect: 100-continue" (curl sends it for large bodies): refuse a bad token or a
+        # declared length above the limit before the client sends the body at all.
+        settings = current()
         try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _error(413, f"request body above the limit of {max_request} bytes")
-        # lower(): aiohttp's header names are istr, which the decoder (wanting plain str) skips.
-        binary = {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("ce-")}
+            _check_before_body(request, settings)
+        except AuthError as error:
+            return _unauthorized(error)
+        except IngestError as error:
+            return _error(error.status, error.message)
+        if request.version >= (1, 1):
+            if request.headers.get("Expect", "").lower() != "100-continue":
+                return _error(417, "only 'Expect: 100-continue' is supported")
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return None
+
+    async def ingest_events(request: web.Request) -> web.Response:
+        settings = current()
+        auth = settings.auth
         try:
+            _check_before_body(request, settings)  # a bad token is refused before the body is read
+            try:
+                raw = await read_body(request, settings.max_request_bytes)
+            except IngestError:
+                raise
+            except Exception as error:  # the client went away mid-body (a short Content-Length)
+                log.info("ingest request not read to its end: %s; nothing enqueued", type(error).__name__)
+                return _error(400, "request body incomplete; nothing was enqueued")
+            if auth is not None:
+                auth.check_body(request.headers, raw)
+            # lower(): aiohttp's header names are istr, which the decoder (wanting plain str) skips.
+            binary = {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("ce-")}
             events = parse_events(
                 raw, max_event_bytes=max_event_bytes, headers=binary or None, content_type=request.content_type
             )
             bodies = [encode(event) for event in events]
+        except AuthError as error:
+            return _unauthorized(error)
         except IngestError as error:
             return _error(error.status, error.message)
+        except RecursionError:
+            return _error(400, "an event is nested too deeply to be encoded")
         except ValueError as error:  # data JSON cannot carry (encode() names the event)
             return _error(400, str(error))
         # Concurrently: the embedded queue commits them together (one fsync, not one per
@@ -165,8 +259,10 @@ def build_app(
         response.headers["Content-Type"] = METRICS_CONTENT_TYPE
         return response
 
-    app = web.Application(client_max_size=max_request)
-    app.router.add_post("/events", ingest)
+    # The body is read by read_body() under the limit in force; client_max_size bounds the
+    # other handlers, which read none.
+    app = web.Application(client_max_size=fixed.max_request_bytes)
+    app.router.add_post("/events", ingest_events, expect_handler=expect_continue)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
@@ -175,6 +271,26 @@ def build_app(
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def _unauthorized(error: AuthError) -> web.Response:
+    response = _error(401, error.message)
+    if error.challenge:
+        response.headers["WWW-Authenticate"] = error.challenge
+    return response
+
+
+def _check_before_body(request: web.Request, settings: IngestSettings) -> None:
+    """What can be refused from the headers alone: the token, a declared length above the limit."""
+    if settings.auth is not None:
+        settings.auth.check_headers(request.headers)
+    limit = settings.max_request_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise IngestError(413, too_large_message(limit))
+
+
+def too_large_message(limit: int) -> str:
+    return f"request body above the limit of {limit} bytes (ingest.max_body_bytes)"
 
 
 def parse_host_port(value: str, default_port: int = 8080) -> tuple[str, int]:

@@ -2,7 +2,9 @@
 
 ``templates/NAME.j2`` defines the blocks ``title`` and ``body`` (in a file without a ``body``
 block, everything outside the ``title`` block is the body); ``NAME.CHANNELTYPE.j2`` overrides it for one channel type and may
-``{% extends "NAME.j2" %}`` to replace a single block. A :class:`Templates` is built once per
+``{% extends "NAME.j2" %}`` to replace a single block. A block named after the channel type
+(``{% block discord %}``) holds a channel-native message in YAML (:mod:`router.rich`). Every
+render runs under time and size limits (:mod:`router.template_limits`). A :class:`Templates` is built once per
 configuration load and renders many times, so everything that can be resolved ahead of a
 render (which file, which block functions, the inheritance chain) is resolved once and cached.
 """
@@ -11,8 +13,9 @@ from __future__ import annotations
 
 import functools
 import re
+import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -26,24 +29,47 @@ from jinja2.utils import missing
 from router.errors import TemplateError
 from router.events import Event
 from router.filters import truncate_text
+from router.rich import RichPayload, build_payload
 from router.suggest import did_you_mean
+from router.template_limits import (
+    OUTPUT_LIMIT,
+    TIME_LIMIT,
+    Budget,
+    LimitExceeded,
+    LimitTransformer,
+    check_binop,
+    check_brace_format,
+    check_call,
+    collect,
+    guard_filters,
+)
+from router.template_limits import current as _budget
 
 if TYPE_CHECKING:
     from router.config.models import Rule
 
 BlockFn = Callable[[Context], Iterator[str]]
+_METHODS = (types.MethodType, types.BuiltinMethodType)
 
 SUFFIX = ".j2"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")  # no dots: NAME.TYPE.j2 must split one way only
 _INLINE_CACHE_SIZE = 1024
 
+RICH_BLOCKS = frozenset({"discord", "slack"})
+"""Block names holding a channel-native message; they never print into the body."""
+
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
-    """A rendered notification: the ``title`` block and the ``body``, stripped and truncated."""
+    """A rendered notification: the ``title`` block and the ``body``, stripped and truncated.
+
+    ``payload`` is the channel-native message of the block named after the channel type
+    (``{% block discord %}``), parsed and validated, when the template has one.
+    """
 
     title: str
     body: str
+    payload: dict[str, Any] | None = None
 
 
 class EventView(dict[str, Any]):
@@ -102,7 +128,12 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     Immutable: a template must not change the event that later rules and channels see.
     Keys first: event payloads often have keys like ``items``, ``values`` or ``count``, and
     ``data.items`` should be that key, not ``dict.items``.
+    Limited: calls, loops and the operators that can build huge values check the render's time
+    and size budget (:mod:`router.template_limits`).
     """
+
+    # Intercepting these also stops Jinja from folding `'x' * 10**9` into a constant at compile time.
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, dict):
@@ -111,6 +142,37 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             except (KeyError, TypeError):
                 pass
         return super().getattr(obj, attribute)
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        check_binop(operator, left, right)
+        return super().call_binop(context, operator, left, right)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        if not isinstance(value, _METHODS):  # every attribute read comes here: the cheap test first
+            return None
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        text = str(value.__self__)  # wrap_str_format only wraps the methods of strings
+
+        def limited(*args: Any, **kwargs: Any) -> str:
+            values = [*args, *kwargs.values()]
+            if args and isinstance(args[0], Mapping):  # format_map
+                values.extend(args[0].values())
+            check_brace_format(text, values)
+            return wrapped(*args, **kwargs)
+
+        return limited
+
+    def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        check_call(obj, args, kwargs)
+        return super().call(context, obj, *args, **kwargs)
+
+    def _generate(
+        self, source: nodes.Template, name: str | None, filename: str | None, defer_init: bool = False
+    ) -> str:
+        # Compiling only (the trees Templates parses for itself stay as written).
+        return super()._generate(LimitTransformer().visit(source), name, filename, defer_init)
 
 
 class _FilterFailed(Exception):
@@ -153,6 +215,8 @@ class _Plan:
     # Run the root render function (top-level imports, sets, macros, text) rather than
     # calling the blocks directly; only needed when the chain has such top-level code.
     via_root: bool
+    # Where each block's nearest definition is: (file, line of its {% block %} tag).
+    origins: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 def _new_context(
@@ -164,12 +228,17 @@ def _new_context(
 
 def _capture(block: BlockFn, key: str, store: dict[str, str], *, emit: bool) -> BlockFn:
     def capturing(context: Context) -> Iterator[str]:
-        text = "".join(block(context))
+        text = collect(block(context))
         store.setdefault(key, text)
         if emit:
             yield text
 
     return capturing
+
+
+def _silent(context: Context) -> Iterator[str]:
+    """A block that prints nothing (another channel type's native block)."""
+    return iter(())
 
 
 def _only_blocks(tree: nodes.Template) -> bool:
@@ -241,8 +310,17 @@ class Templates:
     filters plus the plugins' ones).
     """
 
-    def __init__(self, folder: Path, filters: Mapping[str, Callable[..., Any]] | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        filters: Mapping[str, Callable[..., Any]] | None = None,
+        *,
+        time_limit: float = TIME_LIMIT,
+        output_limit: int = OUTPUT_LIMIT,
+    ) -> None:
         self.folder = Path(folder)
+        self.time_limit = time_limit
+        self.output_limit = output_limit
         self._env = _Sandbox(
             loader=FileSystemLoader(self.folder),
             undefined=StrictUndefined,
@@ -254,6 +332,7 @@ class Templates:
         )
         for name, function in (filters or {}).items():
             self._env.filters[name] = _guard(name, function)
+        guard_filters(self._env.filters)
         self._globals = dict(self._env.globals)
         self._files = self._list_files()
         self._plans: dict[tuple[str, str | None], _Plan | TemplateError] = {}
@@ -387,6 +466,7 @@ class Templates:
         """Follow ``{% extends %}`` from ``file`` and collect the block functions of the whole chain."""
         leaf = self._env.get_template(file)
         blocks: dict[str, list[BlockFn]] = {}
+        origins: dict[str, tuple[str, int]] = {}
         simple = True
         chain: list[str] = []
         current: str | None = file
@@ -399,6 +479,8 @@ class Templates:
             simple = simple and _only_blocks(tree)
             for block_name, function in template.blocks.items():
                 blocks.setdefault(block_name, []).append(function)
+            for block_node in tree.find_all(nodes.Block):
+                origins.setdefault(block_node.name, (current, block_node.lineno))
             parent: str | None = None
             for node in tree.find_all(nodes.Extends):
                 if not (isinstance(node.template, nodes.Const) and isinstance(node.template.value, str)):
@@ -410,7 +492,9 @@ class Templates:
             current = parent
         title = blocks["title"][0] if "title" in blocks else None
         body = blocks["body"][0] if "body" in blocks else None
-        return _Plan(leaf, blocks, title, body, dict(leaf.globals), via_root=not simple or body is None)
+        return _Plan(
+            leaf, blocks, title, body, dict(leaf.globals), via_root=not simple or body is None, origins=origins
+        )
 
     # -- rendering ---------------------------------------------------------------------------
 
@@ -422,27 +506,43 @@ class Templates:
         channel_type: str | None = None,
         max_title: int | None = None,
         max_body: int | None = None,
+        payload_model: type[RichPayload] | None = None,
     ) -> Rendered:
-        """Render template ``name`` (``NAME.<channel_type>.j2`` when present), stripped and cut to the limits."""
+        """Render template ``name`` (``NAME.<channel_type>.j2`` when present), stripped and cut to the limits.
+
+        With a ``payload_model``, a block named ``channel_type`` (``{% block discord %}``) is
+        rendered too, parsed as YAML and validated into ``Rendered.payload``; a template without
+        that block renders exactly as without a model. The render runs under the time and size
+        limits; passing one raises a TemplateError.
+        """
         plan = self._plans.get((name, channel_type)) or self._plan(name, channel_type)
         if isinstance(plan, TemplateError):
             raise TemplateError(plan.reason, template=plan.template, line=plan.line)
         variables = {**plan.globals, **context}
         body_block = plan.body
+        rich = channel_type if payload_model is not None and channel_type in plan.blocks else None
+        token = _budget.set(Budget.start(self.time_limit, self.output_limit))
         try:
             context_ = _new_context(plan.template, variables, plan.globals, {})  # blocks are set below
             if plan.via_root or body_block is None:
-                title, body = self._render_via_root(plan, context_)
+                title, body, rich_text = self._render_via_root(plan, context_, rich)
             else:
                 context_.blocks = plan.blocks  # shared: block functions only read it
-                title = "".join(plan.title(context_)) if plan.title else ""
-                body = "".join(body_block(context_))
+                title = collect(plan.title(context_)) if plan.title else ""
+                body = collect(body_block(context_))
+                rich_text = collect(plan.blocks[rich][0](context_)) if rich else None
         except Exception as exc:
             raise self._explain(exc, context, label=plan.template.name) from None
-        return Rendered(truncate_text(title.strip(), max_title), truncate_text(body.strip(), max_body))
+        finally:
+            _budget.reset(token)
+        payload = None
+        if rich is not None and rich_text is not None and payload_model is not None:
+            file, line = plan.origins.get(rich, (plan.template.name or name, 0))
+            payload = build_payload(payload_model, rich_text, template=file, line=line or None, block=rich)
+        return Rendered(truncate_text(title.strip(), max_title), truncate_text(body.strip(), max_body), payload)
 
     @staticmethod
-    def _render_via_root(plan: _Plan, context: Context) -> tuple[str, str]:
+    def _render_via_root(plan: _Plan, context: Context, rich: str | None) -> tuple[str, str, str | None]:
         captured: dict[str, str] = {}
         blocks = {key: list(functions) for key, functions in plan.blocks.items()}
         # Capturing wrappers go in front of the chain, so super() still finds each block's parent.
@@ -451,16 +551,26 @@ class Templates:
             blocks["title"].insert(0, _capture(plan.title, "title", captured, emit=plan.body is not None))
         if plan.body:
             blocks["body"].insert(0, _capture(plan.body, "body", captured, emit=True))
+        # A channel-native block is YAML for the channel, never part of the body.
+        for other in (RICH_BLOCKS | {rich}) if rich else RICH_BLOCKS:
+            if other in blocks:
+                silent = _capture(plan.blocks[other][0], other, captured, emit=False) if other == rich else _silent
+                blocks[other].insert(0, silent)
         context.blocks = blocks
-        whole = "".join(plan.template.root_render_func(context))
+        whole = collect(plan.template.root_render_func(context))
         # A block the layout never printed (say, inside a false {% if %}) is still rendered on its own.
         title = captured.get("title")
         if title is None:
-            title = "".join(plan.title(context)) if plan.title else ""
+            title = collect(plan.title(context)) if plan.title else ""
         body = captured.get("body")
         if body is None:
-            body = "".join(plan.body(context)) if plan.body else whole
-        return title, body
+            body = collect(plan.body(context)) if plan.body else whole
+        rich_text = None
+        if rich is not None:
+            rich_text = captured.get(rich)
+            if rich_text is None:
+                rich_text = collect(plan.blocks[rich][0](context))
+        return title, body, rich_text
 
     def render_string(self, source: str, context: Mapping[str, Any]) -> str:
         """Render a short inline template such as a dedupe key ``"{{ data.user.id }}"``; the result is stripped."""
@@ -470,12 +580,15 @@ class Templates:
         if isinstance(template, TemplateError):
             raise TemplateError(template.reason, template=template.template, line=template.line)
         variables = {**self._globals, **context}
+        token = _budget.set(Budget.start(self.time_limit, self.output_limit))
         try:
-            return "".join(
+            return collect(
                 template.root_render_func(_new_context(template, variables, self._globals, template.blocks))
             ).strip()
         except Exception as exc:
             raise self._explain(exc, context, label=_inline_label(source), source=source) from None
+        finally:
+            _budget.reset(token)
 
     def _compile_inline(self, source: str) -> Template | TemplateError:
         compiled: Template | TemplateError
@@ -508,8 +621,12 @@ class Templates:
         where = (template.name if template is not None else None) or label
         if isinstance(exc, jexc.UndefinedError):
             message = self._undefined_message(exc, context, where, line, source if where == label else None)
+        elif isinstance(exc, LimitExceeded):
+            message = str(exc.message)
         elif isinstance(exc, jexc.SecurityError):
             message = f"blocked by the sandbox: {exc}"
+        elif isinstance(exc, OverflowError) and "MAX_RANGE" in str(exc):
+            message = "range() too big: the sandbox allows at most 100,000 items"
         elif isinstance(exc, jexc.TemplateNotFound):
             message = f"template '{exc.name}' not found"
         elif isinstance(exc, _FilterFailed):
@@ -551,6 +668,22 @@ class Templates:
                 message += did_you_mean(key, [k for k in owner if isinstance(k, str)])
             return message
         return f"{subject} has no element {key!r}"
+
+    # -- static checks -------------------------------------------------------------------------
+
+    def parsed(self, name: str, channel_type: str | None = None) -> tuple[str, nodes.Template]:
+        """The file ``name`` renders from for ``channel_type``, and its syntax tree (router.schema_fields).
+
+        ``name`` is a NAME, resolved as :meth:`render` resolves it, or a file as extends and
+        include name it (``base.j2``). Raises TemplateError; the tree is not kept.
+        """
+        file = name if name.endswith(SUFFIX) else self._file_for(name, channel_type)
+        try:
+            return file, self._parse(file)
+        except Exception as exc:
+            raise self._explain(exc, {}, label=file) from None
+        finally:
+            self._trees.pop(file, None)  # compile_all dropped the trees once done; keep it that way
 
 
 def _inline_label(source: str) -> str:

@@ -55,9 +55,6 @@ async def test_put_with_raw_body_payload(sink: HttpSink) -> None:
     assert (request.method, request.text(), request.headers["content-type"]) == ("PUT", "raw text", "text/plain")
 
 
-RETRY_DATE = datetime.now(UTC) + timedelta(seconds=120)
-
-
 @pytest.mark.parametrize(
     ("reply", "status", "reason", "retry_after"),
     [
@@ -88,7 +85,9 @@ async def test_status_classification(
 
 
 async def test_retry_after_http_date(sink: HttpSink) -> None:
-    sink.reply(Reply(429, headers={"Retry-After": format_datetime(RETRY_DATE, usegmt=True)}))
+    # Taken when the test runs, not at import: collection may come long before on a busy machine.
+    retry_date = datetime.now(UTC) + timedelta(seconds=120)
+    sink.reply(Reply(429, headers={"Retry-After": format_datetime(retry_date, usegmt=True)}))
     channel = webhook(sink.url)
     try:
         outcome = await channel.send(Message("t", "b"))

@@ -143,6 +143,32 @@ async def test_poison_message_is_dead_lettered_and_good_ones_keep_flowing(harnes
     assert "JSON" in letter.error
 
 
+async def test_a_decoder_bug_dead_letters_the_message_instead_of_requeueing_it(
+    harness_factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Inputs known to crash a decoder are fixed as they are found; this is the net under the next one.
+    import router.engine
+
+    real_decode = router.engine.decode
+
+    def buggy(body: bytes, **kwargs: object) -> object:
+        if b"trips-a-bug" in body:
+            raise OverflowError("a bug in the decoder")
+        return real_decode(body, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(router.engine, "decode", buggy)
+    h = await harness_factory(
+        config("  a: {type: recorder}", "  - {name: hello, on: '**', template: hello, channels: [a]}")
+    )
+    await h.publish(event("trips-a-bug", "evt-1"))
+    await h.publish(event("Grace", "evt-2"))
+    await until(lambda: sent("a") == ["Grace did it"])
+    await until(lambda: h.metrics.dead_letters.labels("poison")._value.get() == 1)
+    [letter] = await h.transport.dlq_list()
+    assert letter.error == "the decoder failed: OverflowError"
+    assert h.metrics.events_requeued._value.get() == 0
+
+
 async def test_oversize_event_is_dead_lettered(harness_factory) -> None:
     rules = config("  a: {type: recorder}", "  - {name: hello, on: '**', template: hello, channels: [a]}")
     rules = rules.replace("version: 1", "version: 1\nbroker: {max_body_bytes: 200}")

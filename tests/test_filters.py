@@ -15,7 +15,7 @@ NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 def test_builtin_filters_are_documented_and_named_as_registered() -> None:
     expected = {"datetime", "timeago", "duration", "number", "compact", "percent", "truncate_to"}
-    expected |= {"escape_markdown", "pluralize"}
+    expected |= {"escape_markdown", "pluralize", "yaml"}
     assert set(BUILTIN_FILTERS) == expected
     for name, function in BUILTIN_FILTERS.items():
         assert function.__doc__, name

@@ -356,3 +356,22 @@ def test_a_summary_of_one_is_the_message_itself() -> None:
     _, message = fold.summary("chat", "digest-y", [only])
     assert (message.title, message.body) == ("Ada did it", "the body")
     assert message.meta["folded"] == {"count": 1, "events": ["e1"]}
+
+
+def test_a_folded_rich_message_keeps_its_payload_when_sent_alone() -> None:
+    from datetime import UTC, datetime
+
+    from router.channels.base import Message
+    from router.delivery import Delivery
+    from router.events import Event
+
+    embeds = {"embeds": [{"title": "Ada did it", "color": 5763719}]}
+    message = Message("Ada did it", "the body", meta={"event_id": "e1"}, payload=embeds)
+    event_ = Event(type="t.x", id="e1", source="test", time=datetime.now(UTC), data={})
+    delivery = Delivery(event_, "r", "chat", "discord", message, 1)
+    item = fold.decode_item(fold.encode_item(delivery))
+    assert item.payload == embeds
+    _, alone = fold.summary("chat", "digest-z", [item])
+    assert alone.payload == embeds
+    _, several = fold.summary("chat", "digest-w", [item, fold.FoldItem("k2", "r", "Bo", ("e2",))])
+    assert several.payload is None  # a summary is text: it lists the titles

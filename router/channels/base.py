@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from router.durations import Duration
+
+if TYPE_CHECKING:
+    from router.rich import RichPayload
 
 
 class RateLimit(BaseModel):
@@ -65,6 +68,9 @@ class Message:
     body: str
     # Context a channel may use (webhook posts it): event id/type, rule name, and so on.
     meta: dict[str, Any] = field(default_factory=dict)
+    # The channel-native message a template's `{% block <channel type> %}` described (Discord
+    # embeds, Slack blocks), validated against the channel's ``payload_model``; None: title/body only.
+    payload: dict[str, Any] | None = None
 
 
 OutcomeStatus = Literal["sent", "retry", "failed", "skipped"]
@@ -120,6 +126,9 @@ class Channel(ABC):
     default_rate_limit: ClassVar[RateLimit | None] = None
     # Whether deliveries fold into a summary when the channel is saturated, unless configured.
     fold_by_default: ClassVar[bool] = False
+    # The pydantic model (a router.rich.RichPayload) of the channel's native message, rendered from
+    # a template block named after the channel type; None: the channel takes title and body only.
+    payload_model: ClassVar[type[RichPayload] | None] = None
 
     def __init__(self, name: str, config: ChannelConfig) -> None:
         self.name = name
@@ -131,6 +140,10 @@ class Channel(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook with a no-op default
         """Release connections; called once at shutdown or when a reload replaces the channel."""
+
+    def preview(self, message: Message) -> list[dict[str, Any]] | None:
+        """The request bodies :meth:`send` would post for ``message``, without sending; None if unknown."""
+        return None
 
     def describe(self) -> str:
         """A one-line, secret-free description for `router check` and logs."""

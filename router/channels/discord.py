@@ -3,6 +3,11 @@
 Limits enforced here (Discord rejects larger messages): plain content 2,000 characters
 (title line included); embed title 256, embed description 4,096. Longer text is cut and
 ends in "…".
+
+A template with a ``{% block discord %}`` gives the whole message instead (content, embeds with
+fields, author, footer, images: :mod:`router.rich.discord`, which enforces Discord's limits);
+the channel's ``username``/``avatar_url``/thread still apply unless the block sets its own, and
+its ``color`` colours embeds that set none.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from pydantic import Field, field_validator
 
 from router.channels.apprise_base import AppriseBackedChannel, AppriseChannelConfig, truncate, wrong_type_hint
 from router.channels.base import ChannelConfig, Message, RateLimit
+from router.rich import RichPayload
+from router.rich.discord import DiscordMessage
 
 CONTENT_LIMIT = 2000
 EMBED_TITLE_LIMIT = 256
@@ -28,6 +35,7 @@ _HTTPS = re.compile(
 )
 _NATIVE = re.compile(r"^discord://(?:(?P<user>[^@/?]+)@)?(?P<id>\d+)/(?P<token>[A-Za-z0-9_-]+)/?(?:\?(?P<query>.*))?$")
 _COLOR = re.compile(r"^#?(?P<hex>[0-9A-Fa-f]{6})$")
+_ROUTING_KEYS = ("tts", "wait", "flags", "username", "avatar_url")
 
 
 @dataclass(frozen=True)
@@ -146,6 +154,8 @@ class DiscordChannel(AppriseBackedChannel):
     # Discord: 5 requests per 2 s per webhook (the provider's documented limit).
     default_rate_limit: ClassVar[RateLimit | None] = RateLimit(limit=5, period=2.0)
     fold_by_default: ClassVar[bool] = True
+    payload_model: ClassVar[type[RichPayload] | None] = DiscordMessage
+    payload_argument: ClassVar[int | None] = 0  # NotifyDiscord._send(payload, attach=None, params=None, ...)
 
     config: DiscordConfig
 
@@ -197,6 +207,20 @@ class DiscordChannel(AppriseBackedChannel):
         # Apprise sends plain content as "title\r\nbody".
         budget = CONTENT_LIMIT - (len(title) + 2 if title else 0)
         return title, truncate(body, budget)
+
+    def native_payload(self, message: Message) -> dict[str, Any]:
+        payload = super().native_payload(message)
+        if self.config.color:
+            color = int(self.config.color.lstrip("#"), 16)
+            for embed in payload.get("embeds") or ():
+                if isinstance(embed, dict):
+                    embed.setdefault("color", color)
+        return payload
+
+    def merge_native(self, built: dict[str, Any], native: dict[str, Any]) -> dict[str, Any]:
+        # Apprise's body carries the webhook options (username, avatar, tts); its content/embeds go.
+        kept = {key: built[key] for key in _ROUTING_KEYS if key in built}
+        return {**kept, **native}
 
     def describe(self) -> str:
         mode = "embeds" if self.config.embeds else "plain content"

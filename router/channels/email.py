@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import html
 import re
+from collections import OrderedDict
 from typing import Any, ClassVar, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+import apprise
+from pydantic import ConfigDict, Field, field_validator
 
 from router.channels.apprise_base import AppriseBackedChannel, AppriseChannelConfig, wrong_type_hint
-from router.channels.base import ChannelConfig, Message
+from router.channels.base import ChannelConfig, Message, Outcome
 from router.redact import redact_url
+from router.rich import RichPayload
+from router.rich.email import EmailMessage
+
+RECIPIENT_OBJECTS_CACHED = 64
+"""Apprise objects kept for per-message recipient sets (a reply to a user's feedback, say)."""
 
 _ADDRESS = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+$")
 _NAMED_ADDRESS = re.compile(r"^[^<>@]*<\s*[^@\s<>,;\"]+@[^@\s<>,;\"]+\s*>$")
@@ -65,7 +72,13 @@ class EmailConfig(AppriseChannelConfig):
             "mailto://smtp.example.com:25 (plain); apprise's ?options (smtp, mode, name, ...) are kept."
         )
     )
-    to: list[str] = Field(default_factory=list, description="Recipients; one message is sent to each.")
+    to: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Recipients; one message is sent to each. May be left out when the templates name the recipients "
+            "in a {% block email %} (to: ...); a message with recipients from neither fails."
+        ),
+    )
     cc: list[str] = Field(default_factory=list, description="Carbon-copy addresses, added to every message.")
     bcc: list[str] = Field(default_factory=list, description="Blind carbon-copy addresses.")
     from_: str | None = Field(None, alias="from", description="Sender, 'bot@example.com' or 'Bot <bot@example.com>'.")
@@ -101,13 +114,11 @@ class EmailConfig(AppriseChannelConfig):
     def _valid_sender(cls, value: str | None) -> str | None:
         return None if value is None else _check_address(value, named=True)
 
-    @model_validator(mode="after")
-    def _has_recipients(self) -> EmailConfig:
+    @property
+    def has_recipients(self) -> bool:
+        """Whether the channel itself names recipients (``to:`` or the URL), not only its templates."""
         base, query = _split_url(self.url)
-        in_url = any(key == "to" and val for key, val in query) or urlsplit(base).path.strip("/")
-        if not self.to and not in_url:
-            raise ValueError("an email channel needs at least one recipient: add 'to: [someone@example.com]'")
-        return self
+        return bool(self.to or any(key == "to" and val for key, val in query) or urlsplit(base).path.strip("/"))
 
 
 class EmailChannel(AppriseBackedChannel):
@@ -118,6 +129,7 @@ class EmailChannel(AppriseBackedChannel):
     max_title: ClassVar[int | None] = 998  # one header line (RFC 5322)
     max_body: ClassVar[int | None] = None
     markdown: ClassVar[str | None] = None
+    payload_model: ClassVar[type[RichPayload] | None] = EmailMessage
 
     config: EmailConfig
 
@@ -125,6 +137,7 @@ class EmailChannel(AppriseBackedChannel):
         if not isinstance(config, EmailConfig):
             raise TypeError(f"EmailChannel needs an EmailConfig, got {type(config).__name__}")
         super().__init__(name, config)
+        self._by_recipients: OrderedDict[tuple[Any, ...], apprise.Apprise] = OrderedDict()
 
     def secrets(self) -> list[str]:
         try:
@@ -137,6 +150,9 @@ class EmailChannel(AppriseBackedChannel):
         return secrets
 
     def apprise_urls(self) -> list[tuple[str, list[str]]]:
+        return [self._url()]
+
+    def _url(self, override: EmailMessage | None = None) -> tuple[str, list[str]]:
         cfg = self.config
         base, query = _split_url(cfg.url)
         params: dict[str, str] = {}
@@ -147,16 +163,57 @@ class EmailChannel(AppriseBackedChannel):
             else:
                 params[key] = value
         recipients = [*url_to, *cfg.to]
+        cc, bcc = cfg.cc, cfg.bcc
+        if override is not None and (override.to or override.cc or override.bcc):
+            # The template names the recipients: they replace the channel's, all three lists together,
+            # so a copy meant for the channel's team never goes to the user's thread by accident.
+            recipients, cc, bcc = override.to, override.cc, override.bcc
+        if override is not None and override.reply_to:
+            params["reply"] = override.reply_to
         if recipients:
             params["to"] = ",".join(recipients)
-        if cfg.cc:
-            params["cc"] = ",".join(cfg.cc)
-        if cfg.bcc:
-            params["bcc"] = ",".join(cfg.bcc)
+        elif override is not None:
+            # No `to` in the URL makes apprise mail the SMTP account itself; a cc/bcc-only message
+            # then still has a sensible To.
+            params.pop("to", None)
+        if cc:
+            params["cc"] = ",".join(cc)
+        if bcc:
+            params["bcc"] = ",".join(bcc)
         if cfg.from_:
             params["from"] = cfg.from_
         params["format"] = cfg.format
-        return [(f"{base}?{urlencode(params)}", [])]
+        # %20, not "+": apprise unquotes without turning "+" into a space ("Learning+Platform <...>").
+        return (f"{base}?{urlencode(params, quote_via=quote)}", [])
+
+    def _override(self, message: Message) -> EmailMessage | None:
+        if not message.payload:
+            return None
+        return EmailMessage.model_validate(message.payload)
+
+    def apprise_for(self, message: Message) -> apprise.Apprise:
+        override = self._override(message)
+        if override is None or not (override.to or override.cc or override.bcc or override.reply_to):
+            return self._apprise
+        key = (tuple(override.to), tuple(override.cc), tuple(override.bcc), override.reply_to)
+        apobj = self._by_recipients.get(key)
+        if apobj is None:
+            apobj = self._build([self._url(override)])
+            self._by_recipients[key] = apobj
+            if len(self._by_recipients) > RECIPIENT_OBJECTS_CACHED:
+                self._by_recipients.popitem(last=False)
+        else:
+            self._by_recipients.move_to_end(key)
+        return apobj
+
+    async def send(self, message: Message) -> Outcome:
+        override = self._override(message)
+        has_own = override is not None and bool(override.to or override.cc or override.bcc)
+        if not has_own and not self.config.has_recipients:
+            return Outcome.permanent(
+                "no recipient: the channel has no 'to' and the template's {% block email %} named none"
+            )
+        return await super().send(message)
 
     def tune(self, plugin: Any) -> None:
         # Apprise spaces a plugin's sends 5.5s apart by default; an SMTP relay needs no such
@@ -164,11 +221,14 @@ class EmailChannel(AppriseBackedChannel):
         plugin.request_rate_per_sec = 0
 
     def prepare(self, message: Message) -> tuple[str, str]:
-        title = " ".join(message.title.split())
+        override = self._override(message)
+        subject = override.subject if override is not None and override.subject else message.title
+        title = " ".join(subject.split())
         if self.config.format == "html":
             return title, html_document(title, message.body)
         return title, message.body
 
     def describe(self) -> str:
         count = len(self.config.to)
-        return f"{self.name} (email via {redact_url(self.config.url)}, {count} recipient{'s' if count != 1 else ''})"
+        who = f"{count} recipient{'s' if count != 1 else ''}" if count else "recipients from templates"
+        return f"{self.name} (email via {redact_url(self.config.url)}, {who})"

@@ -3,6 +3,11 @@
 Limits enforced here (Slack rejects larger blocks): with Block Kit, header 150 characters
 and section text 3,000; without, the whole message 40,000. Lengths are counted after the
 HTML escaping Slack requires (``&`` becomes ``&amp;``). Longer text is cut and ends in "…".
+
+A template with a ``{% block slack %}`` gives the whole message instead (text, Block Kit
+blocks, attachments: :mod:`router.rich.slack`, which enforces Slack's limits); the channel's
+``channel``/``username`` still apply unless the block sets its own, and the rendered title
+(or first body line) becomes the notification ``text`` when the block gives none.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from router.channels.apprise_base import (
     wrong_type_hint,
 )
 from router.channels.base import ChannelConfig, Message, RateLimit
+from router.rich import RichPayload
+from router.rich.slack import TEXT_LIMIT, SlackMessage
 
 HEADER_LIMIT = 150
 SECTION_LIMIT = 3000
@@ -35,6 +42,7 @@ _NATIVE = re.compile(r"^slack://(?:(?P<user>[^@/?]+)@)?(?P<path>[^?]*?)/?(?:\?(?
 _TOKEN = re.compile(r"^[A-Za-z0-9]+$")
 _BOT_TOKEN = re.compile(r"^(?:xoxe\.)?xox[abp]-[A-Za-z0-9-]+$")
 _CHANNEL = re.compile(r"^[+#@]?[A-Za-z0-9_.-]{1,80}(?::[0-9.]+)?$")
+_ROUTING_KEYS = ("channel", "thread_ts", "username", "icon_url")
 
 
 def escaped_cost(char: str) -> int:
@@ -146,6 +154,9 @@ class SlackChannel(AppriseBackedChannel):
     # Slack: 1 message per second per incoming webhook (the provider's documented limit).
     default_rate_limit: ClassVar[RateLimit | None] = RateLimit(limit=1, period=1.0)
     fold_by_default: ClassVar[bool] = True
+    payload_model: ClassVar[type[RichPayload] | None] = SlackMessage
+    payload_argument: ClassVar[int | None] = 1  # NotifySlack._send(url, payload, attach=None, ...)
+    preview_result: ClassVar[Any] = {"ok": True}
 
     config: SlackConfig
 
@@ -191,6 +202,24 @@ class SlackChannel(AppriseBackedChannel):
             return title, truncate(body, SECTION_LIMIT)
         budget = MESSAGE_LIMIT - sum(escaped_cost(c) for c in title)
         return title, truncate_measured(body, budget, escaped_cost)
+
+    def native_payload(self, message: Message) -> dict[str, Any]:
+        payload = super().native_payload(message)
+        if not payload.get("text"):
+            # Slack shows `text` in notifications and screen readers when a message has blocks.
+            fallback = message.title.strip() or next(iter(message.body.strip().splitlines()), "")
+            if fallback:
+                payload = {"text": truncate(fallback, TEXT_LIMIT), **payload}
+        return payload
+
+    def is_message_post(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        # The message is posted as _send(url, payload); uploads and their lookups pass more.
+        return len(args) == 2 and not kwargs
+
+    def merge_native(self, built: dict[str, Any], native: dict[str, Any]) -> dict[str, Any]:
+        # Apprise's body carries where it goes (channel, thread) and who sends it; its blocks go.
+        kept = {key: built[key] for key in _ROUTING_KEYS if key in built}
+        return {**kept, **native}
 
     def describe(self) -> str:
         mode = "Block Kit" if self.config.blocks else "attachment"

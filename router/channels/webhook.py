@@ -3,7 +3,8 @@
 One aiohttp session per channel, created lazily inside the running loop, with a
 connection pool as large as the channel's ``concurrency``: no thread, no per-message
 session. Header values and the URL's credentials are secrets; reasons and logs show the
-URL as scheme and host only.
+URL as scheme and host only. Each request carries an ``Idempotency-Key`` header, stable per
+(event, rule, channel) across retries and redeliveries (a configured header of that name wins).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from router.durations import Duration
 from router.redact import install_log_filter, redact_url, register_secrets
 
 logger = logging.getLogger(__name__)
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_META = "idempotency_key"  # set by the router's SkipIfSent stage (router/pipeline/idempotency.py)
 
 _BODY_LIMIT = 65_536
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -116,6 +120,7 @@ class WebhookChannel(Channel):
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._own_key_header = any(name.lower() == IDEMPOTENCY_HEADER.lower() for name in self.config.headers)
 
     def secrets(self) -> list[str]:
         """Header values, the URL's password and query values, and token-like path segments."""
@@ -158,6 +163,11 @@ class WebhookChannel(Channel):
         except (TypeError, ValueError) as exc:
             return Outcome.permanent(f"message cannot be encoded ({type(exc).__name__})")
         headers = {"Content-Type": content_type, **self.config.headers}
+        key = message.meta.get(IDEMPOTENCY_META)
+        if isinstance(key, str) and key and not self._own_key_header:
+            # The same on every retry and redelivery of this (event, rule, channel): a receiver
+            # that keeps the keys it has processed turns at-least-once into exactly-once.
+            headers[IDEMPOTENCY_HEADER] = key
         try:
             session = self._get_session()
             async with session.request(self.config.method, self.config.url, data=data, headers=headers) as response:

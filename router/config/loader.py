@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from router.config.validate import Issue, validate_references, validate_structur
 from router.config.yamlsource import KeyPath, YamlDocument, describe_type, parse_yaml
 from router.errors import ConfigError, Problem
 from router.registry import Registry
+from router.schemas import EventSchema
 
 _REDACTED = "<redacted>"
 _MIN_SECRET = 3  # shorter values are not secrets, and scrubbing them would garble messages
@@ -35,6 +36,7 @@ class LoadedConfig:
     templates_dir: Path  # absolute
     channel_configs: dict[str, ChannelConfig]  # channel name -> validated plugin config
     job_options: list[BaseModel]  # index = rule index; the rule's validated `with:`
+    event_schemas: dict[str, EventSchema] = field(default_factory=dict)  # event type -> compiled `events:` entry
 
 
 def default_config_path() -> Path:
@@ -123,6 +125,7 @@ def _load(
         templates_dir=templates_dir,
         channel_configs=references.channel_configs,
         job_options=[references.job_options[i] for i in range(len(config.rules))],
+        event_schemas=references.event_schemas,
     )
 
 

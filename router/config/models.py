@@ -7,9 +7,9 @@ registry is known.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from router.durations import Duration
@@ -54,10 +54,42 @@ class StateConfig(StrictModel):
     idempotency_window: Duration = Field(7 * 86400.0, description="How long a sent delivery is remembered.")
 
 
+class OnFailure(StrictModel):
+    """Who hears about a dead letter: a template rendered with the failure, sent to ``channels``.
+
+    See router/failures.py; the template sees ``failure`` (reason, error, attempts, ...) besides
+    ``event``, ``data``, ``rule`` and ``channel``.
+    """
+
+    template: str = Field(min_length=1, description="Template rendered for the failure notification.")
+    channels: list[str] = Field(min_length=1, description="Channels that receive the failure notification.")
+
+
+NO_FAILURE_NOTIFICATION = OnFailure.model_construct(template="", channels=[])
+"""What a rule's ``on_failure: false`` stands for: no failure notification, whatever the defaults say."""
+
+
+def _false_is_no_notification(value: Any) -> Any:
+    # A before-validator rather than a union with Literal[False]: a mistake inside the mapping
+    # is then reported once, not once more as "expected False".
+    if value is True:  # "on" has no meaning of its own: say what is expected instead of "a mapping"
+        raise PydanticCustomError(
+            "on_failure_true", "expected a mapping {template, channels} or false (true is not a setting)"
+        )
+    return NO_FAILURE_NOTIFICATION if value is False else value
+
+
+def _schema_allows_false(schema: dict[str, Any]) -> None:
+    schema.setdefault("anyOf", []).append({"const": False})
+
+
 class Defaults(StrictModel):
     """Defaults applied to every rule that does not set its own."""
 
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    on_failure: OnFailure | None = Field(
+        None, description="Failure notification for every dead letter whose rule sets none (and for poison messages)."
+    )
 
 
 class ChannelSpec(BaseModel):
@@ -128,6 +160,11 @@ class Rule(StrictModel):
     rate_limit: RateLimitSpec | None = None
     digest: DigestSpec | None = None
     retry: RetryPolicy | None = None
+    on_failure: Annotated[OnFailure | None, BeforeValidator(_false_is_no_notification)] = Field(
+        None,
+        description="Failure notification for this rule's dead letters; false: none; default: defaults.on_failure.",
+        json_schema_extra=_schema_allows_false,
+    )
     stop: bool = False
 
     @field_validator("on", mode="before")
@@ -171,17 +208,75 @@ class Rule(StrictModel):
         return self
 
 
+class HmacAuthSpec(StrictModel):
+    """POST /events must carry an HMAC of the raw body, hex-encoded, optionally prefixed ``sha256=``."""
+
+    secret: SecretStr = Field(description="Shared secret, from the environment: '${ROUTER_INGEST_SECRET}'.")
+    header: str = Field("X-Signature", min_length=1, description="Request header holding the signature.")
+    algorithm: Literal["sha256", "sha512"] = "sha256"
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("the HMAC secret must be at least 16 characters (try: openssl rand -hex 32)")
+        return value
+
+
+class IngestAuthSpec(StrictModel):
+    """How POST /events authenticates requests: exactly one of ``bearer`` or ``hmac``."""
+
+    bearer: SecretStr | None = Field(None, description="Token expected in 'Authorization: Bearer <token>'.")
+    hmac: HmacAuthSpec | None = None
+
+    @field_validator("bearer")
+    @classmethod
+    def _token_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("the bearer token must be at least 16 characters (try: openssl rand -hex 32)")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> IngestAuthSpec:
+        if (self.bearer is None) == (self.hmac is None):
+            raise ValueError("set exactly one of 'bearer' or 'hmac'")
+        return self
+
+
+class IngestConfig(StrictModel):
+    """The HTTP ingest endpoint (POST /events) of `router serve`."""
+
+    auth: IngestAuthSpec | None = Field(None, description="Require a bearer token or an HMAC signature.")
+    max_body_bytes: int | None = Field(
+        None, ge=1, description="Largest request body read; default 4 x broker.max_body_bytes + 1 KiB."
+    )
+
+
 class RouterConfig(StrictModel):
     """The whole of rules.yaml."""
 
     version: Literal[1] = 1
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
     templates: str = Field("templates", description="Template folder, relative to rules.yaml.")
     defaults: Defaults = Field(default_factory=Defaults)
     channels: dict[str, ChannelSpec] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
+    events: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Event type -> the fields of its data ('name: type', 'name?: type') or {schema: <JSON Schema>}.",
+    )
+    dry_run: bool = Field(
+        False, description="Render and log every delivery instead of sending it (`router serve --dry-run` forces it)."
+    )
 
     def retry_for(self, rule: Rule) -> RetryPolicy:
         """The retry policy in force for ``rule``."""
         return rule.retry or self.defaults.retry
+
+    def on_failure_for(self, rule: Rule | None) -> OnFailure | None:
+        """The failure notification in force for ``rule`` (None: the defaults'); None when there is none."""
+        if rule is not None and rule.on_failure is not None:
+            return None if rule.on_failure is NO_FAILURE_NOTIFICATION else rule.on_failure
+        return self.defaults.on_failure

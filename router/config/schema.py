@@ -18,6 +18,7 @@ from pydantic_core import core_schema
 from router.config.models import OPERATORS, RouterConfig
 from router.durations import parse_duration
 from router.registry import Registry
+from router.schemas import ESCAPE, OPTIONS, SCALARS
 
 _DIALECT = "https://json-schema.org/draft/2020-12/schema"
 _DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d|w)\s*$"
@@ -71,8 +72,40 @@ def config_json_schema(registry: Registry) -> dict[str, Any]:
 
     rule_name = root["properties"]["rules"]["items"]["$ref"].rsplit("/", 1)[-1]
     _patch_rule(defs[rule_name], registry, key_map)
+    _patch_events(root["properties"]["events"], defs)
 
     return {"$schema": _DIALECT, "title": "rules.yaml", **root, "$defs": defs}
+
+
+def _patch_events(events: dict[str, Any], defs: dict[str, Any]) -> None:
+    """``events:``: per event type, compact fields or ``{schema: <JSON Schema>}`` (router/schemas.py)."""
+    scalar = "|".join([*SCALARS, "list"])
+    # The type grammar is checked by the loader; the pattern only helps an editor flag a typo.
+    defs["EventField"] = {
+        "description": "A type (string, integer, number, boolean, object, array, any, null, list[T], "
+        "'T | null'), [item type], a mapping of nested fields, or {schema: <JSON Schema>}.",
+        "anyOf": [
+            {"type": "string", "pattern": rf"^[\s\[\]|]*(?:(?:{scalar})[\s\[\]|]*)+$"},
+            {"type": "array", "items": {"$ref": "#/$defs/EventField"}, "minItems": 1, "maxItems": 1},
+            {"$ref": "#/$defs/EventFields"},
+        ],
+    }
+    defs["EventFields"] = {
+        "type": "object",
+        "description": "Field name (a trailing '?' makes it optional) -> its type. "
+        "$nullable: the object may be null; $strict: other fields are rejected.",
+        "properties": {option: {"type": "boolean"} for option in OPTIONS},
+        "patternProperties": {"^[^$]": {"$ref": "#/$defs/EventField"}},
+        "additionalProperties": False,
+    }
+    escape = {
+        "type": "object",
+        "properties": {ESCAPE: {"type": "object", "description": "A JSON Schema (draft 2020-12) of data."}},
+        "required": [ESCAPE],
+        "additionalProperties": False,
+    }
+    events["additionalProperties"] = {"anyOf": [escape, {"$ref": "#/$defs/EventFields"}]}
+    events["propertyNames"] = {"pattern": r"^[^\s.*]+(\.[^\s.*]+)*$"}
 
 
 def _channel_schema(registry: Registry, key_map: dict[Any, Any]) -> dict[str, Any]:

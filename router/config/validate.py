@@ -24,6 +24,7 @@ from router.channels.base import ChannelConfig
 from router.config.models import RouterConfig, Rule
 from router.config.yamlsource import KeyPath, describe_type
 from router.registry import Registry
+from router.schemas import EventSchema, compile_events
 from router.suggest import did_you_mean
 
 
@@ -321,6 +322,7 @@ class References:
     channel_configs: dict[str, ChannelConfig] = field(default_factory=dict)
     job_options: dict[int, BaseModel] = field(default_factory=dict)
     issues: list[Issue] = field(default_factory=list)
+    event_schemas: dict[str, EventSchema] = field(default_factory=dict)  # the `events:` section, compiled
 
 
 def _template_names(folder: Path) -> set[str]:
@@ -359,6 +361,8 @@ class _ReferenceChecker:
         rules = self.data.get("rules")
         if isinstance(rules, list):
             self.check_rules(rules)
+        check_on_failure(self)
+        check_events(self)
         return self.result
 
     # channels ---------------------------------------------------------------------------
@@ -498,6 +502,46 @@ class _ReferenceChecker:
                 self._jinja.parse(key)
             except jinja2.TemplateSyntaxError as exc:
                 self.add((*path, section, "key"), f"invalid template expression: {exc.message}")
+
+
+def check_on_failure(checker: _ReferenceChecker) -> None:
+    """``on_failure`` (under ``defaults:`` and in each rule): its channels exist and its template is found
+    for every channel type it is sent to. ``on_failure: false`` and missing keys are left to the models."""
+    located: list[tuple[KeyPath, Any]] = []
+    defaults = checker.data.get("defaults")
+    if isinstance(defaults, dict):
+        located.append((("defaults", "on_failure"), defaults.get("on_failure")))
+    rules = checker.data.get("rules")
+    for index, raw in enumerate(rules if isinstance(rules, list) else []):
+        if isinstance(raw, dict):
+            located.append((("rules", index, "on_failure"), raw.get("on_failure")))
+    for path, spec in located:
+        if isinstance(spec, dict):
+            # The same shape as a rule's template and channels, so the same checks and messages.
+            checker.check_rule_channels(path, spec)
+            checker.check_template(path, spec)
+
+
+def check_events(checker: _ReferenceChecker) -> None:
+    """The ``events:`` section: each key an exact event type, each entry a schema that compiles."""
+    section = checker.data.get("events")
+    if not isinstance(section, dict):
+        return  # absent, or not a mapping (reported by the models)
+    for event_type in section:
+        if not isinstance(event_type, str):
+            continue
+        if any(segment in ("*", "**") for segment in event_type.split(".")):
+            checker.add(
+                ("events", event_type),
+                "a schema is declared for one exact event type; patterns ('*', '**') are not allowed here",
+                at_key=True,
+            )
+        elif problem := pattern_error(event_type):
+            checker.add(("events", event_type), f"not a valid event type: {problem}", at_key=True)
+    schemas, problems = compile_events(section)
+    for found in problems:
+        checker.add(("events", *found.path), found.message, at_key=found.at_key)
+    checker.result.event_schemas = schemas
 
 
 def validate_references(data: Mapping[str, Any], registry: Registry, templates_dir: Path) -> References:

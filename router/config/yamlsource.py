@@ -251,6 +251,11 @@ class _Builder:
             if id(source) in self._active:
                 self._add(path, source, "an alias refers to a node that contains it (recursive alias)", invalid=False)
                 continue
+            # Merged entries count as values: '<<' of aliases of merges expands like an alias bomb
+            # without building a single value (ten merges of ten, nine deep, is 10**9 entries).
+            self._count += len(source.value)
+            if self._count > _MAX_NODES:
+                raise _TooLarge(source)
             self._active.add(id(source))
             try:
                 out.extend(self._entries(source, path, depth + 1))
@@ -264,6 +269,37 @@ class _Builder:
             self._doc._keys[(*path, key)] = key_node.start_mark
             data[key] = self.build(value_node, (*path, key), depth + 1)
         return data
+
+
+def _check_expansion(root: Node) -> None:
+    """Raise _TooLarge if aliases expand ``root`` past _MAX_NODES values, before building any.
+
+    Each distinct node is sized once (an alias shares its anchor's node), so an alias bomb is
+    refused in time proportional to its text, not to what it would expand to. Building counts
+    too, as a backstop; this only makes refusal immediate, with the anchor that blew up.
+    """
+    if isinstance(root, ScalarNode):
+        return
+    sizes: dict[int, int] = {}
+
+    def size(node: Node, depth: int) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        if depth > _MAX_DEPTH:  # deeper is never built
+            return 1
+        sizes[id(node)] = 1  # a recursive alias counts once: building refuses it
+        items = node.value if isinstance(node, SequenceNode) else [part for pair in node.value for part in pair]
+        total = 1
+        for item in items:
+            # Most nodes are scalars: counted here, without a call each (this walks every node).
+            total += 1 if type(item) is ScalarNode else size(item, depth + 1)
+        if total > _MAX_NODES:
+            raise _TooLarge(node)
+        sizes[id(node)] = total
+        return total
+
+    size(root, 0)
 
 
 class _TooLarge(Exception):
@@ -280,6 +316,63 @@ def _position(text: str, index: int) -> Mark:
     return Mark(line, index - (text.rfind("\n", 0, index) + 1) + 1)
 
 
+def _too_large(exc: _TooLarge, filename: str) -> ConfigError:
+    where = _mark(exc.node)
+    return ConfigError(
+        [
+            Problem(
+                f"the document expands to more than {_MAX_NODES:,} values (aliases or '<<' merges nested too deeply?)",
+                file=filename,
+                line=where.line,
+                column=where.column,
+            )
+        ]
+    )
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, filename: str) -> ConfigError:
+    mark = exc.problem_mark or exc.context_mark
+    reason = exc.problem or exc.context or "syntax error"
+    if exc.context and exc.problem:
+        # e.g. "mapping values are not allowed here (while scanning a simple key)"
+        reason = f"{exc.problem} ({exc.context})"
+    return ConfigError(
+        [
+            Problem(
+                f"invalid YAML: {reason}",
+                file=filename,
+                line=mark.line + 1 if mark else None,
+                column=mark.column + 1 if mark else None,
+            )
+        ]
+    )
+
+
+def _reader_error(exc: yaml.reader.ReaderError, text: str, filename: str) -> ConfigError:
+    where = _position(text, exc.position)
+    character = chr(exc.character) if isinstance(exc.character, int) else exc.character
+    return ConfigError(
+        [
+            Problem(
+                f"invalid YAML: character {character!r} is not allowed in YAML",
+                file=filename,
+                line=where.line,
+                column=where.column,
+            )
+        ]
+    )
+
+
+def _fast_loader(text: str) -> Any:
+    """A libyaml loader on ``text``, or None (no libyaml; text it cannot take)."""
+    if _CLoader is None:
+        return None
+    try:
+        return _CLoader(text)
+    except UnicodeEncodeError:  # a lone surrogate: the Python reader says where it is
+        return None
+
+
 def parse_yaml(text: str, filename: str = "<string>") -> YamlDocument:
     """Parse one YAML document; raises ConfigError with one located Problem if it is not valid YAML.
 
@@ -287,64 +380,45 @@ def parse_yaml(text: str, filename: str = "<string>") -> YamlDocument:
     ``YamlDocument.problems`` so they can be reported together with validation problems.
     An empty document yields ``data=None``.
     """
-    if _CLoader is not None:
+    c_loader = _fast_loader(text)
+    if c_loader is not None:
         fast = YamlDocument(data=None, filename=filename)
-        c_loader = _CLoader(text)
         try:
             node = c_loader.get_single_node()
             if node is not None:
+                if "*" in text:  # without an alias nothing expands
+                    _check_expansion(node)
                 fast.data = _Builder(c_loader, fast).build(node, ())
             return fast
-        except (yaml.YAMLError, _TooLarge, RecursionError):
+        except _TooLarge as exc:
+            raise _too_large(exc, filename) from None  # parsing again would only build it all again
+        except yaml.MarkedYAMLError as exc:
+            if "nesting depth" in str(exc.problem):
+                # libyaml stops at 1,000 levels at once; the Python parser would take seconds
+                # to reach its recursion limit on the same text.
+                raise _syntax_error(exc, filename) from None
+            # otherwise parsed again below, for the Python parser's error messages
+        except (yaml.YAMLError, RecursionError):
             pass  # parsed again below, for the Python parser's error messages
         finally:
             c_loader.dispose()
     doc = YamlDocument(data=None, filename=filename)
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # checks every character of the text at once
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(exc, text, filename) from None
     try:
         node = loader.get_single_node()
         if node is not None:
+            if "*" in text:
+                _check_expansion(node)
             doc.data = _Builder(loader, doc).build(node, ())
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        reason = exc.problem or exc.context or "syntax error"
-        if exc.context and exc.problem:
-            # e.g. "mapping values are not allowed here (while scanning a simple key)"
-            reason = f"{exc.problem} ({exc.context})"
-        raise ConfigError(
-            [
-                Problem(
-                    f"invalid YAML: {reason}",
-                    file=filename,
-                    line=mark.line + 1 if mark else None,
-                    column=mark.column + 1 if mark else None,
-                )
-            ]
-        ) from None
+        raise _syntax_error(exc, filename) from None
     except yaml.reader.ReaderError as exc:
-        where = _position(text, exc.position)
-        raise ConfigError(
-            [
-                Problem(
-                    f"invalid YAML: character {exc.character!r} is not allowed in YAML",
-                    file=filename,
-                    line=where.line,
-                    column=where.column,
-                )
-            ]
-        ) from None
+        raise _reader_error(exc, text, filename) from None
     except _TooLarge as exc:
-        where = _mark(exc.node)
-        raise ConfigError(
-            [
-                Problem(
-                    f"the document expands to more than {_MAX_NODES} values (aliases nested too deeply?)",
-                    file=filename,
-                    line=where.line,
-                    column=where.column,
-                )
-            ]
-        ) from None
+        raise _too_large(exc, filename) from None
     except RecursionError:
         raise ConfigError([Problem("invalid YAML: nested too deeply", file=filename)]) from None
     finally:

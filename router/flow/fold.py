@@ -42,6 +42,7 @@ class FoldItem:
     events: tuple[str, ...]  # the event ids it stands for (several for a folded digest)
     body: str = ""  # kept so that a summary of one is that message itself
     meta: dict[str, Any] = field(default_factory=dict)
+    payload: dict[str, Any] | None = None  # a rich message, sent as it was when the summary is of one
 
 
 def bucket_key(channel: str) -> str:
@@ -62,6 +63,8 @@ def encode_item(delivery: Delivery) -> bytes:
         "body": message.body[:BODY_KEPT],
         "meta": message.meta,
     }
+    if message.payload is not None:
+        payload["payload"] = message.payload
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
@@ -76,6 +79,7 @@ def decode_item(raw: bytes) -> FoldItem:
             events=tuple(str(i) for i in payload["events"]),
             body=str(payload.get("body", "")),
             meta=dict(payload.get("meta") or {}),
+            payload=dict(payload["payload"]) if payload.get("payload") is not None else None,
         )
     except (ValueError, KeyError, TypeError) as error:
         raise DecodeError(f"malformed fold item: {type(error).__name__}") from None
@@ -112,7 +116,7 @@ def summary(channel: str, summary_id: str, items: Sequence[FoldItem]) -> tuple[E
     if count == 1:
         # Nothing to summarise: the message goes out as it was rendered, a little late.
         only = unique[0]
-        return event, Message(only.title, only.body, meta={**only.meta, "folded": folded})
+        return event, Message(only.title, only.body, meta={**only.meta, "folded": folded}, payload=only.payload)
     noun = "notification" if count == 1 else "notifications"
     lines = ["The channel's rate limit was reached, so these were sent as one message:"]
     lines += [f"- {item.title}" for item in unique[:TITLES_SHOWN]]

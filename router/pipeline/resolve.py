@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from router.channels.base import Outcome
 from router.config.models import RetryPolicy
@@ -16,6 +16,7 @@ from router.delivery import Delivery
 from router.metrics import Metrics
 from router.pipeline.backoff import retry_delay
 from router.pipeline.chain import Next
+from router.pipeline.dryrun import DRY_RUN
 from router.records import RetryRecord
 from router.state.base import StateStore
 from router.transports.base import (
@@ -31,6 +32,9 @@ from router.transports.base import (
 
 log = logging.getLogger("router.delivery")
 
+OnDead = Callable[[Delivery, str, str], Awaitable[None]]
+"""Called with (delivery, reason, error) once a delivery is durably dead-lettered (failure notifications)."""
+
 
 class Resolve:
     """Outermost delivery stage: turn the outcome into a durable decision."""
@@ -43,20 +47,28 @@ class Resolve:
         metrics: Metrics,
         policy_for: Callable[[str], RetryPolicy],
         sent_ttl: float,
+        on_dead: OnDead | None = None,
     ) -> None:
         self.state = state
         self.transport = transport
         self.metrics = metrics
         self.policy_for = policy_for
         self.sent_ttl = sent_ttl
+        self.on_dead = on_dead
 
     async def __call__(self, delivery: Delivery, next: Next) -> Outcome:
         started = time.perf_counter()
         outcome = await next(delivery)
         action = await self.resolve(delivery, outcome)
         self.metrics.deliveries.labels(delivery.channel, action).inc()
-        if not log.isEnabledFor(logging.INFO):
-            return outcome  # skip building the fields below: at WARNING this line costs nothing
+        if log.isEnabledFor(logging.INFO):  # skip building the fields: at WARNING this line costs nothing
+            self._log(delivery, outcome, action, started)
+        if action == "dead" and self.on_dead is not None:
+            # After the dead letter is durable and logged: a notification's own lines follow it.
+            await self.on_dead(delivery, dead_reason(outcome), outcome.reason)
+        return outcome
+
+    def _log(self, delivery: Delivery, outcome: Outcome, action: str, started: float) -> None:
         log.info(
             "delivery %s",
             action,
@@ -72,14 +84,14 @@ class Resolve:
                 }
             },
         )
-        return outcome
 
     async def resolve(self, delivery: Delivery, outcome: Outcome) -> str:
         if outcome.status == "sent":
             await self.state.mark_sent(delivery.key, self.sent_ttl)
             return "sent"
         if outcome.status == "skipped":
-            return "skipped"
+            # Dry run is not recorded as sent: turning it off must never suppress a real send.
+            return "dry_run" if outcome.reason == DRY_RUN else "skipped"
         policy = self.policy_for(delivery.rule)
         if outcome.status == "retry" and delivery.attempt < policy.attempts:
             delay = retry_delay(policy, delivery.attempt, outcome.retry_after)
@@ -95,9 +107,13 @@ class Resolve:
             await self.transport.schedule_retry(record.to_bytes(), delay=delay, headers=delivery_headers(delivery))
             self.metrics.retries_scheduled.labels(delivery.channel).inc()
             return "retry"
-        reason = "exhausted" if outcome.status == "retry" else "permanent"
-        await dead_letter_delivery(self.transport, self.metrics, delivery, reason, outcome.reason)
+        await dead_letter_delivery(self.transport, self.metrics, delivery, dead_reason(outcome), outcome.reason)
         return "dead"
+
+
+def dead_reason(outcome: Outcome) -> str:
+    """Why a delivery with ``outcome`` is dead-lettered: retries ran out, or the failure is permanent."""
+    return "exhausted" if outcome.status == "retry" else "permanent"
 
 
 def delivery_headers(delivery: Delivery) -> dict[str, object]:

@@ -10,6 +10,12 @@ hold each of them to it):
 
 * idempotency: ``mark_sent(key, ttl)`` records a delivery; ``is_sent`` is true until ``ttl``
   has passed.
+* delivery leases: ``claim_delivery(key, owner, lease)`` answers, in one round trip, ``sent``
+  when the ledger holds ``key``, else takes a lease on it for ``owner`` (``claimed``) unless
+  another owner's lease is live (``held``, with the seconds it has left). ``release_delivery``
+  drops the owner's own lease. A lease is not durable: it only keeps two attempts of one
+  delivery from sending at the same time; the ledger is what makes a send final. (SQLite keeps
+  leases in the process's memory, Redis in Redis: each is as shared as the store itself.)
 * dedupe: ``first_seen(key, window)`` is true once, then false until ``window`` seconds after
   that first call (a fixed window from the first sighting; repeats do not extend it).
   ``claim(key, owner, ttl)`` is the same with a name attached: the first owner wins for ``ttl``
@@ -43,7 +49,7 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
 
 DIGEST_RETENTION = 7 * 86400.0
 """Seconds an untaken digest bucket survives past its due time before it expires."""
@@ -88,6 +94,18 @@ def gcra_params(limit: int, period: float, burst: int | None) -> tuple[float, fl
     return interval, (size - 1) * interval
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryClaim:
+    """What :meth:`StateStore.claim_delivery` found: the delivery is sent, leased to the caller, or held."""
+
+    status: Literal["sent", "claimed", "held"]
+    wait: float = 0.0  # held: seconds the other attempt's lease has left
+
+
+SENT_CLAIM = DeliveryClaim("sent")
+CLAIMED = DeliveryClaim("claimed")
+
+
 class StateStore(abc.ABC):
     """Shared state for the router: idempotency, dedupe, rate limits, throttles, pacing, digests, locks."""
 
@@ -129,6 +147,22 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     async def sent_many(self, keys: Sequence[str]) -> set[str]:
         """The subset of ``keys`` recorded as sent (batch form of :meth:`is_sent`)."""
+
+    async def claim_delivery(self, key: str, owner: str, lease: float) -> DeliveryClaim:
+        """``sent`` if ``key`` is in the ledger; else lease it to ``owner`` for ``lease`` seconds
+        (``claimed``) unless another owner's lease is live (``held``).
+
+        This default takes two round trips and cannot tell how long a lease has left; the
+        built-in stores answer in one.
+        """
+        check_positive("lease", lease)
+        if await self.is_sent(key):
+            return SENT_CLAIM
+        holder = await self.claim(f"lease:{key}", owner, lease)
+        return CLAIMED if holder == owner else DeliveryClaim("held", lease)
+
+    async def release_delivery(self, key: str, owner: str) -> None:  # noqa: B027 - a lease also expires
+        """Drop ``owner``'s lease on ``key`` (after an attempt that did not send); others' leases stay."""
 
     # dedupe
 

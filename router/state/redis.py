@@ -23,7 +23,16 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from router.state.base import DIGEST_RETENTION, DigestAdd, StateStore, check_positive, gcra_params
+from router.state.base import (
+    CLAIMED,
+    DIGEST_RETENTION,
+    SENT_CLAIM,
+    DeliveryClaim,
+    DigestAdd,
+    StateStore,
+    check_positive,
+    gcra_params,
+)
 
 # Floats cross into Lua as strings formatted with %.17g both ways, so no precision is lost.
 _FIRST_SEEN = """
@@ -41,6 +50,22 @@ redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'until', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return ARGV[1]
+"""
+
+# KEYS: sent ledger entry, lease. ARGV: owner, now, lease deadline, lease ms.
+# The ledger first: a delivery already sent is never leased again.
+_CLAIM_DELIVERY = """
+local now = tonumber(ARGV[2])
+local sent = tonumber(redis.call('GET', KEYS[1]))
+if sent and sent > now then return {'sent', '0'} end
+local owner = redis.call('HGET', KEYS[2], 'owner')
+local until_at = tonumber(redis.call('HGET', KEYS[2], 'until'))
+if owner and owner ~= ARGV[1] and until_at and until_at > now then
+  return {'held', string.format('%.17g', until_at - now)}
+end
+redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'until', ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return {'claimed', '0'}
 """
 
 # Sliding-window log: one sorted-set member per allowed call, scored by its time.
@@ -210,6 +235,7 @@ class RedisStateStore(StateStore):
         sources = {
             "first_seen": _FIRST_SEEN,
             "claim": _CLAIM,
+            "claim_delivery": _CLAIM_DELIVERY,
             "rate": _RATE,
             "gcra": _GCRA,
             "block": _BLOCK,
@@ -262,6 +288,24 @@ class RedisStateStore(StateStore):
         values = await self.client.mget([self._key("sent", key) for key in unique])
         now = self._clock()
         return {key for key, value in zip(unique, values, strict=True) if value is not None and float(value) > now}
+
+    async def claim_delivery(self, key: str, owner: str, lease: float) -> DeliveryClaim:
+        check_positive("lease", lease)
+        now = self._clock()
+        status, wait = await self._script(
+            "claim_delivery",
+            [self._key("sent", key), self._key("lease", key)],
+            [owner, _num(now), _num(now + lease), _ms(lease)],
+        )
+        if status == b"sent":
+            return SENT_CLAIM
+        if status == b"claimed":
+            return CLAIMED
+        return DeliveryClaim("held", float(wait))
+
+    async def release_delivery(self, key: str, owner: str) -> None:
+        # The lock's release script: a hash whose owner field must match.
+        await self._script("release", [self._key("lease", key)], [owner])
 
     # dedupe
 

@@ -26,7 +26,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from router.state.base import (
+    CLAIMED,
     DIGEST_RETENTION,
+    SENT_CLAIM,
+    DeliveryClaim,
     DigestAdd,
     StateStore,
     check_positive,
@@ -37,6 +40,10 @@ from router.state.base import (
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
+
+_LEASES: dict[str, dict[str, tuple[str, float]]] = {}
+"""Delivery leases by database path: key -> (owner, expires_at)."""
+_LEASE_SWEEP_AT = 10_000  # entries before expired ones are swept (sent deliveries drop theirs at once)
 
 _MAX_BATCH = 512  # calls per transaction; bounds how long one commit holds the write lock
 _IN_CHUNK = 500  # keys per IN (...) query, below SQLite's variable limit
@@ -149,6 +156,11 @@ class SqliteStateStore(StateStore):
         self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed: asyncio.Future[None] | None = None
+        # Delivery leases live in this process's memory, shared by every store on the same file:
+        # a SQLite store serves one process, and a lease must die with the process that held it
+        # (a restarted router then waits for nothing). Not written to disk: no cost per send.
+        shared = self.path if self.path != ":memory:" else f":memory:{id(self)}"
+        self._leases = _LEASES.setdefault(shared, {})
 
     def __repr__(self) -> str:
         return f"SqliteStateStore({self.path!r})"
@@ -326,6 +338,7 @@ class SqliteStateStore(StateStore):
             )
 
         await self._call(op, single=True)
+        self._leases.pop(key, None)  # the ledger answers from now on
 
     async def sent_many(self, keys: Sequence[str]) -> set[str]:
         unique = list(dict.fromkeys(keys))
@@ -344,6 +357,27 @@ class SqliteStateStore(StateStore):
             return found
 
         return await self._call(op)
+
+    async def claim_delivery(self, key: str, owner: str, lease: float) -> DeliveryClaim:
+        check_positive("lease", lease)
+        if await self.is_sent(key):
+            return SENT_CLAIM
+        # No await from here on: the check and the take are atomic on the event loop.
+        now = self._clock()
+        leases = self._leases
+        held = leases.get(key)
+        if held is not None and held[0] != owner and held[1] > now:
+            return DeliveryClaim("held", held[1] - now)
+        if len(leases) >= _LEASE_SWEEP_AT:
+            for stale in [k for k, (_, until) in leases.items() if until <= now]:
+                del leases[stale]
+        leases[key] = (owner, now + lease)
+        return CLAIMED
+
+    async def release_delivery(self, key: str, owner: str) -> None:
+        held = self._leases.get(key)
+        if held is not None and held[0] == owner:
+            del self._leases[key]
 
     # dedupe
 

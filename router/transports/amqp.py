@@ -26,6 +26,7 @@ lost deliveries finish but their acks go nowhere: the broker redelivers those me
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -135,6 +136,10 @@ def _as_float(value: Any) -> float | None:
         return None
 
 
+REQUEUE_PAUSE_MIN = 0.05
+REQUEUE_PAUSE_MAX = 1.0
+
+
 class _Acks:
     """The acknowledgements of one AMQP channel, coalesced into ``basic.ack(multiple=True)``.
 
@@ -145,11 +150,12 @@ class _Acks:
     tag still unsettled, and single acks for those above one. No ack waits longer than the
     current pass, and a multiple ack never covers a message that is not settled: delivery tags
     on a channel run 1, 2, 3..., each is recorded as unsettled when it arrives, and if a tag
-    has not been seen (``seen != highest``) every ack goes out alone. A requeue (nack) is sent
-    at once, so it always reaches the broker before a multiple ack that spans its tag.
+    has not been seen (``seen != highest``) every ack goes out alone. A requeued tag counts as
+    unsettled until its nack is written, so no multiple ack spans it before; flushes run one
+    at a time.
     """
 
-    __slots__ = ("acked", "channel", "flusher", "highest", "seen", "unsettled")
+    __slots__ = ("acked", "channel", "flusher", "highest", "requeues", "seen", "unsettled")
 
     def __init__(self, channel: Any) -> None:
         self.channel = channel  # the aiormq channel the deliveries arrived on
@@ -158,6 +164,19 @@ class _Acks:
         self.highest = 0
         self.acked: list[int] = []
         self.flusher: asyncio.Future[None] | None = None
+        self.requeues = 0  # requeues since the last ack: the state store or the broker is failing
+
+    def requeue_pause(self) -> float:
+        """Seconds to hold a message before requeueing it: 0 at first, growing while nothing is acked.
+
+        Without it, a state-store outage turns into a loop of immediate redeliveries (hundreds a
+        second, each with an error line); held messages keep their prefetch slots, so consuming
+        slows down to what the pause lets through until something succeeds again.
+        """
+        self.requeues += 1
+        if self.requeues <= 1:
+            return 0.0
+        return float(min(REQUEUE_PAUSE_MAX, REQUEUE_PAUSE_MIN * 2.0 ** (self.requeues - 2)))
 
     def received(self, tag: int) -> None:
         self.unsettled.add(tag)
@@ -168,6 +187,7 @@ class _Acks:
         self.unsettled.discard(tag)
 
     def ack(self, tag: int) -> None:
+        self.requeues = 0
         self.unsettled.discard(tag)
         self.acked.append(tag)
         if self.flusher is None:
@@ -175,7 +195,19 @@ class _Acks:
             self.flusher = asyncio.ensure_future(self._flush())
 
     async def _flush(self) -> None:
-        tags, self.acked, self.flusher = self.acked, [], None
+        # One flush at a time, taking up the acks made while it was writing: were a second flush
+        # to run while the first awaits its writes, its multiple ack could settle a tag the first
+        # is about to ack alone, and RabbitMQ closes the channel on an unknown delivery tag
+        # (then the connection, at the next ack on the closed channel): every unacked message
+        # would be redelivered.
+        try:
+            while self.acked:
+                tags, self.acked = self.acked, []
+                await self._send(tags)
+        finally:
+            self.flusher = None
+
+    async def _send(self, tags: list[int]) -> None:
         multiple = 0
         if self.seen == self.highest:  # every tag up to `highest` was recorded: `unsettled` is complete
             floor = min(self.unsettled, default=self.highest + 1)
@@ -216,14 +248,28 @@ class _Settlement:
         self.acks.ack(self.message.delivery_tag or 0)
 
     async def requeue(self) -> None:
+        """Requeue after a failed handling: held back a while when failures repeat (see ``requeue_pause``)."""
+        await self._requeue(paused=True)
+
+    async def requeue_now(self) -> None:
+        """Requeue at once (stopping: the message was never handled)."""
+        await self._requeue(paused=False)
+
+    async def _requeue(self, *, paused: bool) -> None:
         if self.settled:
             return
         self.settled = True
-        self.acks.requeued(self.message.delivery_tag or 0)
+        pause = self.acks.requeue_pause() if paused else 0.0
+        # The tag stays unsettled until its nack is written (and through any pause), so no
+        # multiple ack can span it first: acking a requeued message would lose it.
+        if pause:
+            await asyncio.sleep(pause)
         try:
             await self.message.nack(requeue=True)
         except Exception as exc:
             log.debug("requeue not delivered (%s); RabbitMQ will redeliver the message", type(exc).__name__)
+        finally:
+            self.acks.requeued(self.message.delivery_tag or 0)
 
 
 class AmqpTransport(Transport):
@@ -269,7 +315,8 @@ class AmqpTransport(Transport):
         self._consume_channel: AbstractRobustChannel | None = None
         self._consumers: list[tuple[AbstractRobustQueue, str]] = []
         self._handler: Handler | None = None
-        self._slots: asyncio.Semaphore | None = None
+        self._slots: asyncio.Semaphore | None = None  # handlers running at once, events and retries
+        self._retry_slots: asyncio.Semaphore | None = None  # of which retries
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiting: set[_Settlement] = set()
@@ -363,6 +410,7 @@ class AmqpTransport(Transport):
             raise RuntimeError("the transport is already consuming")
         self._handler = handler
         self._slots = asyncio.Semaphore(prefetch)
+        self._retry_slots = asyncio.Semaphore(max(1, prefetch // 2))
         self._stopping = False
         async with self._broker_errors("to start consuming"):
             if self._consume_channel is None:
@@ -396,12 +444,15 @@ class AmqpTransport(Transport):
         task.add_done_callback(self._tasks.discard)
 
     async def _dispatch(self, kind: MessageKind, settlement: _Settlement) -> None:
-        if self._stopping or self._slots is None or self._handler is None:
-            await settlement.requeue()
+        if self._stopping or self._slots is None or self._handler is None or self._retry_slots is None:
+            await settlement.requeue_now()
             return
         self._waiting.add(settlement)
+        # Retries take at most half the handler slots: a failing channel's retry storm must not
+        # leave new events (for healthy channels) waiting for a slot.
+        share = self._retry_slots if kind == "retry" else contextlib.nullcontext()
         try:
-            async with self._slots:
+            async with share, self._slots:
                 self._waiting.discard(settlement)
                 if settlement.settled:  # requeued by stop_consuming while it waited
                     return
@@ -451,7 +502,7 @@ class AmqpTransport(Transport):
         # Deliveries still waiting for a handler slot go back to the queue now.
         for settlement in list(self._waiting):
             if not settlement.started:
-                await settlement.requeue()
+                await settlement.requeue_now()
 
     async def close(self) -> None:
         connection = self._connection

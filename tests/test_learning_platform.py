@@ -1,0 +1,591 @@
+"""examples/learning-platform: the notification jobs of a learning platform as rules.yaml and templates.
+
+The example must check clean, route and render each of the platform's events to the exact
+Discord message, email one reply per idempotency key to the learner, dead-letter an event that
+fails its schema and tell the operations channel about it, and post nothing in dry run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from click.testing import CliRunner
+
+from router import Publisher
+from router.cli import cli
+from tests.conftest import ROOT
+from tests.engine_support import until
+from tests.fakes import intercept
+from tests.fakes.http_sink import HttpSink, Recorded, Reply
+from tests.fakes.smtp_sink import Received, SmtpSink
+from tests.serve_support import ROUTER, RouterProcess, delete_topology, scrape_metrics, unique_names
+
+EXAMPLE = ROOT / "examples" / "learning-platform"
+EVENTS = EXAMPLE / "events"
+
+# The variables the example reads; the tests set them (or clear them, for the defaults).
+EXAMPLE_ENV = (
+    "ROUTER_BROKER_URL",
+    "ROUTER_EXCHANGE",
+    "ROUTER_QUEUE",
+    "ROUTER_STATE_URL",
+    "ROUTER_DRY_RUN",
+    "DISCORD_PROGRESS_WEBHOOK_URL",
+    "DISCORD_COMMUNITY_WEBHOOK_URL",
+    "DISCORD_FEEDBACK_WEBHOOK_URL",
+    "DISCORD_OPS_WEBHOOK_URL",
+    "SMTP_URL",
+    "EMAIL_FROM",
+)
+
+# Webhook per Discord channel in the serve tests: the path on the wire says which channel got a post.
+WEBHOOKS = {
+    "discord-progress": ("DISCORD_PROGRESS_WEBHOOK_URL", "/api/webhooks/1001/progress-Tok3n"),
+    "discord-community": ("DISCORD_COMMUNITY_WEBHOOK_URL", "/api/webhooks/1002/community-Tok3n"),
+    "discord-feedback": ("DISCORD_FEEDBACK_WEBHOOK_URL", "/api/webhooks/1003/feedback-Tok3n"),
+    "discord-ops": ("DISCORD_OPS_WEBHOOK_URL", "/api/webhooks/1004/ops-Tok3n"),
+}
+
+BASE = "https://platform.example.com"
+
+# Each sample event: its rule, its channel and the embed Discord receives, in full.
+DISCORD_EVENTS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "planet_completed": (
+        "planet-completed",
+        "discord-progress",
+        {
+            "title": "🪐 Ada Lovelace completed Kepler-22b",
+            "description": "**Ada Lovelace** just completed the planet **Kepler-22b**. Congratulations!",
+            "url": f"{BASE}/u/ada-lovelace",
+            "color": 0x57F287,
+            "timestamp": "2026-11-27T10:15:00+00:00",
+            "fields": [
+                {"name": "Learner", "value": f"[Ada Lovelace]({BASE}/u/ada-lovelace)", "inline": True},
+                {"name": "Planet", "value": "Kepler-22b", "inline": True},
+            ],
+        },
+    ),
+    "space_completed": (
+        "space-completed",
+        "discord-progress",
+        {
+            "title": "🌌 Ada Lovelace completed a whole space",
+            "description": "**Ada Lovelace** completed every planet of a space. Well done!",
+            "url": f"{BASE}/u/ada-lovelace",
+            "color": 0xFEE75C,
+            "timestamp": "2026-11-27T10:20:00+00:00",
+            "fields": [{"name": "Learner", "value": f"[Ada Lovelace]({BASE}/u/ada-lovelace)", "inline": True}],
+        },
+    ),
+    "challenge_posted": (
+        "challenge-posted",
+        "discord-community",
+        {
+            "title": "🧩 New challenge: Reverse a list in place",
+            "description": "A new challenge by **Linus**. Who solves it first?",
+            "url": f"{BASE}/challenges/reverse-a-list",
+            "color": 0x5865F2,
+            "timestamp": "2026-11-27T12:00:00+00:00",
+            "fields": [
+                {"name": "Author", "value": f"[Linus]({BASE}/u/linus)", "inline": True},
+                {
+                    "name": "Challenge",
+                    "value": f"[Reverse a list in place]({BASE}/challenges/reverse-a-list)",
+                    "inline": True,
+                },
+            ],
+            "author": {
+                "name": "Linus",
+                "url": f"{BASE}/u/linus",
+                "icon_url": "https://cdn.example.com/avatars/penguin.png",
+            },
+            "thumbnail": {"url": "https://cdn.example.com/avatars/penguin.png"},
+        },
+    ),
+    "challenge_posted_anonymous": (
+        "challenge-posted",
+        "discord-community",
+        {
+            "title": "🧩 New challenge: Sum of squares",
+            "description": "A new challenge by an anonymous author. Who solves it first?",
+            "url": f"{BASE}/challenges/sum-of-squares",
+            "color": 0x5865F2,
+            "timestamp": "2026-11-27T12:05:00+00:00",
+            "fields": [
+                {"name": "Author", "value": "anonymous author", "inline": True},
+                {"name": "Challenge", "value": f"[Sum of squares]({BASE}/challenges/sum-of-squares)", "inline": True},
+            ],
+        },
+    ),
+    "user_created": (
+        "user-created",
+        "discord-community",
+        {
+            "title": "👋 New learner: Katherine Johnson",
+            "description": "Welcome aboard, **Katherine Johnson**!",
+            "url": f"{BASE}/u/katherine-johnson",
+            "color": 0xEB459E,
+            "timestamp": "2026-11-27T09:00:00+00:00",
+            "fields": [
+                {"name": "Profile", "value": f"[katherine-johnson]({BASE}/u/katherine-johnson)", "inline": True},
+                {"name": "User id", "value": "u\\_99", "inline": True},
+            ],
+        },
+    ),
+    "feedback_report_sent": (
+        "feedback-report-sent",
+        "discord-feedback",
+        {
+            "title": "📣 Feedback (bug) from Grace Hopper",
+            "description": "The quiz on planet 3 marks a correct answer as wrong.",
+            "url": f"{BASE}/admin/feedback/rep_123",
+            "color": 0xED4245,
+            "timestamp": "2026-11-27T10:59:30+00:00",
+            "fields": [
+                {"name": "Intent", "value": "bug", "inline": True},
+                {"name": "Report", "value": f"[rep\\_123]({BASE}/admin/feedback/rep_123)", "inline": True},
+                {"name": "From", "value": f"[Grace Hopper]({BASE}/u/grace-hopper)", "inline": True},
+            ],
+            "author": {
+                "name": "Grace Hopper",
+                "url": f"{BASE}/u/grace-hopper",
+                "icon_url": "https://cdn.example.com/avatars/grace.png",
+            },
+        },
+    ),
+    "feedback_user_message_created": (
+        "feedback-user-message",
+        "discord-feedback",
+        {
+            "title": "💬 Grace Hopper replied on report rep_123",
+            "description": "Great, thank you!",
+            "url": f"{BASE}/feedback/rep_123",
+            "color": 0x3498DB,
+            "timestamp": "2026-11-27T13:05:00+00:00",
+            "fields": [
+                {"name": "Report", "value": f"[rep\\_123]({BASE}/feedback/rep_123)", "inline": True},
+                {"name": "Message", "value": "msg\\_9", "inline": True},
+                {"name": "Attachments", "value": "📎 yes", "inline": True},
+            ],
+        },
+    ),
+}
+
+USERNAMES = {
+    "discord-progress": "Mission Control",
+    "discord-community": "Mission Control",
+    "discord-feedback": "Feedback",
+    "discord-ops": "Router",
+}
+
+REPLY_SUBJECT = "Re: quiz on planet 3"
+REPLY_TEXT = "Thanks for the report, Grace! We fixed the answer key for planet 3; your score was updated."
+
+
+def sample(name: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())
+    return event
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example as on a fresh machine: none of its variables set."""
+    for name in EXAMPLE_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+def copy_example(root: Path) -> Path:
+    shutil.copy(EXAMPLE / "rules.yaml", root / "rules.yaml")
+    shutil.copytree(EXAMPLE / "templates", root / "templates")
+    return root / "rules.yaml"
+
+
+# ---------------------------------------------------------------------------------------------
+# authoring: check, cases, render
+
+
+def test_example_checks_clean_with_nothing_configured(clean_env: None) -> None:
+    code, output = run_cli("check", "-c", str(EXAMPLE / "rules.yaml"))
+    assert code == 0, output
+    assert "rules:     7:" in output
+
+
+def test_reading_an_undeclared_field_fails_check_with_the_template_line(clean_env: None, tmp_path: Path) -> None:
+    config = copy_example(tmp_path)
+    template = tmp_path / "templates" / "planet_completed.j2"
+    lines = template.read_text().splitlines(keepends=True)
+    [line_no] = [n for n, line in enumerate(lines, 1) if line.startswith("{% block title %}")]
+    assert "data.planetName" in lines[line_no - 1]
+    lines[line_no - 1] = lines[line_no - 1].replace("data.planetName", "data.planetNmae")
+    template.write_text("".join(lines))
+    code, output = run_cli("check", "-c", str(config))
+    assert code == 1, output
+    assert f"planet_completed.j2:{line_no}: reads data.planetNmae" in output
+    assert "did you mean 'planetName'?" in output
+
+
+def test_cases_file_passes(clean_env: None) -> None:
+    code, output = run_cli("test", "--cases", str(EXAMPLE / "cases.yaml"), "-c", str(EXAMPLE / "rules.yaml"))
+    assert code == 0, output
+    assert "10 passed, 0 failed" in output
+
+
+def test_every_sample_event_matches_its_schema_and_fires_one_rule(clean_env: None) -> None:
+    for path in sorted(EVENTS.glob("*.json")):
+        code, output = run_cli("test", str(path), "-c", str(EXAMPLE / "rules.yaml"), "--json")
+        assert code == 0, f"{path.name}: {output}"  # 1 when the event fails its schema
+        result = json.loads(output)
+        assert "schema" not in result, path.name
+        assert len(result["rules"]) == 1 and len(result["channels"]) == 1, path.name
+
+
+def test_an_event_missing_a_field_fails_its_schema(clean_env: None, tmp_path: Path) -> None:
+    event = sample("challenge_posted")
+    del event["data"]["challengeAuthor"]["entity"]["slug"]
+    event["data"]["challengeTitle"] = 7
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(event))
+    code, output = run_cli("test", str(path), "-c", str(EXAMPLE / "rules.yaml"))
+    assert code == 1, output
+    assert "data.challengeAuthor.entity.slug: required property missing" in output
+    assert "data.challengeTitle: expected string, got integer" in output
+
+
+@pytest.mark.parametrize("name", sorted(DISCORD_EVENTS))
+def test_render_shows_the_exact_discord_message(clean_env: None, name: str) -> None:
+    rule, channel, embed = DISCORD_EVENTS[name]
+    code, output = run_cli(
+        "render",
+        "--rule",
+        rule,
+        "--event",
+        str(EVENTS / f"{name}.json"),
+        "--channel",
+        channel,
+        "--json",
+        "-c",
+        str(EXAMPLE / "rules.yaml"),
+    )
+    assert code == 0, output
+    [rendered] = json.loads(output)
+    assert rendered["channel"] == channel and rendered["rich"] is True
+    payload = rendered["payload"]
+    assert payload["username"] == USERNAMES[channel]
+    assert payload["embeds"] == [embed]
+    assert "content" not in payload  # embeds only: nothing in data can ping anyone
+
+
+def test_optional_fields_of_a_learner_message_may_be_absent_or_null(clean_env: None, tmp_path: Path) -> None:
+    config = str(EXAMPLE / "rules.yaml")
+    for variant, data in {
+        "absent": {"reportId": "rep_7", "messageId": "msg_1"},
+        "null": {
+            "reportId": "rep_7",
+            "messageId": "msg_1",
+            "userName": None,
+            "preview": None,
+            "hasAttachments": None,
+            "conversationUrl": None,
+        },
+    }.items():
+        path = tmp_path / f"{variant}.json"
+        path.write_text(json.dumps({"type": "feedback.user.message.created", "id": "e", "data": data}))
+        code, output = run_cli(
+            "render", "--rule", "feedback-user-message", "--event", str(path), "--json", "-c", config
+        )
+        assert code == 0, output
+        [embed] = json.loads(output)[0]["payload"]["embeds"]
+        assert embed["title"] == "💬 A learner replied on report rep_7", variant
+        assert embed["url"] == f"{BASE}/admin/feedback/rep_7"
+        assert embed["description"] == "(no text)"
+        assert [f["name"] for f in embed["fields"]] == ["Report", "Message"]
+
+
+@pytest.mark.parametrize("avatar", ["null", "absent"])
+def test_a_challenge_author_without_avatar_has_no_icon_or_thumbnail(
+    clean_env: None, tmp_path: Path, avatar: str
+) -> None:
+    event = sample("challenge_posted")
+    entity = event["data"]["challengeAuthor"]["entity"]
+    if avatar == "null":
+        entity["avatar"] = None
+    else:
+        del entity["avatar"]
+    path = tmp_path / "challenge.json"
+    path.write_text(json.dumps(event))
+    code, output = run_cli(
+        "render", "--rule", "challenge-posted", "--event", str(path), "--json", "-c", str(EXAMPLE / "rules.yaml")
+    )
+    assert code == 0, output
+    [embed] = json.loads(output)[0]["payload"]["embeds"]
+    assert embed["author"] == {"name": "Linus", "url": f"{BASE}/u/linus"}
+    assert "thumbnail" not in embed
+
+
+def test_reply_email_subject_and_text(clean_env: None, tmp_path: Path) -> None:
+    config = str(EXAMPLE / "rules.yaml")
+    code, output = run_cli(
+        "render",
+        "--rule",
+        "feedback-reply-email",
+        "--event",
+        str(EVENTS / "feedback_message_created.json"),
+        "--json",
+        "-c",
+        config,
+    )
+    assert code == 0, output
+    [email] = json.loads(output)
+    assert email["channel"] == "learner-email"
+    assert email["title"] == REPLY_SUBJECT
+    assert email["body"] == f"{REPLY_TEXT}\n\nRead the whole conversation and answer: {BASE}/feedback/rep_123"
+    # Without a subject, on a closed conversation:
+    event = sample("feedback_message_created")
+    del event["data"]["subject"]
+    event["data"]["isClosed"] = True
+    path = tmp_path / "closed.json"
+    path.write_text(json.dumps(event))
+    code, output = run_cli("render", "--rule", "feedback-reply-email", "--event", str(path), "--json", "-c", config)
+    assert code == 0, output
+    [email] = json.loads(output)
+    assert email["title"] == "New reply to your feedback"
+    assert email["body"] == f"{REPLY_TEXT}\n\nThis conversation is now closed. Read it again: {BASE}/feedback/rep_123"
+
+
+def test_data_cannot_break_or_extend_the_discord_message(clean_env: None, tmp_path: Path) -> None:
+    event = sample("planet_completed")
+    event["data"] = {
+        "userSlug": "../admin?x=1",
+        "userName": 'Ann: "the" *admin*\n    color: 1',
+        "planetName": "- [x](https://evil.example)",
+    }
+    path = tmp_path / "hostile.json"
+    path.write_text(json.dumps(event))
+    code, output = run_cli(
+        "render", "--rule", "planet-completed", "--event", str(path), "--json", "-c", str(EXAMPLE / "rules.yaml")
+    )
+    assert code == 0, output
+    [embed] = json.loads(output)[0]["payload"]["embeds"]
+    assert embed["color"] == 0x57F287
+    assert embed["url"] == f"{BASE}/u/..%2Fadmin%3Fx%3D1"
+    assert embed["fields"][0]["value"].startswith('[Ann: "the" \\*admin\\*')
+    assert embed["fields"][1]["value"] == "\\- \\[x\\](https://evil.example)"
+    assert "\\[x\\]" in embed["description"]
+
+
+# ---------------------------------------------------------------------------------------------
+# serving
+
+
+def serve_env(root: Path, discord: HttpSink, **extra: str) -> dict[str, str]:
+    env = intercept.subprocess_env({"discord.com": discord.url})
+    for name in EXAMPLE_ENV:
+        env.pop(name, None)
+    env["ROUTER_STATE_URL"] = f"sqlite:///{root / 'state.db'}"
+    for var, path in WEBHOOKS.values():
+        env[var] = f"https://discord.com{path}"
+    env.update(extra)
+    return env
+
+
+def posts_to(discord: HttpSink, channel: str) -> list[Recorded]:
+    path = WEBHOOKS[channel][1]
+    return [r for r in discord.requests if r.path == path]
+
+
+@pytest.fixture
+async def names(rabbitmq_url: str) -> AsyncIterator[dict[str, str]]:
+    names = unique_names()
+    yield names
+    await delete_topology(rabbitmq_url, names)
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    with SmtpSink().running() as server:
+        yield server
+
+
+@pytest.fixture
+async def routers() -> AsyncIterator[list[RouterProcess]]:
+    started: list[RouterProcess] = []
+    yield started
+    for router in started:
+        await router.stop()
+
+
+def dead_letters(root: Path, env: dict[str, str]) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [ROUTER, "dlq", "list", "--json", "-c", str(root / "rules.yaml")],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    letters: list[dict[str, Any]] = json.loads(result.stdout)
+    return letters
+
+
+@pytest.mark.integration
+async def test_serves_every_job_on_rabbitmq(
+    tmp_path: Path,
+    rabbitmq_url: str,
+    names: dict[str, str],
+    smtp: SmtpSink,
+    routers: list[RouterProcess],
+) -> None:
+    copy_example(tmp_path)
+    async with HttpSink() as discord:
+        env = serve_env(
+            tmp_path,
+            discord,
+            ROUTER_BROKER_URL=rabbitmq_url,
+            ROUTER_EXCHANGE=names["exchange"],
+            ROUTER_QUEUE=names["queue"],
+            SMTP_URL=f"mailto://127.0.0.1:{smtp.port}",
+            EMAIL_FROM="Learning Platform <noreply@platform.example.com>",
+        )
+        router = RouterProcess(tmp_path, env=env)
+        routers.append(await router.start())
+
+        async with Publisher(rabbitmq_url, exchange=names["exchange"], source="platform/tests") as publisher:
+
+            async def publish(event: dict[str, Any], **changes: Any) -> str:
+                fields = {"id": event["id"], "time": datetime.fromisoformat(event["time"]), **changes}
+                return await publisher.publish(event["type"], event["data"], **fields)
+
+            for name in DISCORD_EVENTS:
+                await publish(sample(name))
+            reply = sample("feedback_message_created")
+            await publish(reply)
+
+            # Every Discord message on the wire, in the channel of its rule.
+            await discord.wait_for(len(DISCORD_EVENTS), timeout=30)
+            for name, (_rule, channel, embed) in DISCORD_EVENTS.items():
+                matching = [r for r in posts_to(discord, channel) if r.json()["embeds"][0]["title"] == embed["title"]]
+                assert len(matching) == 1, name
+                [posted] = matching
+                assert posted.original_host == "discord.com"
+                payload = posted.json()
+                assert payload["embeds"] == [embed], name
+                assert payload["username"] == USERNAMES[channel]
+
+            # The reply, emailed to the learner the event names.
+            [mail] = await asyncio.to_thread(smtp.wait_for, 1, 30.0)
+            check_reply_email(mail)
+
+            # The platform publishes the same reply again (a new event, the same idempotencyKey): no second email.
+            await publish(reply, id="evt-fmsg-1-again")
+
+            async def skipped() -> float:
+                samples = await scrape_metrics(router)
+                key = ("router_flow_decisions_total", (("decision", "skipped"), ("rule", "feedback-reply-email")))
+                return samples.get(key, 0.0)
+
+            deadline = time.monotonic() + 20
+            while await skipped() < 1:
+                assert time.monotonic() < deadline, "the duplicate reply was not skipped"
+                await asyncio.sleep(0.1)
+            assert len(smtp.messages) == 1
+
+            # An event missing a required field: dead-lettered (schema), and ops hears about it.
+            broken = sample("planet_completed")
+            del broken["data"]["userName"]
+            await publish(broken, id="evt-planet-broken")
+            await until(lambda: len(posts_to(discord, "discord-ops")) == 1, timeout=20)
+            [notice] = posts_to(discord, "discord-ops")
+            payload = notice.json()
+            assert payload["username"] == "Router"
+            [embed] = payload["embeds"]
+            assert embed["title"] == "🚨 Dead letter (schema): planet.completed"
+            assert embed["color"] == 0xED4245
+            assert "data.userName: required property missing" in embed["description"]
+            fields = {f["name"]: f["value"] for f in embed["fields"]}
+            assert fields["Reason"] == "schema"
+            assert fields["Event type"] == "planet.completed"
+            assert fields["Event id"] == "evt-planet-broken"
+            assert "Kepler-22b" not in json.dumps(payload)  # never a value from the refused event
+
+            # A delivery Discord refuses for good (404: the webhook was deleted): dead-lettered, ops hears.
+            discord.reply(Reply(404, {"message": "Unknown Webhook", "code": 10015}))
+            await publish(sample("user_created"), id="evt-user-refused")
+            await until(lambda: len(posts_to(discord, "discord-ops")) == 2, timeout=20)
+            [embed] = posts_to(discord, "discord-ops")[1].json()["embeds"]
+            assert embed["title"] == "🚨 Dead letter (permanent): user.created"
+            fields = {f["name"]: f["value"] for f in embed["fields"]}
+            assert fields["Reason"] == "permanent"
+            assert fields["Rule"] == "user-created"
+            assert fields["Channel"] == "discord-community"
+            assert fields["Event id"] == "evt-user-refused"
+            assert "404" in embed["description"]
+
+        letters = {letter["event_id"]: letter for letter in await asyncio.to_thread(dead_letters, tmp_path, env)}
+        assert set(letters) == {"evt-planet-broken", "evt-user-refused"}
+        assert letters["evt-planet-broken"]["reason"] == "schema"
+        assert "data.userName: required property missing" in letters["evt-planet-broken"]["error"]
+        assert letters["evt-user-refused"]["reason"] == "permanent"
+        assert letters["evt-user-refused"]["channel"] == "discord-community"
+
+        # Nothing else reached Discord: one post per event and per failure, none for the duplicate reply.
+        assert len(discord.requests) == len(DISCORD_EVENTS) + 3
+        for token in ("progress-Tok3n", "community-Tok3n", "feedback-Tok3n", "ops-Tok3n"):
+            assert token not in router.logs()
+
+
+def check_reply_email(mail: Received) -> None:
+    assert mail.rcpt_tos == ["grace@example.com"]
+    message = mail.message
+    assert message["To"] == "grace@example.com"
+    assert message["Subject"] == REPLY_SUBJECT
+    assert message["From"] == "Learning Platform <noreply@platform.example.com>"
+    text = message.get_body(("plain",))
+    assert text is not None
+    content = text.get_content()
+    assert REPLY_TEXT in content
+    assert "https://platform.example.com/feedback/rep_123" in content
+
+
+async def test_dry_run_from_the_environment_posts_nothing(
+    tmp_path: Path, smtp: SmtpSink, routers: list[RouterProcess]
+) -> None:
+    copy_example(tmp_path)
+    async with HttpSink() as discord:
+        env = serve_env(
+            tmp_path,
+            discord,
+            ROUTER_DRY_RUN="true",
+            SMTP_URL=f"mailto://127.0.0.1:{smtp.port}",
+        )
+        env.pop("ROUTER_HTTP", None)
+        router = RouterProcess(tmp_path, env=env)
+        routers.append(await router.start())
+        await router.wait_for_log(lambda r: str(r.get("msg", "")).startswith("dry run: nothing will be sent"))
+        events = [sample("planet_completed"), sample("feedback_message_created")]
+        async with aiohttp.ClientSession() as session, session.post(f"{router.url}/events", json=events) as response:
+            assert response.status == 202, await response.text()
+        for event, channel in (("evt-planet-1", "discord-progress"), ("evt-fmsg-1", "learner-email")):
+            line = await router.wait_for_log(
+                lambda r, e=event: r.get("logger") == "router.dry_run" and r.get("event_id") == e, timeout=30
+            )
+            assert line["channel"] == channel
+        planet = await router.wait_for_log(lambda r: r.get("event_id") == "evt-planet-1" and "payload" in r)
+        assert "Kepler-22b" in planet["payload"]
+        # The dry-run line is the last stage: neither message went out.
+        assert discord.requests == [] and smtp.messages == []

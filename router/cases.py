@@ -83,14 +83,18 @@ def case_event(case: Case, base: Path) -> Event:
 
 def evaluate(runtime: Runtime, case: Case, base: Path) -> CaseResult:
     event = case_event(case, base)
-    fired = runtime.index.match(event)
+    schema = runtime.loaded.event_schemas.get(event.type)
+    refused = schema.check(event.data) if schema is not None else None
+    # An event that fails its declared schema is dead-lettered by the router: no rule fires.
+    fired = [] if refused else runtime.index.match(event)
     rules = [rule.name for rule in fired]
     channels: list[str] = []
     for rule in fired:
         channels.extend(c for c in rule.channels if c not in channels)
     problems = []
     if rules != case.expect.rules:
-        problems.append(f"expected rules {case.expect.rules}, got {rules}")
+        got = f"none: the event fails its schema ({refused})" if refused else str(rules)
+        problems.append(f"expected rules {case.expect.rules}, got {got}")
     if case.expect.channels is not None and channels != case.expect.channels:
         problems.append(f"expected channels {case.expect.channels}, got {channels}")
     return CaseResult(case.name, not problems, rules, channels, "; ".join(problems))

@@ -163,6 +163,30 @@ def test_cases_mismatch_exits_1_and_says_what_differs(project: Path) -> None:
     assert "PASS right" in result.output
 
 
+def test_cases_see_events_refused_by_their_schema_fire_nothing(project: Path) -> None:
+    text = (project / "rules.yaml").read_text()
+    (project / "rules.yaml").write_text(
+        text.replace(
+            "rules:\n",
+            "events:\n  planet.completed:\n    user: {id: integer, name: string}\n    planet: any\n    score?: any\nrules:\n",
+            1,
+        )
+    )
+    cases = project / "cases.yaml"
+    cases.write_text(
+        "- name: refused\n  event: {type: planet.completed, data: {user: {id: x}}}\n  expect: {rules: []}\n"
+        "- name: wrongly expected\n  event: {type: planet.completed, data: {user: {id: x}}}\n"
+        "  expect: {rules: [planet-completed]}\n"
+    )
+    result = run(project, "test", "--cases", str(cases))
+    assert result.exit_code == 1
+    assert "PASS refused" in result.output
+    assert "FAIL wrongly expected: expected rules ['planet-completed'], got none: the event fails its schema" in (
+        result.output
+    )
+    assert "data.user.id" in result.output
+
+
 def test_render_rule_prints_each_channel_as_it_receives_it(project: Path) -> None:
     result = run(
         project,

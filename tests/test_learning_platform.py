@@ -354,6 +354,10 @@ def test_reply_email_subject_and_text(clean_env: None, tmp_path: Path) -> None:
     assert email["channel"] == "learner-email"
     assert email["title"] == REPLY_SUBJECT
     assert email["body"] == f"{REPLY_TEXT}\n\nRead the whole conversation and answer: {BASE}/feedback/rep_123"
+    # The envelope comes from the template's {% block email %}: the learner is the recipient.
+    assert email["rich"] is True
+    assert email["payload"]["to"] == ["grace@example.com"]
+    assert email["payload"]["subject"] == REPLY_SUBJECT
     # Without a subject, on a closed conversation:
     event = sample("feedback_message_created")
     del event["data"]["subject"]

@@ -206,6 +206,22 @@ class EmailChannel(AppriseBackedChannel):
             self._by_recipients.move_to_end(key)
         return apobj
 
+    def preview(self, message: Message) -> list[dict[str, Any]] | None:
+        """For a message whose template names its recipients: the envelope it would go out with."""
+        override = self._override(message)
+        if override is None:
+            return None
+        own = bool(override.to or override.cc or override.bcc)
+        envelope: dict[str, Any] = {
+            "to": override.to if own else list(self.config.to),
+            "cc": override.cc if own else list(self.config.cc),
+            "bcc": override.bcc if own else list(self.config.bcc),
+            "subject": " ".join((override.subject or message.title).split()),
+        }
+        if override.reply_to:
+            envelope["reply_to"] = override.reply_to
+        return [envelope]
+
     async def send(self, message: Message) -> Outcome:
         override = self._override(message)
         has_own = override is not None and bool(override.to or override.cc or override.bcc)

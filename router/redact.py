@@ -138,13 +138,27 @@ def registered_secrets() -> frozenset[str]:
     return _STORE.snapshot()
 
 
+class Content(str):
+    """Rendered message text put in a log field (dry run): links in it are the message's own.
+
+    Registered secrets are still masked, but URLs are left whole: a developer previewing a
+    notification needs to see the profile link it carries, and a template cannot read a channel's
+    URL or the environment, only the event.
+    """
+
+    __slots__ = ()
+
+
 def _scrub_registered(text: str) -> str:
     """:func:`scrub` with the registered secrets; cheap when there is nothing to remove."""
+    is_content = isinstance(text, Content)  # str.replace below returns a plain str
     pattern = _STORE.pattern()
     if pattern is not None and pattern.search(text) is not None:
         # Longest first, one after the other: a secret overlapping another is masked whole.
         for secret in sorted(_STORE.snapshot(), key=len, reverse=True):
             text = text.replace(secret, MASK)
+    if is_content:
+        return text
     if _URL_IN_TEXT.search(text) is not None:
         text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
     return text

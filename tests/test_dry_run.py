@@ -114,17 +114,31 @@ async def test_rule_flow_control_still_applies_in_dry_run(
         await h.close()
 
 
+SECRET = "Bearer-s3cr3t-token-0123456789"
+
+
 async def test_router_serve_dry_run_on_the_embedded_queue(tmp_path: Path, sink: HttpSink) -> None:
     (tmp_path / "templates").mkdir()
-    (tmp_path / "templates" / "hello.j2").write_text(TEMPLATES["hello.j2"])
-    (tmp_path / "rules.yaml").write_text(config(sink, dry_run=False))  # the flag turns it on
+    (tmp_path / "templates" / "hello.j2").write_text(
+        "{% block title %}Hi {{ data.name }}{% endblock %}"
+        "{% block body %}Profile: https://platform.example.com/u/{{ data.name }}?tab=progress {{ data.note }}"
+        "{% endblock %}"
+    )
+    rules = config(sink, dry_run=False).replace(  # the flag turns dry run on
+        f'url: "{sink.url}/hook"', f'url: "{sink.url}/hook", headers: {{Authorization: "{SECRET}"}}'
+    )
+    (tmp_path / "rules.yaml").write_text(rules)
     router = RouterProcess(tmp_path, args=("--dry-run",))
     await router.start()
     try:
         warning = await router.wait_for_log(lambda r: r.get("msg", "").startswith("dry run: nothing will be sent"))
         assert warning["level"] == "warning"
         async with aiohttp.ClientSession() as session:
-            body = [{"type": "user.signed_up", "id": f"evt-{i}", "data": {"name": f"user{i}"}} for i in range(3)]
+            # An event quoting the channel's secret: the logged preview masks it (and keeps the link).
+            data = {"name": "user{i}", "note": f"leaked {SECRET}"}
+            body = [
+                {"type": "user.signed_up", "id": f"evt-{i}", "data": {**data, "name": f"user{i}"}} for i in range(3)
+            ]
             async with session.post(f"{router.url}/events", json=body) as response:
                 assert response.status == 202
         for i in range(3):
@@ -132,6 +146,9 @@ async def test_router_serve_dry_run_on_the_embedded_queue(tmp_path: Path, sink: 
                 lambda r, i=i: r.get("logger") == "router.dry_run" and r.get("event_id") == f"evt-{i}"
             )
             assert line["rule"] == "hello" and line["channel"] == "hook" and line["title"] == f"Hi user{i}"
+            # The message's own link is shown whole; the registered secret is not shown at all.
+            assert f"https://platform.example.com/u/user{i}?tab=progress" in line["body"]
+            assert SECRET not in json.dumps(line)
         metrics = await scrape_metrics(router)
         assert metrics[("router_deliveries_total", (("channel", "hook"), ("outcome", "dry_run")))] == 3
         assert metrics[("router_dry_run", ())] == 1

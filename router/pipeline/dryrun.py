@@ -19,6 +19,7 @@ from typing import Any
 from router.channels.base import Outcome
 from router.delivery import Delivery
 from router.filters import truncate_text
+from router.redact import Content
 
 log = logging.getLogger("router.dry_run")
 
@@ -38,12 +39,14 @@ class DryRun:
             "rule": delivery.rule,
             "channel": delivery.channel,
             "channel_type": delivery.channel_type,
-            "title": message.title,
-            "body": truncate_text(message.body, BODY_SHOWN),
+            # Content: links in the message are shown whole (registered secrets are still masked).
+            "title": Content(message.title),
+            "body": Content(truncate_text(message.body, BODY_SHOWN)),
         }
         # Message.payload (a channel's rich payload, e.g. Discord embeds) may not exist in every version.
         payload = getattr(message, "payload", None)
         if payload is not None:
-            fields["payload"] = truncate_text(json.dumps(payload, default=str, ensure_ascii=False), PAYLOAD_SHOWN)
+            text = json.dumps(payload, default=str, ensure_ascii=False)
+            fields["payload"] = Content(truncate_text(text, PAYLOAD_SHOWN))
         log.info("dry run: would deliver", extra={"fields": fields})
         return Outcome("skipped", DRY_RUN)

@@ -6,7 +6,10 @@ started on the old configuration finishes on it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import gc
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ from pydantic import BaseModel
 from router.channels.base import Channel, Message
 from router.config.loader import LoadedConfig, load_config
 from router.config.models import RouterConfig, Rule
+from router.disk_cache import cache_root
 from router.errors import ConfigError, Problem, TemplateError
 from router.events import Event
 from router.matching import RuleIndex
@@ -110,8 +114,43 @@ def build_runtime(path: str | Path, registry: Registry) -> Runtime:
 
     Raises ConfigError listing every problem in the configuration and the templates.
     """
+    with _gc_paused():
+        return _build_runtime(path, registry)
+
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a configuration is built.
+
+    A build allocates millions of long-lived objects (nodes, models, compiled code); each
+    allocation burst triggers collections that scan all of them again, which was ~40% of the
+    CPU time of loading 10,000 rules. What the build leaves unreachable in cycles is collected
+    by the first collection after it. Builds may overlap (a reload in a thread): the collector
+    comes back with the last one.
+    """
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()
+
+
+def _build_runtime(path: str | Path, registry: Registry) -> Runtime:
     loaded = load_config(path, registry)
-    templates = Templates(loaded.templates_dir, registry.filters)
+    templates = Templates(loaded.templates_dir, registry.filters, cache_dir=templates_cache(loaded))
     template_errors = templates.compile_all()
     if template_errors:
         raise ConfigError([template_problem(error) for error in template_errors])
@@ -127,6 +166,12 @@ def build_runtime(path: str | Path, registry: Registry) -> Runtime:
         rules_by_name={rule.name: rule for rule in loaded.config.rules},
         rule_positions={rule.name: i for i, rule in enumerate(loaded.config.rules)},
     )
+
+
+def templates_cache(loaded: LoadedConfig) -> Path | None:
+    """Where compiled templates are cached for this configuration (router.disk_cache), if anywhere."""
+    root = cache_root(loaded.path)
+    return root / "templates" if root is not None else None
 
 
 def template_problem(error: TemplateError) -> Problem:

@@ -14,14 +14,14 @@ from __future__ import annotations
 import functools
 import re
 import types
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import jinja2.exceptions as jexc
-from jinja2 import FileSystemLoader, StrictUndefined, Template, Undefined, nodes
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, Undefined, nodes
 from jinja2.runtime import Context, new_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
@@ -31,6 +31,7 @@ from router.events import Event
 from router.filters import truncate_text
 from router.rich import RichPayload, build_payload
 from router.suggest import did_you_mean
+from router.template_cache import TemplateCache, environment_tag
 from router.template_limits import (
     OUTPUT_LIMIT,
     TIME_LIMIT,
@@ -175,6 +176,33 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return super()._generate(LimitTransformer().visit(source), name, filename, defer_init)
 
 
+class _Loader(FileSystemLoader):
+    """Loads a template from the cache of compiled templates, or compiles the tree Templates already parsed.
+
+    Jinja's own ``load`` would parse the source a second time; compiling the tree that
+    :meth:`Templates.compile_all` parsed for its checks makes each file parsed once.
+    """
+
+    def __init__(self, folder: Path, trees: dict[str, nodes.Template]) -> None:
+        super().__init__(folder)
+        self._trees = trees
+
+    def load(self, environment: Environment, name: str, globals: MutableMapping[str, Any] | None = None) -> Template:
+        source, filename, uptodate = self.get_source(environment, name)
+        cache = environment.bytecode_cache
+        bucket = cache.get_bucket(environment, name, filename, source) if cache is not None else None
+        code = bucket.code if bucket is not None else None
+        if code is None:
+            # The tree is rewritten in place by the limits' transformer; Templates' own checks
+            # read only what it leaves as written (extends, blocks, top-level text).
+            tree = self._trees.get(name)
+            code = environment.compile(tree if tree is not None else source, name, filename)
+            if cache is not None and bucket is not None:
+                bucket.code = code
+                cache.set_bucket(bucket)
+        return environment.template_class.from_code(environment, code, globals or {}, uptodate)
+
+
 class _FilterFailed(Exception):
     """A filter raised; carries its name so the message can say which filter and why."""
 
@@ -239,6 +267,62 @@ def _capture(block: BlockFn, key: str, store: dict[str, str], *, emit: bool) -> 
 def _silent(context: Context) -> Iterator[str]:
     """A block that prints nothing (another channel type's native block)."""
     return iter(())
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    """What the checks and the render plans need from a template's syntax tree.
+
+    Small and plain, so it is cached beside the compiled code: a template whose source (and
+    the router's code) did not change is neither parsed nor compiled again.
+    """
+
+    references: tuple[tuple[str, int], ...]  # constant names of extends/include/import, with their line
+    extends: tuple[str | None, int] | None  # the first {% extends %}: its constant name (None: computed), line
+    blocks: tuple[tuple[str, int], ...]  # every {% block %}, in order, with the line of its tag
+    only_blocks: bool  # the top level is only extends, blocks and literal text
+
+    @classmethod
+    def of(cls, tree: nodes.Template) -> _Facts:
+        references = []
+        for node in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+            target = getattr(node, "template", None)
+            if isinstance(target, nodes.Const) and isinstance(target.value, str):
+                references.append((target.value, node.lineno))
+        extends = None
+        for node in tree.find_all(nodes.Extends):
+            target = node.template
+            constant = isinstance(target, nodes.Const) and isinstance(target.value, str)
+            extends = (target.value if isinstance(target, nodes.Const) and constant else None, node.lineno)
+            break
+        blocks = tuple((block.name, block.lineno) for block in tree.find_all(nodes.Block))
+        return cls(tuple(references), extends, blocks, _only_blocks(tree))
+
+    def dump(self) -> Any:
+        return [
+            list(map(list, self.references)),
+            list(self.extends) if self.extends else None,
+            list(map(list, self.blocks)),
+            self.only_blocks,
+        ]
+
+    @classmethod
+    def read(cls, value: Any) -> _Facts | None:
+        """The facts from :meth:`dump`'s value, or None for anything else (a damaged cache)."""
+        try:
+            return cls._read(value)
+        except (ValueError, TypeError, IndexError):
+            return None
+
+    @classmethod
+    def _read(cls, value: Any) -> _Facts:
+        references, extends, blocks, only_blocks = value
+        return cls(
+            tuple((str(name), int(line)) for name, line in references),
+            None if extends is None else (None if extends[0] is None else str(extends[0]), int(extends[1])),
+            tuple((str(name), int(line)) for name, line in blocks),
+            bool(only_blocks),
+        )
 
 
 def _only_blocks(tree: nodes.Template) -> bool:
@@ -307,7 +391,9 @@ class Templates:
     """The templates of one folder, compiled once and rendered many times.
 
     ``filters`` are installed exactly as given (the plugin manager passes the built-in
-    filters plus the plugins' ones).
+    filters plus the plugins' ones). With ``cache_dir``, compiled templates and what the checks
+    read from their trees are cached there (:mod:`router.template_cache`), so an unchanged
+    template is neither parsed nor compiled by the next load.
     """
 
     def __init__(
@@ -317,12 +403,16 @@ class Templates:
         *,
         time_limit: float = TIME_LIMIT,
         output_limit: int = OUTPUT_LIMIT,
+        cache_dir: Path | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.time_limit = time_limit
         self.output_limit = output_limit
+        self._trees: dict[str, nodes.Template] = {}
+        self._facts: dict[str, _Facts] = {}
+        self._cache = TemplateCache(cache_dir, "") if cache_dir is not None else None  # tagged below
         self._env = _Sandbox(
-            loader=FileSystemLoader(self.folder),
+            loader=_Loader(self.folder, self._trees),
             undefined=StrictUndefined,
             autoescape=False,  # chat and email text, not HTML
             trim_blocks=True,
@@ -333,10 +423,13 @@ class Templates:
         for name, function in (filters or {}).items():
             self._env.filters[name] = _guard(name, function)
         guard_filters(self._env.filters)
+        if self._cache is not None:
+            # Tagged once the filters are in: their names are part of what an entry was compiled for.
+            self._cache.tag = environment_tag(self._env.filters, self._env.tests)
+            self._env.bytecode_cache = self._cache
         self._globals = dict(self._env.globals)
         self._files = self._list_files()
         self._plans: dict[tuple[str, str | None], _Plan | TemplateError] = {}
-        self._trees: dict[str, nodes.Template] = {}
         self._inline: dict[str, Template | TemplateError] = {}
 
     # -- discovery ---------------------------------------------------------------------------
@@ -378,15 +471,29 @@ class Templates:
             for path in self.folder.rglob(f"*{SUFFIX}")
             if path.is_file() and not any(part.startswith(".") for part in path.relative_to(self.folder).parts)
         )
+        cache = self._cache
+        known = cache.load_facts(self.folder) if cache is not None else {}
+        remembered: dict[str, tuple[str, Any]] = {}
         for file in files:
             try:
+                facts = None
+                if cache is not None:
+                    checksum = cache.get_source_checksum(self._source(file)[0])
+                    stored = known.get(file)
+                    if stored is not None and stored[0] == checksum:
+                        facts = _Facts.read(stored[1])
+                if facts is None:
+                    # Parsed first: the compiler below reuses this tree.
+                    facts = _Facts.of(self._parse(file))
+                self._facts[file] = facts
                 self._env.get_template(file)
-                tree = self._parse(file)
+                if cache is not None:  # only a template that compiled is remembered
+                    remembered[file] = (checksum, facts.dump())
             except Exception as exc:
                 error = self._explain(exc, {}, label=file)
                 errors.setdefault(str(error), error)
                 continue
-            for error in self._missing_references(file, tree):
+            for error in self._missing_references(file, facts):
                 errors.setdefault(str(error), error)
         for file in sorted(self._files):
             base, _, rest = file.removesuffix(SUFFIX).partition(".")
@@ -396,28 +503,35 @@ class Templates:
             if isinstance(plan, TemplateError):
                 errors.setdefault(str(plan), plan)
         self._trees.clear()  # every plan is made: the trees are not needed any more (megabytes)
+        if cache is not None and remembered != known:
+            cache.dump_facts(self.folder, remembered)
         return list(errors.values())
 
+    def _source(self, file: str) -> tuple[str, str | None, Callable[[], bool] | None]:
+        loader = self._env.loader
+        assert loader is not None
+        return loader.get_source(self._env, file)
+
     def _parse(self, file: str) -> nodes.Template:
-        """The syntax tree of ``file``, parsed once (compile_all and _resolve both read it)."""
+        """The syntax tree of ``file``, parsed once (the checks and the compiler both read it)."""
         tree = self._trees.get(file)
         if tree is None:
-            loader = self._env.loader
-            assert loader is not None
-            source, _, _ = loader.get_source(self._env, file)
+            source, _, _ = self._source(file)
             tree = self._trees[file] = self._env.parse(source, file)
         return tree
 
-    def _missing_references(self, file: str, tree: nodes.Template) -> list[TemplateError]:
-        """Errors for extends/include/import of a constant name that is not in the folder."""
-        errors = []
-        for node in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
-            target = getattr(node, "template", None)
-            if not (isinstance(target, nodes.Const) and isinstance(target.value, str)):
-                continue  # computed names can only be checked when rendering
-            if error := self._not_found(target.value, file, node.lineno):
-                errors.append(error)
-        return errors
+    def _facts_of(self, file: str) -> _Facts:
+        facts = self._facts.get(file)
+        if facts is None:
+            facts = self._facts[file] = _Facts.of(self._parse(file))
+        return facts
+
+    def _missing_references(self, file: str, facts: _Facts) -> list[TemplateError]:
+        """Errors for extends/include/import of a constant name that is not in the folder.
+
+        Computed names can only be checked when rendering.
+        """
+        return [error for target, line in facts.references if (error := self._not_found(target, file, line))]
 
     def _not_found(self, target: str, file: str, line: int) -> TemplateError | None:
         """An error naming ``file`` and ``line`` when the template ``target`` does not exist, else None."""
@@ -475,20 +589,19 @@ class Templates:
                 raise TemplateError(f"extends loop: {' -> '.join([*chain, current])}", template=file)
             chain.append(current)
             template = self._env.get_template(current)
-            tree = self._parse(current)
-            simple = simple and _only_blocks(tree)
+            facts = self._facts_of(current)
+            simple = simple and facts.only_blocks
             for block_name, function in template.blocks.items():
                 blocks.setdefault(block_name, []).append(function)
-            for block_node in tree.find_all(nodes.Block):
-                origins.setdefault(block_node.name, (current, block_node.lineno))
+            for block_name, line in facts.blocks:
+                origins.setdefault(block_name, (current, line))
             parent: str | None = None
-            for node in tree.find_all(nodes.Extends):
-                if not (isinstance(node.template, nodes.Const) and isinstance(node.template.value, str)):
-                    raise TemplateError("extends needs a quoted template name", template=current, line=node.lineno)
-                parent = node.template.value
-                if error := self._not_found(parent, current, node.lineno):
+            if facts.extends is not None:
+                parent, line = facts.extends
+                if parent is None:
+                    raise TemplateError("extends needs a quoted template name", template=current, line=line)
+                if error := self._not_found(parent, current, line):
                     raise error
-                break
             current = parent
         title = blocks["title"][0] if "title" in blocks else None
         body = blocks["body"][0] if "body" in blocks else None

@@ -6,6 +6,7 @@ Every stage collects its problems instead of stopping at the first, so one run o
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from router.config.envsubst import substitute_tree
 from router.config.models import RouterConfig
 from router.config.validate import Issue, validate_references, validate_structure
 from router.config.yamlsource import KeyPath, YamlDocument, describe_type, parse_yaml
+from router.disk_cache import cache_root
 from router.errors import ConfigError, Problem
 from router.registry import Registry
 from router.schemas import EventSchema
@@ -65,7 +67,7 @@ def load_config(path: str | Path, registry: Registry, *, env: Mapping[str, str] 
         raise ConfigError([Problem(f"not UTF-8 text (invalid byte at offset {exc.start})", file=shown)]) from None
     # abspath normalises `..` without following symlinks: templates sit next to the link.
     absolute = Path(os.path.abspath(file))
-    return _load(text, registry, shown, absolute, absolute.parent, env)
+    return _load(text, registry, shown, absolute, absolute.parent, env, cached=True)
 
 
 def load_config_text(
@@ -83,9 +85,18 @@ def load_config_text(
 
 
 def _load(
-    text: str, registry: Registry, shown: str, path: Path, base_dir: Path, env: Mapping[str, str] | None
+    text: str,
+    registry: Registry,
+    shown: str,
+    path: Path,
+    base_dir: Path,
+    env: Mapping[str, str] | None,
+    *,
+    cached: bool = False,
 ) -> LoadedConfig:
-    doc = parse_yaml(text, shown)  # raises for text that is not YAML at all
+    root = cache_root(path) if cached else None  # text given in memory has no file to cache beside
+    cache = root / "config" / f"{hashlib.sha256(str(path).encode()).hexdigest()[:32]}.marshal" if root else None
+    doc = parse_yaml(text, shown, cache=cache)  # raises for text that is not YAML at all
     if doc.data is None and not doc.problems:
         raise ConfigError([Problem("the file is empty; expected a mapping with at least 'rules'", file=shown)])
     if not isinstance(doc.data, dict):
@@ -110,7 +121,7 @@ def _load(
     templates_value = data.get("templates")
     templates = templates_value if isinstance(templates_value, str) else "templates"
     templates_dir = Path(os.path.abspath(base_dir / templates))
-    references = validate_references(data, registry, templates_dir)
+    references = validate_references(data, registry, templates_dir, rules_valid=config is not None)
 
     for issue in (*structural, *references.issues):
         if not any(_within(issue.path, bad) for bad in unusable):

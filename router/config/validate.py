@@ -340,8 +340,11 @@ def _template_stem(name: str) -> str:
 
 
 class _ReferenceChecker:
-    def __init__(self, data: Mapping[str, Any], registry: Registry, templates_dir: Path) -> None:
+    def __init__(
+        self, data: Mapping[str, Any], registry: Registry, templates_dir: Path, *, rules_valid: bool = False
+    ) -> None:
         self.data = data
+        self.rules_valid = rules_valid
         self.registry = registry
         self.templates_dir = templates_dir
         self.templates_label = str(data.get("templates", "templates")).rstrip("/")
@@ -350,6 +353,7 @@ class _ReferenceChecker:
         self.channels: Mapping[str, Any] = raw_channels if isinstance(raw_channels, dict) else {}
         self.channel_types: dict[str, str] = {}
         self._templates: set[str] | None = None
+        self._templates_dir_exists: bool | None = None
         self._jinja = jinja2.Environment()
 
     def add(self, path: KeyPath, message: str, *, at_key: bool = False) -> None:
@@ -407,11 +411,7 @@ class _ReferenceChecker:
                     self.add((*path, "name"), f"duplicate rule name '{name}' (also used by rules[{first_use[name]}])")
                 else:
                     first_use[name] = index
-            try:
-                Rule.model_validate(raw)
-                valid = True
-            except ValidationError:
-                valid = False
+            valid = self.rules_valid or _valid_rule(raw)
             self.check_job(path, raw, index, valid)
             self.check_rule_channels(path, raw)
             self.check_template(path, raw)
@@ -459,7 +459,9 @@ class _ReferenceChecker:
         if name.startswith("/") or "\\" in name or ".." in name.split("/"):
             self.add(where, "a template name is relative to the templates folder and may not contain '..'")
             return
-        if not self.templates_dir.is_dir():
+        if self._templates_dir_exists is None:  # once, not once per rule
+            self._templates_dir_exists = self.templates_dir.is_dir()
+        if not self._templates_dir_exists:
             self.add(
                 where, f"template '{name}' not found: the templates folder '{self.templates_label}' does not exist"
             )
@@ -504,6 +506,14 @@ class _ReferenceChecker:
                 self.add((*path, section, "key"), f"invalid template expression: {exc.message}")
 
 
+def _valid_rule(raw: Mapping[str, Any]) -> bool:
+    try:
+        Rule.model_validate(raw)
+    except ValidationError:
+        return False
+    return True
+
+
 def check_on_failure(checker: _ReferenceChecker) -> None:
     """``on_failure`` (under ``defaults:`` and in each rule): its channels exist and its template is found
     for every channel type it is sent to. ``on_failure: false`` and missing keys are left to the models."""
@@ -544,11 +554,14 @@ def check_events(checker: _ReferenceChecker) -> None:
     checker.result.event_schemas = schemas
 
 
-def validate_references(data: Mapping[str, Any], registry: Registry, templates_dir: Path) -> References:
+def validate_references(
+    data: Mapping[str, Any], registry: Registry, templates_dir: Path, *, rules_valid: bool = False
+) -> References:
     """Check what needs the registry and the templates folder, on the document's raw data.
 
     Works on raw data rather than a validated RouterConfig so that references are checked
     even when another part of the file is structurally invalid: every rule and channel
-    that validates on its own is checked.
+    that validates on its own is checked. ``rules_valid`` says the whole document validated
+    already, so no rule is validated a second time to know whether it is valid.
     """
-    return _ReferenceChecker(data, registry, templates_dir).run()
+    return _ReferenceChecker(data, registry, templates_dir, rules_valid=rules_valid).run()

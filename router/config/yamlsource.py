@@ -12,13 +12,19 @@ written by people who think in YAML 1.2 / JSON terms:
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import marshal
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from router import disk_cache
 from router.errors import ConfigError, Problem
 
 KeyPath = tuple[str | int, ...]
@@ -92,6 +98,9 @@ class YamlDocument:
     # rules has hundreds of thousands of them, and a few are ever looked at.
     _values: dict[KeyPath, Any] = field(default_factory=dict, repr=False)
     _keys: dict[KeyPath, Any] = field(default_factory=dict, repr=False)
+    # The text of a document read from the cache (without positions): parsed again, for its
+    # positions, the first time one is asked for.
+    _text: str | None = field(default=None, repr=False)
 
     def locate(self, path: KeyPath, *, at_key: bool = False) -> Mark | None:
         """Where ``path`` was written; falls back to its closest written ancestor.
@@ -99,6 +108,8 @@ class YamlDocument:
         With ``at_key`` the mark of the mapping key is returned instead of its value, which
         is where a reader looks for a misspelt or unexpected key.
         """
+        if self._text is not None:
+            self._add_positions(self._text)
         if at_key and path in self._keys:
             return _from_yaml(self._keys[path])
         for end in range(len(path), -1, -1):
@@ -106,6 +117,14 @@ class YamlDocument:
             if mark is not None:
                 return _from_yaml(mark)
         return None
+
+    def _add_positions(self, text: str) -> None:
+        self._text = None
+        try:
+            parsed = _parse(text, self.filename)
+        except ConfigError:  # pragma: no cover - the same text parsed before it was cached
+            return
+        self._values, self._keys = parsed._values, parsed._keys
 
     def problem(self, path: KeyPath, message: str, *, at_key: bool = False) -> Problem:
         """A Problem for ``path`` carrying this document's file name and the located mark."""
@@ -373,13 +392,45 @@ def _fast_loader(text: str) -> Any:
         return None
 
 
-def parse_yaml(text: str, filename: str = "<string>") -> YamlDocument:
+@functools.cache
+def _code_tag() -> bytes:
+    """What, besides the text, decides the parsed data: this module and the YAML library."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update(f"\0{yaml.__version__}\0{_CLoader is not None}".encode())
+    return digest.digest()
+
+
+def parse_yaml(text: str, filename: str = "<string>", *, cache: Path | None = None) -> YamlDocument:
     """Parse one YAML document; raises ConfigError with one located Problem if it is not valid YAML.
 
     Problems that do not stop parsing (duplicate keys, unsupported tags) are collected in
     ``YamlDocument.problems`` so they can be reported together with validation problems.
     An empty document yields ``data=None``.
+
+    With ``cache`` (a file in a :mod:`router.disk_cache` directory), a document without such
+    problems is remembered there, keyed by a checksum of the text and of this code; the same
+    text is then read back without parsing (PyYAML builds a Python node for every value: seconds
+    for thousands of rules). Its positions are found by parsing again, only if one is asked for.
     """
+    if cache is None:
+        return _parse(text, filename)
+    checksum = hashlib.sha256(_code_tag() + text.encode("utf-8", "surrogatepass")).digest()
+    stored = disk_cache.read(cache)
+    if stored is not None:
+        try:
+            found, data = marshal.loads(stored)
+        except Exception:  # a damaged file: parsed again and rewritten below
+            found = data = None
+        if found == checksum:
+            return YamlDocument(data=data, filename=filename, _text=text)
+    doc = _parse(text, filename)
+    if not doc.problems and not doc.invalid_paths:
+        with contextlib.suppress(ValueError):  # a value marshal cannot write (YAML builds none): not cached
+            disk_cache.write(cache, marshal.dumps((checksum, doc.data)))
+    return doc
+
+
+def _parse(text: str, filename: str) -> YamlDocument:
     c_loader = _fast_loader(text)
     if c_loader is not None:
         fast = YamlDocument(data=None, filename=filename)

@@ -140,7 +140,7 @@ def decode(
         if attributes is not None:
             data = _parse_data_body(body)
             return _from_binary(attributes, data, body, headers, routing_key, received_at)
-    obj = _parse_json(body, "body")
+    obj = parse_json(body, "body")
     if type(obj) is not dict:
         raise DecodeError(f"body is {_kind(obj)}, not a JSON object")
     return _from_object(obj, structured, headers, routing_key, received_at, lambda: body, owned=True)
@@ -428,7 +428,7 @@ def _base64_data(value: Any) -> dict[str, Any]:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise DecodeError("'data_base64' is not valid base64") from None
-    return _data(_parse_json(raw, "data_base64"), "data_base64")
+    return _data(parse_json(raw, "data_base64"), "data_base64")
 
 
 def _default_time(received_at: datetime | None) -> datetime:
@@ -493,7 +493,12 @@ def _structured_content_type(content_type: str | None) -> bool:
     return media == CLOUDEVENTS_CONTENT_TYPE
 
 
-def _parse_json(body: bytes, what: str) -> Any:
+def parse_json(body: bytes, what: str = "body") -> Any:
+    """Parse ``body`` as strict JSON (UTF-8, unique keys, finite numbers, no lone surrogates).
+
+    Raises DecodeError saying what is wrong with ``what``. HTTP ingest and the broker decoder
+    share it, so an event the ingest accepts is one the router can read.
+    """
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -536,7 +541,7 @@ def _check_surrogates(value: Any, what: str) -> None:
 def _parse_data_body(body: bytes) -> dict[str, Any]:
     if not body or body.isspace():
         return {}
-    return _data(_parse_json(body, "body"), "body")
+    return _data(parse_json(body, "body"), "body")
 
 
 def _binary_attributes(headers: Mapping[str, Any]) -> dict[str, Any] | None:

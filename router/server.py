@@ -23,14 +23,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from aiohttp import web
 
 from router.errors import DecodeError
-from router.events import Event, encode, event_from_object
+from router.events import Event, encode, event_from_object, parse_json
 from router.ingest_auth import AuthError, IngestSettings, default_max_request
 from router.metrics import Metrics
 from router.transports.base import Transport, TransportError
@@ -53,36 +51,6 @@ class IngestError(Exception):
         self.message = message
 
 
-def _reject_constant(name: str) -> object:
-    # json.loads accepts NaN and Infinity, which are not JSON and which no event can carry on.
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if value - value != 0.0:  # 1e999 reads as infinity, which no event can carry on
-        raise ValueError(f"the number {text[:24]} is out of range")
-    return value
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # The router's decoder refuses duplicate keys (which one wins is a guess): refuse them here,
-    # with a 400, rather than accept an event the router would dead-letter.
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise ValueError(f"duplicate key {key[:40]!r} in an object")
-            seen.add(key)
-    return obj
-
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys)
-# A \uD800-\uDFFF escape: the only way JSON text yields a string that UTF-8 cannot encode.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
 def parse_events(
     raw: bytes,
     *,
@@ -96,24 +64,9 @@ def parse_events(
     a single event; an array is always a list of self-describing events.
     """
     try:
-        text = raw.decode("utf-8")
-        payload = _DECODER.decode(text[1:] if text.startswith("\ufeff") else text)
-        if "\\u" in text and _SURROGATE_ESCAPE.search(text):
-            json.dumps(payload, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError for a lone surrogate
-    except UnicodeEncodeError:
-        raise IngestError(
-            400, "body holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), which is not text"
-        ) from None
-    except RecursionError:  # 100,000 levels of '[' exhaust the parser's stack: a bad request, not a 500
-        raise IngestError(400, "body is nested too deeply to be an event") from None
-    except UnicodeDecodeError:
-        raise IngestError(400, "body is not UTF-8 text") from None
-    except json.JSONDecodeError as error:
-        raise IngestError(
-            400, f"body is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}"
-        ) from None
-    except ValueError as error:
-        raise IngestError(400, f"body is not valid JSON: {error}") from None
+        payload = parse_json(raw, "body")
+    except DecodeError as error:
+        raise IngestError(400, str(error)) from None
     items = payload if isinstance(payload, list) else [payload]
     if not items:
         raise IngestError(400, "empty array: nothing to enqueue")

@@ -86,14 +86,14 @@ DEEP = b"[" * 100_000
 @pytest.mark.parametrize(
     ("body", "status", "reason"),
     [
-        pytest.param(b'{"type": "planet.completed", ', 400, "body is not valid JSON", id="not-json"),
-        pytest.param(b"type=planet.completed", 400, "body is not valid JSON", id="form-encoded"),
+        pytest.param(b'{"type": "planet.completed", ', 400, "body is not JSON", id="not-json"),
+        pytest.param(b"type=planet.completed", 400, "body is not JSON", id="form-encoded"),
         pytest.param(b'{"type": "planet.completed", "data": {"x": "\xff\xfe"}}', 400, "not UTF-8", id="bad-utf8"),
         pytest.param(b'{"type": "a.b", "data": {"x": "\\ud800"}}', 400, "lone UTF-16 surrogate", id="surrogate"),
         pytest.param(
             b'{"type": "planet.completed", "type": "user.deleted"}', 400, "duplicate key 'type'", id="duplicate-key"
         ),
-        pytest.param(b'{"type": "a.b", "data": {"x": 1e999}}', 400, "1e999 is out of range", id="infinite-number"),
+        pytest.param(b'{"type": "a.b", "data": {"x": 1e999}}', 400, "body holds a number out of range", id="infinite-number"),
         pytest.param(DEEP, 400, "nested too deeply", id="deep-array"),
         pytest.param(b'{"type": "a.b", "data": {"x": ' + DEEP + b"}}", 400, "nested too deeply", id="deep-data"),
         pytest.param(b'{"id": "x", "data": {"n": 1}}', 400, "event: no event type", id="no-type"),

@@ -93,7 +93,9 @@ DEEP = b"[" * 100_000
         pytest.param(
             b'{"type": "planet.completed", "type": "user.deleted"}', 400, "duplicate key 'type'", id="duplicate-key"
         ),
-        pytest.param(b'{"type": "a.b", "data": {"x": 1e999}}', 400, "body holds a number out of range", id="infinite-number"),
+        pytest.param(
+            b'{"type": "a.b", "data": {"x": 1e999}}', 400, "body holds a number out of range", id="infinite-number"
+        ),
         pytest.param(DEEP, 400, "nested too deeply", id="deep-array"),
         pytest.param(b'{"type": "a.b", "data": {"x": ' + DEEP + b"}}", 400, "nested too deeply", id="deep-data"),
         pytest.param(b'{"id": "x", "data": {"n": 1}}', 400, "event: no event type", id="no-type"),

@@ -23,6 +23,7 @@ from typing import Any
 
 import harness
 
+from router import heap
 from router.engine import Engine
 from router.metrics import Metrics
 from router.plugins import Hooks, build_registry, get_plugin_manager
@@ -92,6 +93,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         pm = get_plugin_manager()
         registry = build_registry(pm)
         runtime = build_runtime(workspace.config, registry)
+        heap.settle()  # as router serve does once it is built
         urls = {"sqlite": runtime.config.state.url, "memory": "sqlite:///:memory:", "redis": args.redis}
         state = DictState() if args.state == "dict" else open_state_store(urls[args.state])
         await state.open()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from router import heap
 from router.config.models import BrokerConfig
 from router.engine import Engine, Generation
 from router.errors import ConfigError
@@ -95,6 +96,7 @@ class Server:
             self._install_signals()
             self._snapshot = self._watched()
             watcher = asyncio.create_task(self._watch()) if self.options.watch else None
+            heap.settle()  # before the first message: its pause is part of start-up
             await transport.start(engine.handle, prefetch=broker.prefetch)
             await engine.start()  # the digest flusher: buckets left open by a restart go out on time
             started = True
@@ -216,6 +218,7 @@ class Server:
                 self._reload_failed(why, error)
                 return False
             self._retired = [g for g in self._retired if not g.idle.is_set()] + [retiring]
+            heap.thaw()  # the replaced configuration was frozen at start-up: let it be collected
             if runtime.config.broker != old.config.broker or runtime.config.state != old.config.state:
                 log.warning("broker and state settings change only on restart; other changes are applied")
             after = self._watched()

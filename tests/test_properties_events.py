@@ -163,6 +163,7 @@ def test_each_bad_input_has_its_own_reason() -> None:
         b'{"type": "a.b", "n": 1' + b"0" * 5000 + b"}": "integer too large",
         b'{"type": "a.b", "n": 1e999}': "out of range",
         b'{"type": "a.b", "n": 1' + b"0" * 250 + b"e60}": "out of range",  # infinity with a small exponent
+        b'{"type": "a.b", "n": -1' + b"0" * 400 + b".5}": "out of range",  # infinity without an exponent
         b'{"type": "a.b", "n": NaN}': "NaN is not a JSON value",
         b'{"type": "a.b", "type": "c.d"}': "duplicate key 'type'",
         b'{"type": "a.b", "s": "\\udc00"}': "lone UTF-16 surrogate",
@@ -183,3 +184,9 @@ def test_each_bad_input_has_its_own_reason() -> None:
     # by an ASCII-only publisher).
     assert decode(b'{"type": "a.b", "n": 1e308, "m": 1' + b"0" * 400 + b"}").data["n"] == 1e308
     assert decode(b'{"type": "a.b", "s": "\\ud83d\\ude00"}').data == {"s": "\U0001f600"}
+
+
+def test_text_that_looks_like_a_huge_number_is_kept_as_text() -> None:
+    body = b'{"type": "a.b", "data": {"id": "1e999", "digits": "' + b"9" * 300 + b'", "n": 2.5e10}}'
+    event = decode(body, routing_key="fallback.type")
+    assert event.data == {"id": "1e999", "digits": "9" * 300, "n": 2.5e10}

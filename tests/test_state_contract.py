@@ -458,7 +458,7 @@ async def test_sqlite_purges_expired_rows_by_itself(tmp_path: Path, clock: FakeC
         await store.mark_sent("short", ttl=1)
         await store.mark_sent("long", ttl=100)
         clock.advance(2)
-        await store.is_sent("long")  # the worker purges after this batch, before serving the next call
+        await store.first_seen("tick", window=100)  # the worker purges after this batch, before the next call
         assert await store.purge_expired() == 0
         assert await store.is_sent("long")
 

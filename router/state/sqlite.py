@@ -9,6 +9,13 @@ own savepoint, so one failing call does not undo its neighbours.
 The database is in WAL mode with ``synchronous=FULL``: a committed write survives a crash of the
 process or of the machine. Expired rows are purged every ``purge_interval`` seconds by the
 worker itself, between batches.
+
+The sent ledger is read on the event loop itself, through a second, read-only connection: a
+primary-key lookup takes microseconds, and in WAL mode a reader never waits for the writer, so
+``is_sent`` (asked before every delivery) neither crosses threads nor queues behind a commit's
+fsync. What that reader cannot see yet (``mark_sent`` calls waiting for their commit) is
+answered from memory. ``mark_sent`` calls made in one pass of the event loop go to the worker as
+one ``executemany``. A ``:memory:`` database has no second connection and reads on the worker.
 """
 
 from __future__ import annotations
@@ -45,6 +52,11 @@ _LEASES: dict[str, dict[str, tuple[str, float]]] = {}
 """Delivery leases by database path: key -> (owner, expires_at)."""
 _LEASE_SWEEP_AT = 10_000  # entries before expired ones are swept (sent deliveries drop theirs at once)
 
+_READER_BUSY_TIMEOUT = 0.05  # seconds the loop's reader may wait on a lock before asking the worker
+_SELECT_SENT = "SELECT 1 FROM sent WHERE key = ? AND expires_at > ?"
+_UPSERT_SENT = (
+    "INSERT INTO sent(key, expires_at) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET expires_at = excluded.expires_at"
+)
 _MAX_BATCH = 512  # calls per transaction; bounds how long one commit holds the write lock
 _IN_CHUNK = 500  # keys per IN (...) query, below SQLite's variable limit
 
@@ -119,6 +131,16 @@ def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
         _settle(future, ok, value)
 
 
+def _settle_group(futures: list[asyncio.Future[Any]], group: asyncio.Future[Any]) -> None:
+    """Settle each of ``futures`` as the call they share settled."""
+    if group.cancelled():
+        for future in futures:
+            future.cancel()
+        return
+    error = group.exception()
+    _settle_all([(future, error is None, error) for future in futures])
+
+
 def _post(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], ok: bool, value: Any) -> None:
     """Settle ``future`` from the worker thread, on its own loop."""
     # A closed loop raises RuntimeError: nobody is waiting any more.
@@ -161,6 +183,12 @@ class SqliteStateStore(StateStore):
         # (a restarted router then waits for nothing). Not written to disk: no cost per send.
         shared = self.path if self.path != ":memory:" else f":memory:{id(self)}"
         self._leases = _LEASES.setdefault(shared, {})
+        self._reader: sqlite3.Connection | None = None  # the loop's read-only connection
+        # mark_sent calls of this pass of the loop, sent to the worker together when it ends.
+        self._marks: list[tuple[str, float, asyncio.Future[None]]] | None = None
+        # Keys whose mark_sent has not committed yet (with how many calls are marking each):
+        # sent, though the reader cannot see it yet.
+        self._marking: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"SqliteStateStore({self.path!r})"
@@ -184,10 +212,31 @@ class SqliteStateStore(StateStore):
         except BaseException:
             self._thread = None
             raise
+        if self.path != ":memory:":
+            self._reader = self._open_reader()
+
+    def _open_reader(self) -> sqlite3.Connection | None:
+        # Opened after the worker created the schema and switched the file to WAL.
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=_READER_BUSY_TIMEOUT)
+        except sqlite3.Error as exc:
+            log.debug("no read-only connection to %s (%s); reads go through the worker", self.path, exc)
+            return None
+        try:
+            conn.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            log.debug("no read-only connection to %s (%s); reads go through the worker", self.path, exc)
+            conn.close()
+            return None
+        return conn
 
     async def close(self) -> None:
         if self._thread is None or self._closed is None:
             return
+        self._flush_marks()  # marks made in this pass go ahead of the stop
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         thread, closed = self._thread, self._closed
         self._thread = None
         self._queue.put(None)  # queued after every pending call, so those finish first
@@ -320,30 +369,79 @@ class SqliteStateStore(StateStore):
 
     # idempotency
 
+    def _read_sent(self, key: str) -> bool | None:
+        """Whether ``key`` is in the ledger, answered on the loop; None when only the worker can tell."""
+        if key in self._marking:
+            return True
+        reader = self._reader
+        if reader is None:
+            return None
+        try:
+            # fetchall: the statement runs to its end, so no read transaction stays open.
+            return bool(reader.execute(_SELECT_SENT, (key, self._clock())).fetchall())
+        except sqlite3.Error:
+            # Busy past the reader's short timeout, or called from another thread: the worker
+            # answers instead, without ever blocking the loop for long.
+            return None
+
     async def is_sent(self, key: str) -> bool:
+        answer = self._read_sent(key)
+        if answer is not None:
+            return answer
+
         def op(conn: sqlite3.Connection, now: float) -> bool:
-            row = conn.execute("SELECT 1 FROM sent WHERE key = ? AND expires_at > ?", (key, now)).fetchone()
-            return row is not None
+            return conn.execute(_SELECT_SENT, (key, now)).fetchone() is not None
 
         return await self._call(op, read=True)
 
     async def mark_sent(self, key: str, ttl: float) -> None:
         check_positive("ttl", ttl)
+        if self._thread is None:
+            raise RuntimeError("the state store is not open; call open() first")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        if self._marks is None:
+            self._marks = []
+            loop.call_soon(self._flush_marks)
+        self._marks.append((key, ttl, future))
+        marking = self._marking
+        marking[key] = marking.get(key, 0) + 1
+        try:
+            await future
+        finally:
+            left = marking[key] - 1
+            if left:
+                marking[key] = left
+            else:
+                del marking[key]
+        self._leases.pop(key, None)  # the ledger answers from now on
+
+    def _flush_marks(self) -> None:
+        """Queue the marks of this pass as one call: one ``executemany`` in the worker's next transaction."""
+        marks, self._marks = self._marks, None
+        if not marks:
+            return
+        futures = [future for _, _, future in marks]
+        if self._thread is None:
+            error = RuntimeError("the state store closed before the delivery was recorded")
+            _settle_all([(future, False, error) for future in futures])
+            return
+        rows = [(key, ttl) for key, ttl, _ in marks]
 
         def op(conn: sqlite3.Connection, now: float) -> None:
-            conn.execute(
-                "INSERT INTO sent(key, expires_at) VALUES (?, ?)"
-                " ON CONFLICT(key) DO UPDATE SET expires_at = excluded.expires_at",
-                (key, now + ttl),
-            )
+            conn.executemany(_UPSERT_SENT, [(key, now + ttl) for key, ttl in rows])
 
-        await self._call(op, single=True)
-        self._leases.pop(key, None)  # the ledger answers from now on
+        loop = futures[0].get_loop()
+        group: asyncio.Future[None] = loop.create_future()
+        group.add_done_callback(lambda done: _settle_group(futures, done))
+        # One statement: a failure undoes at most its own row, and then every caller is told.
+        self._queue.put(_Call(op, group, loop, single=True))
 
     async def sent_many(self, keys: Sequence[str]) -> set[str]:
         unique = list(dict.fromkeys(keys))
         if not unique:
             return set()
+        marking = {key for key in unique if key in self._marking}
 
         def op(conn: sqlite3.Connection, now: float) -> set[str]:
             found: set[str] = set()
@@ -356,11 +454,19 @@ class SqliteStateStore(StateStore):
                 found.update(row[0] for row in rows)
             return found
 
-        return await self._call(op)
+        if self._reader is not None:
+            try:
+                return marking | op(self._reader, self._clock())
+            except sqlite3.Error:
+                pass  # as in _read_sent: the worker answers
+        return marking | await self._call(op)
 
     async def claim_delivery(self, key: str, owner: str, lease: float) -> DeliveryClaim:
         check_positive("lease", lease)
-        if await self.is_sent(key):
+        sent = self._read_sent(key)
+        if sent is None:
+            sent = await self.is_sent(key)
+        if sent:
             return SENT_CLAIM
         # No await from here on: the check and the take are atomic on the event loop.
         now = self._clock()

@@ -27,6 +27,14 @@ class Broker:
             self.outstanding.discard(tag)
         await self.draining.wait()
 
+    async def basic_nack(self, tag: int, requeue: bool = True) -> None:
+        # The nack reaches the broker only a few passes of the loop later.
+        for _ in range(3):
+            await asyncio.sleep(0)
+        if tag not in self.outstanding:
+            self.errors.append(tag)
+        self.outstanding.discard(tag)
+
 
 async def test_acks_made_while_a_flush_is_writing_never_ack_a_tag_twice() -> None:
     broker = Broker(6)
@@ -51,18 +59,10 @@ async def test_acks_made_while_a_flush_is_writing_never_ack_a_tag_twice() -> Non
 
 
 class Delivered:
-    """An incoming message whose nack reaches the broker only a few passes of the loop later."""
+    """A delivery as aiormq hands it over: settled through its channel."""
 
-    def __init__(self, broker: Broker, tag: int) -> None:
-        self.broker = broker
-        self.delivery_tag = tag
-
-    async def nack(self, requeue: bool = True) -> None:
-        for _ in range(3):
-            await asyncio.sleep(0)
-        if self.delivery_tag not in self.broker.outstanding:
-            self.broker.errors.append(self.delivery_tag)
-        self.broker.outstanding.discard(self.delivery_tag)
+    def __init__(self, broker: Broker) -> None:
+        self.channel = broker
 
 
 async def test_acks_made_while_a_requeue_is_on_its_way_do_not_span_it() -> None:
@@ -70,7 +70,7 @@ async def test_acks_made_while_a_requeue_is_on_its_way_do_not_span_it() -> None:
     acks = _Acks(broker)
     for tag in (1, 2, 3):
         acks.received(tag)
-    requeue = asyncio.create_task(_Settlement(Delivered(broker, 1), acks).requeue())  # type: ignore[arg-type]
+    requeue = asyncio.create_task(_Settlement(Delivered(broker), 1, acks).requeue())  # type: ignore[arg-type]
     await asyncio.sleep(0)  # the requeue of 1 has started, its nack not yet written
     acks.ack(2)
     acks.ack(3)

@@ -4,12 +4,15 @@ writer, marks made together committed together, nothing lost on close."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from router.state import sqlite as sqlite_state
 from router.state.sqlite import SqliteStateStore
 
 
@@ -88,3 +91,54 @@ async def test_memory_store_reads_through_its_worker() -> None:
         assert not await store.is_sent("k")
         await store.mark_sent("k", ttl=60)
         assert await store.is_sent("k")
+
+
+async def _index_loaded(store: SqliteStateStore) -> None:
+    async with asyncio.timeout(5):
+        while not store._index.ready:
+            await asyncio.sleep(0.01)
+
+
+async def test_keys_recorded_before_a_restart_are_known_once_the_index_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_state, "_INDEX_PAGE", 7)  # several pages
+    keys = [f"before-{i}" for i in range(50)]
+    async with SqliteStateStore(tmp_path / "state.db") as store:
+        await asyncio.gather(*(store.mark_sent(key, ttl=60) for key in keys))
+    async with SqliteStateStore(tmp_path / "state.db") as reopened:
+        await _index_loaded(reopened)
+        assert not reopened._index.off
+        assert all([await reopened.is_sent(key) for key in keys])
+        assert not await reopened.is_sent("after")
+        await reopened.mark_sent("after", ttl=60)
+        assert await reopened.is_sent("after")
+
+
+async def test_with_another_process_on_the_database_every_read_goes_to_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "state.db"
+    async with SqliteStateStore(path):
+        pass  # creates the database
+    held = os.open(f"{path}.lock", os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)  # as another router process would
+    try:
+        async with SqliteStateStore(path) as store:
+            assert store._index.off
+            assert "another process uses" in caplog.text
+            # What the other process records is seen at once: nothing is ruled out from memory.
+            other = sqlite3.connect(path, isolation_level=None)
+            other.execute("INSERT INTO sent(key, expires_at) VALUES ('theirs', 9e18)")
+            other.close()
+            assert await store.is_sent("theirs")
+    finally:
+        os.close(held)
+
+
+async def test_closing_the_last_store_releases_the_database(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with SqliteStateStore(path) as first, SqliteStateStore(path) as second:
+        assert first._index is second._index  # one process, one index
+    with open(f"{path}.lock") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # would raise if still held

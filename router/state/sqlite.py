@@ -10,19 +10,28 @@ The database is in WAL mode with ``synchronous=FULL``: a committed write survive
 process or of the machine. Expired rows are purged every ``purge_interval`` seconds by the
 worker itself, between batches.
 
-The sent ledger is read on the event loop itself, through a second, read-only connection: a
-primary-key lookup takes microseconds, and in WAL mode a reader never waits for the writer, so
-``is_sent`` (asked before every delivery) neither crosses threads nor queues behind a commit's
-fsync. What that reader cannot see yet (``mark_sent`` calls waiting for their commit) is
-answered from memory. ``mark_sent`` calls made in one pass of the event loop go to the worker as
-one ``executemany``. A ``:memory:`` database has no second connection and reads on the worker.
+``is_sent`` (asked before every delivery) is answered on the event loop: "no" for nearly every
+new key by :class:`~router.state.ledger_index.LedgerIndex`, an in-memory filter over the
+ledger's keys loaded at open (until it is loaded, and for keys it cannot rule out, the
+database answers). The database is read on the loop too, through a second, read-only
+connection: in WAL mode a reader never waits for the writer, so a read neither crosses threads
+nor queues behind a commit's fsync. What that reader cannot see yet (``mark_sent`` calls
+waiting for their commit) is answered from memory. ``mark_sent`` calls made in one pass of the
+event loop go to the worker as one ``executemany``. A ``:memory:`` database has no second
+connection and reads on the worker.
+
+The index assumes this process is the only writer of the ledger, as DESIGN.md has it for
+SQLite state: a lock file beside the database (``<db>.lock``) tells, and while another process
+holds it the index is off and every read goes to the database.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -43,6 +52,7 @@ from router.state.base import (
     gcra_params,
     gcra_slot,
 )
+from router.state.ledger_index import LedgerIndex
 
 T = TypeVar("T")
 
@@ -51,6 +61,23 @@ log = logging.getLogger(__name__)
 _LEASES: dict[str, dict[str, tuple[str, float]]] = {}
 """Delivery leases by database path: key -> (owner, expires_at)."""
 _LEASE_SWEEP_AT = 10_000  # entries before expired ones are swept (sent deliveries drop theirs at once)
+
+_INDEX_PAGE = 20_000  # ledger keys per query while the index loads
+# Added to a key's expiry in the index: the worker stamps the row a little later than the loop.
+_INDEX_EXPIRY_MARGIN = 60.0
+
+
+@dataclass
+class _SharedIndex:
+    """The ledger index of one database, shared by the stores of this process that use it."""
+
+    index: LedgerIndex
+    users: int = 0
+    lock_file: int | None = None  # the descriptor holding <db>.lock
+    loader: asyncio.Task[None] | None = None
+
+
+_INDEXES: dict[str, _SharedIndex] = {}
 
 _READER_BUSY_TIMEOUT = 0.05  # seconds the loop's reader may wait on a lock before asking the worker
 _SELECT_SENT = "SELECT 1 FROM sent WHERE key = ? AND expires_at > ?"
@@ -189,6 +216,8 @@ class SqliteStateStore(StateStore):
         # Keys whose mark_sent has not committed yet (with how many calls are marking each):
         # sent, though the reader cannot see it yet.
         self._marking: dict[str, int] = {}
+        self._index_key = shared
+        self._index = LedgerIndex(clock=clock)  # replaced by the shared one at open
 
     def __repr__(self) -> str:
         return f"SqliteStateStore({self.path!r})"
@@ -214,6 +243,79 @@ class SqliteStateStore(StateStore):
             raise
         if self.path != ":memory:":
             self._reader = self._open_reader()
+        self._attach_index()
+
+    def _attach_index(self) -> None:
+        shared = _INDEXES.get(self._index_key)
+        if shared is None:
+            shared = _INDEXES[self._index_key] = _SharedIndex(LedgerIndex(clock=self._clock))
+            if self.path == ":memory:":
+                shared.index.finish_loading()  # a new database: nothing to load
+            else:
+                shared.lock_file = self._lock_database(shared.index)
+                if not shared.index.off:
+                    shared.loader = asyncio.create_task(self._load_index(shared.index))
+        shared.users += 1
+        self._index = shared.index
+
+    def _lock_database(self, index: LedgerIndex) -> int | None:
+        """Take ``<db>.lock``; if another process holds it, turn the index off (and say so)."""
+        try:
+            fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            index.turn_off(f"cannot open {self.path}.lock ({exc.strerror})")
+            log.warning("SQLite state: %s; every delivery reads the database", index.why_off)
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            index.turn_off(f"another process uses {self.path}")
+            log.warning(
+                "SQLite state: %s. SQLite state serves one router process: give each its own "
+                "state URL, or use Redis state to share the work",
+                index.why_off,
+            )
+            return None
+        return fd
+
+    async def _load_index(self, index: LedgerIndex) -> None:
+        """Add every live key of the ledger to the index, a page at a time, then switch it on."""
+        after = ""
+        while True:
+
+            def page(conn: sqlite3.Connection, now: float, after: str = after) -> list[tuple[str, float]]:
+                return conn.execute(
+                    "SELECT key, expires_at FROM sent WHERE key > ? AND expires_at > ? ORDER BY key LIMIT ?",
+                    (after, now, _INDEX_PAGE),
+                ).fetchall()
+
+            try:
+                rows = await self._call(page)
+            except Exception as exc:  # a failing disk, or the store that loads it closed
+                index.turn_off(f"loading it failed ({type(exc).__name__}: {exc})")
+                log.warning("SQLite state: the ledger index is off: %s", index.why_off)
+                return
+            index.add_many((key, expires_at + _INDEX_EXPIRY_MARGIN) for key, expires_at in rows)
+            if len(rows) < _INDEX_PAGE:
+                index.finish_loading()
+                log.debug("SQLite state: ledger index loaded (%d keys, %d bytes)", len(index), index.nbytes)
+                return
+            after = rows[-1][0]
+
+    async def _detach_index(self) -> None:
+        shared = _INDEXES.get(self._index_key)
+        if shared is None or shared.index is not self._index:
+            return
+        shared.users -= 1
+        if shared.users > 0:
+            return
+        del _INDEXES[self._index_key]
+        if shared.loader is not None:
+            shared.loader.cancel()
+            await asyncio.gather(shared.loader, return_exceptions=True)
+        if shared.lock_file is not None:
+            os.close(shared.lock_file)  # releases the lock
 
     def _open_reader(self) -> sqlite3.Connection | None:
         # Opened after the worker created the schema and switched the file to WAL.
@@ -234,6 +336,7 @@ class SqliteStateStore(StateStore):
         if self._thread is None or self._closed is None:
             return
         self._flush_marks()  # marks made in this pass go ahead of the stop
+        await self._detach_index()
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -373,6 +476,8 @@ class SqliteStateStore(StateStore):
         """Whether ``key`` is in the ledger, answered on the loop; None when only the worker can tell."""
         if key in self._marking:
             return True
+        if not self._index.may_contain(key):
+            return False
         reader = self._reader
         if reader is None:
             return None
@@ -404,6 +509,8 @@ class SqliteStateStore(StateStore):
             self._marks = []
             loop.call_soon(self._flush_marks)
         self._marks.append((key, ttl, future))
+        # Before the commit: from now on the index must not rule the key out.
+        self._index.add(key, self._clock() + ttl + _INDEX_EXPIRY_MARGIN)
         marking = self._marking
         marking[key] = marking.get(key, 0) + 1
         try:
@@ -442,6 +549,9 @@ class SqliteStateStore(StateStore):
         if not unique:
             return set()
         marking = {key for key in unique if key in self._marking}
+        unique = [key for key in unique if key not in marking and self._index.may_contain(key)]
+        if not unique:
+            return marking
 
         def op(conn: sqlite3.Connection, now: float) -> set[str]:
             found: set[str] = set()

@@ -16,7 +16,8 @@ dropped waits for the robust connection to come back and publishes again (bounde
 ``publish_timeout``): a lost confirm can therefore duplicate a message, never lose one, which
 the engine's idempotency absorbs.
 
-Consumption uses manual acknowledgements. Each message runs as its own task; the broker's
+Consumption uses manual acknowledgements and reads aiormq's deliveries as they arrive (see
+:class:`_DeliveryQueue`). Each message runs as its own task; the broker's
 prefetch bounds how many each consumer holds and a semaphore bounds how many handlers run at
 once across the event and retry consumers. When the connection drops, the handlers of the
 lost deliveries finish but their acks go nowhere: the broker redelivers those messages (with
@@ -31,7 +32,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 from urllib.parse import quote
@@ -47,6 +48,9 @@ from aio_pika.abc import (
     DeliveryMode,
     ExchangeType,
 )
+from aio_pika.robust_channel import RobustChannel
+from aio_pika.robust_queue import RobustQueue
+from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import (
     AMQPError,
     ChannelInvalidStateError,
@@ -119,8 +123,8 @@ def _wire_headers(headers: dict[str, Any] | None) -> dict[str, Any]:
     return {k: _wire_value(v) for k, v in (headers or {}).items()}
 
 
-def _received_headers(message: AbstractIncomingMessage, *, strip_deaths: bool) -> dict[str, Any]:
-    headers = dict(message.headers or {})
+def _received_headers(received: Mapping[str, Any] | None, *, strip_deaths: bool) -> dict[str, Any]:
+    headers = dict(received or {})
     headers.pop("x-delivery-count", None)  # added by quorum queues on every delivery
     if strip_deaths:
         headers = {k: v for k, v in headers.items() if not _is_broker_header(k)}
@@ -233,10 +237,11 @@ class _Acks:
 class _Settlement:
     """The ack/requeue closures of one delivery: first call wins, failures are not errors."""
 
-    __slots__ = ("acks", "message", "settled", "started")
+    __slots__ = ("acks", "message", "settled", "started", "tag")
 
-    def __init__(self, message: AbstractIncomingMessage, acks: _Acks) -> None:
+    def __init__(self, message: DeliveredMessage, tag: int, acks: _Acks) -> None:
         self.message = message
+        self.tag = tag
         self.acks = acks
         self.settled = False
         self.started = False
@@ -245,7 +250,7 @@ class _Settlement:
         if self.settled:
             return
         self.settled = True
-        self.acks.ack(self.message.delivery_tag or 0)
+        self.acks.ack(self.tag)
 
     async def requeue(self) -> None:
         """Requeue after a failed handling: held back a while when failures repeat (see ``requeue_pause``)."""
@@ -265,11 +270,56 @@ class _Settlement:
         if pause:
             await asyncio.sleep(pause)
         try:
-            await self.message.nack(requeue=True)
+            await self.message.channel.basic_nack(self.tag, requeue=True)
         except Exception as exc:
             log.debug("requeue not delivered (%s); RabbitMQ will redeliver the message", type(exc).__name__)
         finally:
-            self.acks.requeued(self.message.delivery_tag or 0)
+            self.acks.requeued(self.tag)
+
+
+_Consumer = Callable[[DeliveredMessage], Coroutine[Any, Any, None]]
+
+
+class _DeliveryQueue(RobustQueue):
+    """A robust queue whose consumers receive aiormq's deliveries as they came off the wire.
+
+    aio-pika wraps each delivery in an ``IncomingMessage`` (every property decoded into an
+    attribute: 18 us per message on the benchmark machine) and runs the callback in one more
+    task; the router reads five fields and settles by delivery tag, so it skips both. Consumers
+    are still recorded the way ``RobustQueue`` records them, so a reconnect restores them.
+    """
+
+    async def consume(  # type: ignore[override]  # the callback takes aiormq's message
+        self,
+        callback: _Consumer,
+        no_ack: bool = False,
+        exclusive: bool = False,
+        arguments: Any = None,
+        consumer_tag: str | None = None,
+        timeout: float | None = None,
+        robust: bool = True,
+    ) -> str:
+        channel = await self.channel.get_underlay_channel()
+        result = await channel.basic_consume(
+            queue=self.name,
+            consumer_callback=callback,
+            exclusive=exclusive,
+            no_ack=no_ack,
+            arguments=arguments,
+            consumer_tag=consumer_tag,
+            timeout=timeout,
+        )
+        tag = result.consumer_tag
+        if tag is None:
+            raise AMQPError("RabbitMQ answered basic.consume without a consumer tag")
+        if robust:
+            self._consumers[tag] = {
+                "callback": callback,
+                "no_ack": no_ack,
+                "exclusive": exclusive,
+                "arguments": arguments,
+            }
+        return tag
 
 
 class AmqpTransport(Transport):
@@ -415,28 +465,35 @@ class AmqpTransport(Transport):
         async with self._broker_errors("to start consuming"):
             if self._consume_channel is None:
                 channel: AbstractRobustChannel = await connection.channel(publisher_confirms=False)
+                if not isinstance(channel, RobustChannel):
+                    raise TypeError(f"expected aio-pika's RobustChannel, got {type(channel).__name__}")
+                # Queues declared on this channel are _DeliveryQueues (restored with it on reconnect).
+                channel.QUEUE_CLASS = _DeliveryQueue
                 # Per consumer: the event and the retry consumer each hold at most `prefetch`.
                 await channel.set_qos(prefetch_count=prefetch)
                 self._consume_channel = channel
             kinds: tuple[tuple[str, MessageKind], ...] = ((self.queue, "event"), (self.retry_queue, "retry"))
             for name, kind in kinds:
                 queue = await self._consume_channel.declare_queue(name, durable=True, arguments=self._queue_arguments())
+                if not isinstance(queue, _DeliveryQueue):
+                    raise TypeError(f"expected a _DeliveryQueue, got {type(queue).__name__}")
                 tag = await queue.consume(self._callback(kind), no_ack=False)
                 self._consumers.append((queue, tag))
 
-    def _callback(self, kind: MessageKind) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
-        async def on_message(message: AbstractIncomingMessage) -> None:
+    def _callback(self, kind: MessageKind) -> _Consumer:
+        async def on_message(message: DeliveredMessage) -> None:
             self._receive(kind, message)
 
         return on_message
 
-    def _receive(self, kind: MessageKind, message: AbstractIncomingMessage) -> None:
+    def _receive(self, kind: MessageKind, message: DeliveredMessage) -> None:
         acks = self._acks
         if acks is None or acks.channel is not message.channel:
             # First delivery, or the first on the channel a reconnect opened (tags restart at 1).
             acks = self._acks = _Acks(message.channel)
-        acks.received(message.delivery_tag or 0)
-        settlement = _Settlement(message, acks)
+        tag = message.delivery_tag or 0
+        acks.received(tag)
+        settlement = _Settlement(message, tag, acks)
         # Our own task, not aiormq's: aiormq cancels its tasks when the channel closes, and a
         # handler cut off halfway through a delivery is worse than one whose ack goes nowhere.
         task = asyncio.create_task(self._dispatch(kind, settlement))
@@ -469,7 +526,7 @@ class AmqpTransport(Transport):
 
     async def _incoming(self, kind: MessageKind, settlement: _Settlement) -> Incoming | None:
         message = settlement.message
-        headers = _received_headers(message, strip_deaths=kind == "retry")
+        headers = _received_headers(message.header.properties.headers, strip_deaths=kind == "retry")
         routing_key: str | None = message.routing_key
         if kind == "retry":
             routing_key = None
@@ -485,7 +542,7 @@ class AmqpTransport(Transport):
             body=message.body,
             headers=headers,
             routing_key=routing_key,
-            content_type=message.content_type,
+            content_type=message.header.properties.content_type,
             redelivered=bool(message.redelivered),
             ack=settlement.ack,
             requeue=settlement.requeue,
@@ -694,7 +751,7 @@ class AmqpTransport(Transport):
 
     @staticmethod
     def _letter(message: AbstractIncomingMessage) -> DeadLetter:
-        headers = _received_headers(message, strip_deaths=True)
+        headers = _received_headers(message.headers, strip_deaths=True)
         # Letters put there by hand may lack a message id: derive a stable one from the content.
         letter_id = message.message_id or hashlib.sha256(message.body).hexdigest()[:32]
         dead_at = message.timestamp.timestamp() if message.timestamp else None

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 
 from router.channels.base import Outcome
 from router.delivery import Delivery
 from router.pipeline.chain import Next
+from router.slots import Slots
 
 
 class ChannelConcurrency:
     """At most ``limits[channel]`` sends to a channel at once; other channels are unaffected."""
 
     def __init__(self, limits: Mapping[str, int], default: int = 8) -> None:
-        self._semaphores = {name: asyncio.Semaphore(limit) for name, limit in limits.items()}
+        self._slots = {name: Slots(limit) for name, limit in limits.items()}
         self._default = default
 
     async def __call__(self, delivery: Delivery, next: Next) -> Outcome:
-        semaphore = self._semaphores.get(delivery.channel)
-        if semaphore is None:
-            semaphore = self._semaphores[delivery.channel] = asyncio.Semaphore(self._default)
-        async with semaphore:
+        slots = self._slots.get(delivery.channel)
+        if slots is None:
+            slots = self._slots[delivery.channel] = Slots(self._default)
+        async with slots:
             return await next(delivery)

@@ -60,6 +60,7 @@ from aiormq.exceptions import (
 )
 from yarl import URL
 
+from router.slots import Slots
 from router.transports import retry_ladder
 from router.transports.base import (
     H_CONTENT_TYPE,
@@ -365,8 +366,8 @@ class AmqpTransport(Transport):
         self._consume_channel: AbstractRobustChannel | None = None
         self._consumers: list[tuple[AbstractRobustQueue, str]] = []
         self._handler: Handler | None = None
-        self._slots: asyncio.Semaphore | None = None  # handlers running at once, events and retries
-        self._retry_slots: asyncio.Semaphore | None = None  # of which retries
+        self._slots: Slots | None = None  # handlers running at once, events and retries
+        self._retry_slots: Slots | None = None  # of which retries
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiting: set[_Settlement] = set()
@@ -459,8 +460,8 @@ class AmqpTransport(Transport):
         if self._consumers:
             raise RuntimeError("the transport is already consuming")
         self._handler = handler
-        self._slots = asyncio.Semaphore(prefetch)
-        self._retry_slots = asyncio.Semaphore(max(1, prefetch // 2))
+        self._slots = Slots(prefetch)
+        self._retry_slots = Slots(max(1, prefetch // 2))
         self._stopping = False
         async with self._broker_errors("to start consuming"):
             if self._consume_channel is None:

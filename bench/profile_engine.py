@@ -44,6 +44,7 @@ class DictState(SqliteStateStore):
 
     async def mark_sent(self, key: str, ttl: float) -> None:
         self.sent[key] = ttl
+        self._leases.pop(key, None)  # as the real store does once the ledger answers
 
 
 class StubTransport(Transport):

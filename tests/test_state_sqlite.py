@@ -142,3 +142,15 @@ async def test_closing_the_last_store_releases_the_database(tmp_path: Path) -> N
         assert first._index is second._index  # one process, one index
     with open(f"{path}.lock") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # would raise if still held
+
+
+async def test_many_live_leases_do_not_make_every_claim_scan_them_all(
+    store: SqliteStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_state, "_LEASE_SWEEP_AT", 100)
+    store._lease_sweep_at = 100
+    for number in range(1000):  # long sends: every lease stays live
+        assert (await store.claim_delivery(f"k{number}", "owner", lease=60)).status == "claimed"
+    # Sweeps happened at 100, 200, 400 and 800 leases only, and no live lease was dropped.
+    assert store._lease_sweep_at == 1600
+    assert (await store.claim_delivery("k0", "another owner", lease=60)).status == "held"

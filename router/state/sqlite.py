@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import queue
@@ -83,6 +84,13 @@ _READER_BUSY_TIMEOUT = 0.05  # seconds the loop's reader may wait on a lock befo
 _SELECT_SENT = "SELECT 1 FROM sent WHERE key = ? AND expires_at > ?"
 _UPSERT_SENT = (
     "INSERT INTO sent(key, expires_at) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET expires_at = excluded.expires_at"
+)
+# A batch of marks as one statement over a JSON array of [key, expires_at]: executemany steps
+# the statement once per row, releasing and taking back the GIL each time, and every take-back
+# can stall the event loop's thread for a switch interval.
+_UPSERT_SENT_JSON = (
+    "INSERT INTO sent(key, expires_at) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]')"
+    " FROM json_each(?) WHERE true ON CONFLICT(key) DO UPDATE SET expires_at = excluded.expires_at"
 )
 _MAX_BATCH = 512  # calls per transaction; bounds how long one commit holds the write lock
 _IN_CHUNK = 500  # keys per IN (...) query, below SQLite's variable limit
@@ -210,12 +218,14 @@ class SqliteStateStore(StateStore):
         # (a restarted router then waits for nothing). Not written to disk: no cost per send.
         shared = self.path if self.path != ":memory:" else f":memory:{id(self)}"
         self._leases = _LEASES.setdefault(shared, {})
+        self._lease_sweep_at = _LEASE_SWEEP_AT
         self._reader: sqlite3.Connection | None = None  # the loop's read-only connection
         # mark_sent calls of this pass of the loop, sent to the worker together when it ends.
         self._marks: list[tuple[str, float, asyncio.Future[None]]] | None = None
         # Keys whose mark_sent has not committed yet (with how many calls are marking each):
         # sent, though the reader cannot see it yet.
         self._marking: dict[str, int] = {}
+        self._json_rows = False  # set by the worker once it knows SQLite has json_each
         self._index_key = shared
         self._index = LedgerIndex(clock=clock)  # replaced by the shared one at open
 
@@ -349,6 +359,11 @@ class SqliteStateStore(StateStore):
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
         try:
+            try:
+                conn.execute("SELECT json_extract(value, '$[0]') FROM json_each('[[1]]')").fetchall()
+                self._json_rows = True
+            except sqlite3.OperationalError:  # an SQLite built without its JSON functions
+                self._json_rows = False
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.executescript(_SCHEMA)
@@ -534,9 +549,13 @@ class SqliteStateStore(StateStore):
             _settle_all([(future, False, error) for future in futures])
             return
         rows = [(key, ttl) for key, ttl, _ in marks]
+        json_rows = self._json_rows
 
         def op(conn: sqlite3.Connection, now: float) -> None:
-            conn.executemany(_UPSERT_SENT, [(key, now + ttl) for key, ttl in rows])
+            if len(rows) > 1 and json_rows:
+                conn.execute(_UPSERT_SENT_JSON, (json.dumps([[key, now + ttl] for key, ttl in rows]),))
+            else:
+                conn.executemany(_UPSERT_SENT, [(key, now + ttl) for key, ttl in rows])
 
         loop = futures[0].get_loop()
         group: asyncio.Future[None] = loop.create_future()
@@ -584,9 +603,12 @@ class SqliteStateStore(StateStore):
         held = leases.get(key)
         if held is not None and held[0] != owner and held[1] > now:
             return DeliveryClaim("held", held[1] - now)
-        if len(leases) >= _LEASE_SWEEP_AT:
+        if len(leases) >= self._lease_sweep_at:
             for stale in [k for k, (_, until) in leases.items() if until <= now]:
                 del leases[stale]
+            # Live leases are never swept: sweep again only once as many more were taken, so
+            # many live ones cost one scan per doubling instead of one per claim.
+            self._lease_sweep_at = max(_LEASE_SWEEP_AT, 2 * len(leases))
         leases[key] = (owner, now + lease)
         return CLAIMED
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
 
 from router.channels.base import Channel, Outcome
+from router.deadlines import Deadlines
 from router.delivery import Delivery
 from router.metrics import Metrics
 
@@ -21,12 +21,14 @@ class Send:
         self.channel_for = channel_for
         self.metrics = metrics
         self.timeout = timeout
+        # Checked a few times a second (more often for short limits): no timer per send.
+        self._deadlines = Deadlines(resolution=min(0.25, max(0.001, timeout / 20)))
 
     async def __call__(self, delivery: Delivery) -> Outcome:
         channel = self.channel_for(delivery.channel)
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.timeout):
+            async with self._deadlines.limit(self.timeout):
                 outcome = await channel.send(delivery.message)
         except TimeoutError:
             outcome = Outcome.retryable(f"channel did not answer within {self.timeout:g}s")

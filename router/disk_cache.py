@@ -13,6 +13,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import mmap
 import os
 import stat
 from pathlib import Path
@@ -61,6 +62,22 @@ def read(target: Path) -> bytes | None:
     try:
         return target.read_bytes()
     except OSError:
+        return None
+
+
+def read_mapped(target: Path) -> mmap.mmap | None:
+    """The content of ``target`` in a usable cache directory, mapped read-only (close it), or None.
+
+    For large files read in parts: the content never lands on the heap, where megabytes read
+    once and freed would leave a hole that the process keeps. Safe to map: :func:`write` only
+    ever replaces a file (rename), it never truncates or rewrites one in place.
+    """
+    if not usable(target.parent):
+        return None
+    try:
+        with open(target, "rb") as stream:
+            return mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):  # ValueError: an empty file cannot be mapped
         return None
 
 

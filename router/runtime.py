@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from router import template_compile
 from router.channels.base import Channel, Message
 from router.config.loader import LoadedConfig, load_config
 from router.config.models import RouterConfig, Rule
@@ -149,15 +152,32 @@ def _gc_paused() -> Iterator[None]:
 
 
 def _build_runtime(path: str | Path, registry: Registry) -> Runtime:
-    loaded = load_config(path, registry)
-    templates = Templates(loaded.templates_dir, registry.filters, cache_dir=templates_cache(loaded))
-    template_errors = templates.compile_all()
+    early = _start_templates_early(path, registry)
+    try:
+        loaded = load_config(path, registry)
+        cache_dir = templates_cache(loaded)
+        if early is not None and early.folder == loaded.templates_dir and early.cache_dir == cache_dir:
+            templates, early = early, None  # the guess was right: compile_all joins the work started
+        else:
+            templates = Templates(loaded.templates_dir, registry.filters, cache_dir=cache_dir)
+        # Indexed while template workers may still be compiling; its problems (which validation
+        # finds first) are reported after the templates', as before.
+        index: RuleIndex | ConfigError
+        try:
+            index = RuleIndex(loaded.config.rules)
+        except ConfigError as exc:
+            index = exc
+        template_errors = templates.compile_all()
+    finally:
+        if early is not None:
+            early.stop_compiling()
     if template_errors:
         raise ConfigError([template_problem(error) for error in template_errors])
     field_errors = check_template_fields(loaded.config, loaded.event_schemas, templates)
     if field_errors:  # a template reading a field its event's schema does not declare (a typo)
         raise ConfigError([template_problem(error) for error in field_errors])
-    index = RuleIndex(loaded.config.rules)
+    if isinstance(index, ConfigError):
+        raise index
     return Runtime(
         loaded=loaded,
         registry=registry,
@@ -166,6 +186,40 @@ def _build_runtime(path: str | Path, registry: Registry) -> Runtime:
         rules_by_name={rule.name: rule for rule in loaded.config.rules},
         rule_positions={rule.name: i for i, rule in enumerate(loaded.config.rules)},
     )
+
+
+# A top-level `templates: folder` line, in plain or quoted style (anything else is not guessed).
+_TEMPLATES_KEY = re.compile(
+    rb"""^templates:[ \t]*(?:"([^"\\$]*)"|'([^'$]*)'|([^\s"'#$&*!|>{\[][^\s#$]*))[ \t]*(?:#.*)?$""", re.M
+)
+
+
+def _start_templates_early(path: str | Path, registry: Registry) -> Templates | None:
+    """Templates whose compiling starts before rules.yaml is loaded, in worker processes: a guess.
+
+    A cold load of many templates spends most of its time compiling them, which forked workers
+    can do while this process parses and validates rules.yaml. Which folder holds them is only
+    known once rules.yaml is loaded, so this guesses it from a plain ``templates:`` line (or
+    the default); the load uses these templates only when the guess was right. Workers start
+    only when :mod:`router.template_compile` finds it worth it (many templates not in the
+    cache); without them, this only reads the templates and the cache earlier than otherwise.
+    """
+    if not template_compile.fork_is_safe() or template_compile.available_cpus() < 2:
+        return None
+    try:
+        file = Path(os.path.abspath(Path(path).expanduser()))
+        with open(file, "rb") as stream:
+            found = _TEMPLATES_KEY.search(stream.read())
+        name: bytes = b"templates" if found is None else next(group for group in found.groups() if group is not None)
+        folder = Path(os.path.abspath(file.parent / name.decode("utf-8")))
+        if not name or not folder.is_dir():
+            return None
+        root = cache_root(file)
+        templates = Templates(folder, registry.filters, cache_dir=root / "templates" if root is not None else None)
+        templates.start_compiling()
+    except Exception:  # only a guess: the load reports whatever is wrong
+        return None
+    return templates
 
 
 def templates_cache(loaded: LoadedConfig) -> Path | None:

@@ -1,32 +1,37 @@
 """An on-disk cache of compiled templates, so a restart or ``router check`` does not compile them all again.
 
-Jinja's bytecode cache keys an entry by the template's name and a checksum of its source. Our
-compiled code is more than the source: :mod:`router.template_limits` rewrites every template
-before it is compiled (guarded loops and ``~``), and the sandbox settings live in
-:mod:`router.templates`. An entry compiled by an older version of either would bring back a
-template without those guards, so the checksum here also covers a *tag*: a hash of those
-modules' source, Jinja's version, and the filter and test names the environment knows (an
-unknown filter is a compile-time error). Any change to them makes every entry stale.
+An entry is keyed by the template's file name and a checksum of its source. Our compiled code
+is more than the source: :mod:`router.template_limits` rewrites every template before it is
+compiled (guarded loops and ``~``), and the sandbox settings live in :mod:`router.templates`.
+An entry compiled by an older version of either would bring back a template without those
+guards, so the checksum also covers a *tag*: a hash of those modules' source, Jinja's version,
+and the filter and test names the environment knows (an unknown filter is a compile-time
+error). Any change to them makes every entry stale. Code objects are stored with marshal, whose
+format is the Python version's: the file's header names that version.
 
-Beside the compiled templates the cache keeps their *facts* (what the checks read from a syntax
-tree, see ``router.templates._Facts``; one file per templates folder), written only for the
-templates that compiled: a template whose facts are found with the same checksum is neither
-parsed nor compiled again. The directory rules are
-:mod:`router.disk_cache`'s.
+Beside the compiled code each entry keeps the template's *facts* (what the checks read from a
+syntax tree, see ``router.templates._Facts``), and only templates that compiled have an entry:
+a template whose entry has the same checksum is neither parsed nor compiled again. All the
+entries of a templates folder are in one file (reading and writing a thousand small files cost
+more than a tenth of a second each way). The directory rules are :mod:`router.disk_cache`'s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
-import io
-import json
-from collections.abc import Iterable
+import importlib.util
+import marshal
+import mmap
+import struct
+import types
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2.bccache import Bucket, BytecodeCache
 
 from router import disk_cache
 
@@ -50,7 +55,84 @@ def environment_tag(filters: Iterable[str], tests: Iterable[str]) -> str:
     return hashlib.sha256(f"{code_tag()}\0{names}".encode()).hexdigest()
 
 
-class TemplateCache(BytecodeCache):
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What the cache keeps for one template file."""
+
+    checksum: str  # of the tag and the source
+    facts: Any  # router.templates._Facts.dump()
+    code: types.CodeType | bytes  # the compiled module (as Jinja's Environment.compile returns it), or its marshal
+
+
+_HEADER = b"router-templates-3\0" + importlib.util.MAGIC_NUMBER
+_LENGTH = struct.Struct("<Q")
+
+
+class Bundle:
+    """A folder's cache file, mapped: its index read at once, each template's code when asked for.
+
+    The file is the header, the index's size, the index (file -> checksum, facts, offset and
+    size of its code) and the code of each template (marshal). Reading one template's code at a
+    time, as it is loaded, keeps a load's memory as flat as compiling them one by one.
+    """
+
+    def __init__(self, mapped: mmap.mmap) -> None:
+        self._mapped = mapped
+        self.index: dict[str, tuple[str, Any, int, int]] = {}
+        self._base = 0
+        if mapped[: len(_HEADER)] != _HEADER:
+            return
+        try:
+            (size,) = _LENGTH.unpack_from(mapped, len(_HEADER))
+            start = len(_HEADER) + _LENGTH.size
+            index = self._loads(start, size)
+        except (ValueError, EOFError, TypeError, struct.error):
+            return
+        self._base = start + size
+        if isinstance(index, dict):
+            self.index = {
+                file: value
+                for file, value in index.items()
+                if isinstance(file, str)
+                and isinstance(value, tuple)
+                and len(value) == 4
+                and isinstance(value[0], str)
+                and isinstance(value[2], int)
+                and isinstance(value[3], int)
+            }
+
+    def _loads(self, start: int, size: int) -> Any:
+        if start < 0 or size < 0 or start + size > len(self._mapped):
+            raise ValueError("outside the file")
+        with memoryview(self._mapped) as view, view[start : start + size] as part:
+            return marshal.loads(part)
+
+    def checksum(self, file: str) -> str | None:
+        entry = self.index.get(file)
+        return entry[0] if entry is not None else None
+
+    def facts(self, file: str) -> Any:
+        return self.index[file][1]
+
+    def code(self, file: str) -> types.CodeType | None:
+        """The template's compiled module, or None when the file is damaged."""
+        _, _, offset, size = self.index[file]
+        try:
+            code = self._loads(self._base + offset, size)
+        except (ValueError, EOFError, TypeError):
+            return None
+        return code if isinstance(code, types.CodeType) else None
+
+    def blob(self, file: str) -> bytes:
+        """The template's code as stored (marshal), to be written again."""
+        _, _, offset, size = self.index[file]
+        return self._mapped[self._base + offset : self._base + offset + size]
+
+    def close(self) -> None:
+        self._mapped.close()
+
+
+class TemplateCache:
     """Compiled templates in ``directory``, valid only for the same source *and* the same ``tag``."""
 
     def __init__(self, directory: Path, tag: str) -> None:
@@ -60,42 +142,42 @@ class TemplateCache(BytecodeCache):
     def get_source_checksum(self, source: str) -> str:
         return hashlib.sha256(f"{self.tag}\0{source}".encode()).hexdigest()
 
-    def load_bytecode(self, bucket: Bucket) -> None:
-        data = disk_cache.read(self.directory / f"{bucket.key}.cache")
-        if data is not None:
-            bucket.load_bytecode(io.BytesIO(data))  # a wrong magic or checksum, or a damaged file, leaves it empty
+    def load_checksums(self, folder: Path) -> dict[str, str]:
+        """The checksum of each template :meth:`dump` stored for ``folder``: file -> checksum."""
+        with self.open(folder) as bundle:
+            return {file: entry[0] for file, entry in bundle.index.items()} if bundle is not None else {}
 
-    def dump_bytecode(self, bucket: Bucket) -> None:
-        buffer = io.BytesIO()
-        bucket.write_bytecode(buffer)
-        disk_cache.write(self.directory / f"{bucket.key}.cache", buffer.getvalue())
-
-    def load_facts(self, folder: Path) -> dict[str, tuple[str, Any]]:
-        """What :meth:`dump_facts` stored for the templates of ``folder``: file -> (checksum, facts)."""
-        data = disk_cache.read(self._facts_file(folder))
+    @contextlib.contextmanager
+    def open(self, folder: Path) -> Iterator[Bundle | None]:
+        """What :meth:`dump` stored for the templates of ``folder``, while the block runs (None: nothing)."""
+        mapped = disk_cache.read_mapped(self._file(folder))
+        if mapped is None:
+            yield None
+            return
+        bundle = Bundle(mapped)
         try:
-            stored = json.loads(data) if data is not None else None
-        except ValueError:
-            return {}
-        if not isinstance(stored, dict):
-            return {}
-        return {
-            file: (entry[0], entry[1])
-            for file, entry in stored.items()
-            if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
-        }
+            yield bundle
+        finally:
+            bundle.close()
 
-    def dump_facts(self, folder: Path, facts: dict[str, tuple[str, Any]]) -> None:
-        """Remember the facts (JSON) of the templates of ``folder`` that compiled: file -> (checksum, facts).
+    def dump(self, folder: Path, entries: dict[str, Entry]) -> None:
+        """Remember the templates of ``folder`` that compiled (replacing what was stored for the folder)."""
+        index: dict[str, tuple[str, Any, int, int]] = {}
+        blobs: list[bytes] = []
+        offset = 0
+        for file, entry in entries.items():
+            blob = entry.code if isinstance(entry.code, bytes) else marshal.dumps(entry.code)
+            index[file] = (entry.checksum, entry.facts, offset, len(blob))
+            blobs.append(blob)
+            offset += len(blob)
+        stored = marshal.dumps(index)
+        disk_cache.write(self._file(folder), b"".join([_HEADER, _LENGTH.pack(len(stored)), stored, *blobs]))
 
-        One file for the folder: reading a thousand small files costs more than parsing one.
-        """
-        disk_cache.write(self._facts_file(folder), json.dumps(facts).encode())
-
-    def _facts_file(self, folder: Path) -> Path:
-        return self.directory / f"facts-{hashlib.sha256(str(folder).encode()).hexdigest()[:32]}.json"
+    def _file(self, folder: Path) -> Path:
+        return self.directory / f"templates-{hashlib.sha256(str(folder).encode()).hexdigest()[:32]}.marshal"
 
     def clear(self) -> None:
-        for pattern in ("*.cache", "facts-*.json"):
+        # *.cache and facts-*.json: the per-template files of earlier versions.
+        for pattern in ("templates-*.marshal", "*.cache", "facts-*.json"):
             for path in self.directory.glob(pattern):
                 path.unlink(missing_ok=True)

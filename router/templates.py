@@ -11,7 +11,9 @@ render (which file, which block functions, the inheritance chain) is resolved on
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import marshal
 import re
 import types
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
@@ -31,7 +33,8 @@ from router.events import Event
 from router.filters import truncate_text
 from router.rich import RichPayload, build_payload
 from router.suggest import did_you_mean
-from router.template_cache import TemplateCache, environment_tag
+from router.template_cache import Bundle, Entry, TemplateCache, environment_tag
+from router.template_compile import SharedMap
 from router.template_limits import (
     OUTPUT_LIMIT,
     TIME_LIMIT,
@@ -177,29 +180,30 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
 
 class _Loader(FileSystemLoader):
-    """Loads a template from the cache of compiled templates, or compiles the tree Templates already parsed.
+    """Loads a template from code compiled ahead (the cache, or workers), or compiles the tree Templates already parsed.
 
     Jinja's own ``load`` would parse the source a second time; compiling the tree that
-    :meth:`Templates.compile_all` parsed for its checks makes each file parsed once.
+    :meth:`Templates.compile_all` parsed for its checks makes each file parsed once. The code
+    each template ran is kept in ``compiled`` while :meth:`Templates.compile_all` runs, to be
+    cached.
     """
 
     def __init__(self, folder: Path, trees: dict[str, nodes.Template]) -> None:
         super().__init__(folder)
         self._trees = trees
+        self.precompiled: dict[str, types.CodeType] = {}
+        self.compiled: dict[str, types.CodeType] = {}
 
     def load(self, environment: Environment, name: str, globals: MutableMapping[str, Any] | None = None) -> Template:
-        source, filename, uptodate = self.get_source(environment, name)
-        cache = environment.bytecode_cache
-        bucket = cache.get_bucket(environment, name, filename, source) if cache is not None else None
-        code = bucket.code if bucket is not None else None
+        code = self.precompiled.pop(name, None)
+        uptodate = None  # only read with auto_reload, which Templates turns off
         if code is None:
+            source, filename, uptodate = self.get_source(environment, name)
             # The tree is rewritten in place by the limits' transformer; Templates' own checks
             # read only what it leaves as written (extends, blocks, top-level text).
             tree = self._trees.get(name)
             code = environment.compile(tree if tree is not None else source, name, filename)
-            if cache is not None and bucket is not None:
-                bucket.code = code
-                cache.set_bucket(bucket)
+        self.compiled[name] = code
         return environment.template_class.from_code(environment, code, globals or {}, uptodate)
 
 
@@ -247,6 +251,17 @@ class _Plan:
     origins: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class _Started:
+    """What :meth:`Templates.start_compiling` found and started, for :meth:`Templates.compile_all`."""
+
+    files: list[str]  # every template file, sorted
+    known: dict[str, str]  # file -> checksum, of what the cache holds
+    checksums: dict[str, str]  # file -> checksum of its source (with a cache)
+    todo: list[tuple[str, str, str | None]]  # (file, source, filename) being compiled
+    shared: SharedMap  # compiling them
+
+
 def _new_context(
     template: Template, variables: dict[str, Any], globals_: dict[str, Any], blocks: dict[str, BlockFn]
 ) -> Context:
@@ -284,19 +299,33 @@ class _Facts:
 
     @classmethod
     def of(cls, tree: nodes.Template) -> _Facts:
-        references = []
-        for node in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
-            target = getattr(node, "template", None)
-            if isinstance(target, nodes.Const) and isinstance(target.value, str):
-                references.append((target.value, node.lineno))
-        extends = None
-        for node in tree.find_all(nodes.Extends):
-            target = node.template
-            constant = isinstance(target, nodes.Const) and isinstance(target.value, str)
-            extends = (target.value if isinstance(target, nodes.Const) and constant else None, node.lineno)
-            break
-        blocks = tuple((block.name, block.lineno) for block in tree.find_all(nodes.Block))
-        return cls(tuple(references), extends, blocks, _only_blocks(tree))
+        references: list[tuple[str, int]] = []
+        extends: tuple[str | None, int] | None = None
+        blocks: list[tuple[str, int]] = []
+        # One walk in document order (what find_all yields), by hand: a thousand templates'
+        # trees walked once per kind of node by Jinja's generators cost a tenth of a cold load.
+        pending: list[nodes.Node] = [tree]
+        while pending:
+            node = pending.pop()
+            kind = type(node)
+            if kind is nodes.Block:
+                blocks.append((node.name, node.lineno))  # type: ignore[attr-defined]
+            elif kind in _REFERENCES:
+                target = getattr(node, "template", None)
+                constant = isinstance(target, nodes.Const) and isinstance(target.value, str)
+                if constant:
+                    references.append((target.value, node.lineno))  # type: ignore[union-attr]
+                if kind is nodes.Extends and extends is None:
+                    extends = (target.value if constant else None, node.lineno)  # type: ignore[union-attr]
+            children: list[nodes.Node] = []
+            for name in node.fields:
+                value = getattr(node, name, None)
+                if isinstance(value, list):
+                    children.extend(item for item in value if isinstance(item, nodes.Node))
+                elif isinstance(value, nodes.Node):
+                    children.append(value)
+            pending.extend(reversed(children))
+        return cls(tuple(references), extends, tuple(blocks), _only_blocks(tree))
 
     def dump(self) -> Any:
         return [
@@ -323,6 +352,9 @@ class _Facts:
             tuple((str(name), int(line)) for name, line in blocks),
             bool(only_blocks),
         )
+
+
+_REFERENCES = frozenset({nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport})
 
 
 def _only_blocks(tree: nodes.Template) -> bool:
@@ -410,9 +442,11 @@ class Templates:
         self.output_limit = output_limit
         self._trees: dict[str, nodes.Template] = {}
         self._facts: dict[str, _Facts] = {}
-        self._cache = TemplateCache(cache_dir, "") if cache_dir is not None else None  # tagged below
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._cache = TemplateCache(self.cache_dir, "") if self.cache_dir is not None else None  # tagged below
+        self._loader = _Loader(self.folder, self._trees)
         self._env = _Sandbox(
-            loader=_Loader(self.folder, self._trees),
+            loader=self._loader,
             undefined=StrictUndefined,
             autoescape=False,  # chat and email text, not HTML
             trim_blocks=True,
@@ -426,11 +460,11 @@ class Templates:
         if self._cache is not None:
             # Tagged once the filters are in: their names are part of what an entry was compiled for.
             self._cache.tag = environment_tag(self._env.filters, self._env.tests)
-            self._env.bytecode_cache = self._cache
         self._globals = dict(self._env.globals)
         self._files = self._list_files()
         self._plans: dict[tuple[str, str | None], _Plan | TemplateError] = {}
         self._inline: dict[str, Template | TemplateError] = {}
+        self._started: _Started | None = None
 
     # -- discovery ---------------------------------------------------------------------------
 
@@ -461,34 +495,126 @@ class Templates:
 
     # -- compiling ---------------------------------------------------------------------------
 
-    def compile_all(self) -> list[TemplateError]:
-        """Compile every ``*.j2`` under the folder and resolve every override; return all errors found."""
-        if not self.folder.is_dir():
-            return []
-        errors: dict[str, TemplateError] = {}  # by message: a broken parent fails each child the same way
-        files = sorted(
-            path.relative_to(self.folder).as_posix()
-            for path in self.folder.rglob(f"*{SUFFIX}")
-            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(self.folder).parts)
+    def start_compiling(self, *, processes: int | None = None) -> None:
+        """Start parsing and compiling the templates the cache does not have, in worker processes when there are many.
+
+        :meth:`compile_all` finishes the work (and starts it when this was not called); call
+        :meth:`stop_compiling` when it will not be. Lets a load compile templates while it
+        reads rules.yaml. ``processes`` caps the processes used, this one included.
+        """
+        self.stop_compiling()
+        files = (
+            sorted(
+                path.relative_to(self.folder).as_posix()
+                for path in self.folder.rglob(f"*{SUFFIX}")
+                if path.is_file() and not any(part.startswith(".") for part in path.relative_to(self.folder).parts)
+            )
+            if self.folder.is_dir()
+            else []
         )
         cache = self._cache
-        known = cache.load_facts(self.folder) if cache is not None else {}
-        remembered: dict[str, tuple[str, Any]] = {}
+        # Only the checksums for now: the cached code is read by compile_all (held from here, it
+        # would sit under everything loaded meanwhile and leave the heap fragmented).
+        known = cache.load_checksums(self.folder) if cache is not None else {}
+        checksums: dict[str, str] = {}
+        todo: list[tuple[str, str, str | None]] = []  # (file, source, filename) to parse and compile
         for file in files:
             try:
+                source, filename, _ = self._source(file)
+            except Exception:  # reported by compile_all, where the file is compiled in this process
+                continue
+            if cache is not None:
+                checksum = checksums[file] = cache.get_source_checksum(source)
+                if known.get(file) == checksum:
+                    continue
+            todo.append((file, source, filename))
+        # The environment, not self: a Templates dropped without compile_all stops its workers at once.
+        shared = SharedMap(functools.partial(_prepare, self._env), todo, processes=processes)
+        self._started = _Started(files, known, checksums, todo, shared)
+
+    def stop_compiling(self) -> None:
+        """Drop what :meth:`start_compiling` started (its worker processes are stopped)."""
+        if self._started is not None:
+            self._started.shared.close()
+            self._started = None
+
+    @property
+    def compiling_processes(self) -> int:
+        """Worker processes started by :meth:`start_compiling` and still running (this one not counted)."""
+        return self._started.shared.children if self._started is not None else 0
+
+    def compile_all(self, *, processes: int | None = None) -> list[TemplateError]:
+        """Compile every ``*.j2`` under the folder and resolve every override; return all errors found.
+
+        Templates not found in the cache are parsed and compiled first, shared with forked
+        worker processes when there are many (:meth:`start_compiling`); any of them that failed
+        is then done again here, which reports its errors.
+        """
+        if not self.folder.is_dir():
+            self.stop_compiling()
+            return []
+        if self._started is None:
+            self.start_compiling(processes=processes)
+        started, self._started = self._started, None
+        assert started is not None
+        errors: dict[str, TemplateError] = {}  # by message: a broken parent fails each child the same way
+        ready: dict[str, tuple[Any, bytes]] = {}  # file -> (facts dump, marshalled code) compiled just now
+        for (file, _, _), result in zip(started.todo, started.shared.join(), strict=True):
+            if result is not None:
+                ready[file] = result
+        try:
+            with contextlib.ExitStack() as stack:
+                cached = None
+                if self._cache is not None and len(ready) < len(started.checksums):
+                    cached = stack.enter_context(self._cache.open(self.folder))
+                remembered = self._load_all(started, ready, cached, errors)
+                if self._cache is not None and {f: e.checksum for f, e in remembered.items()} != started.known:
+                    for file, entry in remembered.items():
+                        if entry.code == b"" and cached is not None:  # read from the cache: copied as stored
+                            remembered[file] = Entry(entry.checksum, entry.facts, cached.blob(file))
+                    self._cache.dump(self.folder, remembered)
+        finally:
+            # Every plan is made: the trees and code objects are not needed any more (megabytes).
+            self._trees.clear()
+            self._loader.precompiled.clear()
+            self._loader.compiled.clear()
+        return list(errors.values())
+
+    def _load_all(
+        self,
+        started: _Started,
+        ready: dict[str, tuple[Any, bytes]],
+        cached: Bundle | None,
+        errors: dict[str, TemplateError],
+    ) -> dict[str, Entry]:
+        """Load every template (compiled code, cached code, or compiled here), make every plan; what to cache."""
+        checksums = started.checksums
+        remembered: dict[str, Entry] = {}
+        for file in started.files:
+            try:
                 facts = None
-                if cache is not None:
-                    checksum = cache.get_source_checksum(self._source(file)[0])
-                    stored = known.get(file)
-                    if stored is not None and stored[0] == checksum:
-                        facts = _Facts.read(stored[1])
-                if facts is None:
-                    # Parsed first: the compiler below reuses this tree.
+                code: bytes | None = None  # marshalled, for the cache (b"": as the cache has it)
+                prepared: tuple[Any, types.CodeType | None] | None = None
+                if (fresh := ready.get(file)) is not None:
+                    prepared, code = (fresh[0], _unmarshal(fresh[1])), fresh[1]
+                # Read one at a time, as it is loaded; checked again: another process may have
+                # rewritten the cache since start_compiling.
+                elif cached is not None and file in checksums and cached.checksum(file) == checksums[file]:
+                    prepared, code = (cached.facts(file), cached.code(file)), b""
+                if prepared is not None and prepared[1] is not None:
+                    facts = _Facts.read(prepared[0])
+                    self._loader.precompiled[file] = prepared[1]
+                if facts is None:  # compiled here: parsed first, and the compiler reuses the tree
+                    self._loader.precompiled.pop(file, None)
+                    code = None
                     facts = _Facts.of(self._parse(file))
                 self._facts[file] = facts
                 self._env.get_template(file)
-                if cache is not None:  # only a template that compiled is remembered
-                    remembered[file] = (checksum, facts.dump())
+                compiled = self._loader.compiled.pop(file, None)  # None: compiled by an earlier call
+                if code is None and compiled is not None:
+                    code = marshal.dumps(compiled)  # smaller than the code object, and freed when written
+                if self._cache is not None and code is not None:  # only a template that compiled is remembered
+                    remembered[file] = Entry(checksums[file], facts.dump(), code)
             except Exception as exc:
                 error = self._explain(exc, {}, label=file)
                 errors.setdefault(str(error), error)
@@ -502,10 +628,7 @@ class Templates:
             plan = self._plan(base, rest or None)
             if isinstance(plan, TemplateError):
                 errors.setdefault(str(plan), plan)
-        self._trees.clear()  # every plan is made: the trees are not needed any more (megabytes)
-        if cache is not None and remembered != known:
-            cache.dump_facts(self.folder, remembered)
-        return list(errors.values())
+        return remembered
 
     def _source(self, file: str) -> tuple[str, str | None, Callable[[], bool] | None]:
         loader = self._env.loader
@@ -797,6 +920,26 @@ class Templates:
             raise self._explain(exc, {}, label=file) from None
         finally:
             self._trees.pop(file, None)  # compile_all dropped the trees once done; keep it that way
+
+
+def _unmarshal(data: bytes) -> types.CodeType | None:
+    try:
+        code = marshal.loads(data)
+    except (ValueError, EOFError, TypeError):
+        return None
+    return code if isinstance(code, types.CodeType) else None
+
+
+def _prepare(env: Environment, item: tuple[str, str, str | None]) -> tuple[Any, bytes]:
+    """Parse and compile one template (perhaps in a worker process): its facts' dump and its code, marshalled.
+
+    Marshalled, the code is a third of the size of the code object, and made into one only when
+    the template is loaded: a thousand code objects alive at once would fragment the heap.
+    """
+    file, source, filename = item
+    tree = env.parse(source, file)
+    facts = _Facts.of(tree)  # before compiling: the limits' transformer rewrites the tree
+    return facts.dump(), marshal.dumps(env.compile(tree, file, filename))
 
 
 def _inline_label(source: str) -> str:

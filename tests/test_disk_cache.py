@@ -139,12 +139,44 @@ def test_errors_are_reported_as_without_a_cache(folder: Path, tmp_path: Path) ->
     assert "no filter named 'shout'" in errors[0].reason
 
 
+def test_a_template_that_is_not_utf8_is_reported_as_without_a_cache(folder: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    build(folder, cache)
+    (folder / "latin.j2").write_bytes("caf\xe9 {{ data }}".encode("latin-1"))
+    with_cache = Templates(folder, FILTERS, cache_dir=cache).compile_all()
+    without = Templates(folder, FILTERS).compile_all()
+    assert [(e.template, e.line, e.reason) for e in with_cache] == [(e.template, e.line, e.reason) for e in without]
+    assert [e.template for e in with_cache] == ["latin.j2"]
+    assert "not UTF-8" in with_cache[0].reason
+
+
 def test_a_damaged_cache_is_ignored(folder: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     build(folder, cache)
     for entry in cache.iterdir():
         entry.write_bytes(b"\x00garbage")
     assert rendered(build(folder, cache), "child") == ("Child Ann", "Ann! finished Mars")
+
+
+def test_code_marshalled_by_another_python_is_not_used(folder: Path, tmp_path: Path, counts: dict[str, int]) -> None:
+    """Code objects are only readable by the Python version that wrote them: the file's header names it."""
+    cache = tmp_path / "cache"
+    build(folder, cache)
+    (bundle,) = cache.glob("templates-*.marshal")
+    data = bundle.read_bytes()
+    assert data.startswith(template_cache._HEADER)
+    bundle.write_bytes(template_cache._HEADER[:-4] + b"\xff\xff\r\n" + data[len(template_cache._HEADER) :])
+    counts.update(parse=0, compile=0)
+    assert rendered(build(folder, cache), "child") == ("Child Ann", "Ann! finished Mars")
+    assert counts == {"parse": 2, "compile": 2}
+
+
+def test_all_the_templates_of_a_folder_are_cached_in_one_file(folder: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    build(folder, cache)
+    assert [path.name.split("-")[0] for path in cache.iterdir()] == ["templates"]
+    template_cache.TemplateCache(cache, "").clear()
+    assert list(cache.iterdir()) == []
 
 
 @pytest.mark.skipif(os.name != "posix", reason="file modes")

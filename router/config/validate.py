@@ -8,6 +8,7 @@ types and names only.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 import types
@@ -260,6 +261,7 @@ def _local_pattern_error(pattern: str) -> str | None:
     return None
 
 
+@functools.cache  # looked up once, not once per rule
 def _pattern_checker() -> Callable[[str], str | None]:
     # router.matching owns pattern semantics; fall back to the local check until it exists.
     try:

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
-from router.transports import amqp
 from router.transports.amqp import _Acks, _Settlement
 
 
@@ -92,43 +89,3 @@ async def test_requeues_back_off_while_nothing_is_acked_and_reset_on_an_ack() ->
     acks.ack(1)
     await acks.drain()
     assert acks.requeue_pause() == 0.0
-
-
-class CountingBroker(Broker):
-    def __init__(self, tags: int) -> None:
-        super().__init__(tags)
-        self.frames = 0
-
-    async def basic_ack(self, tag: int, multiple: bool = False, wait: bool = True) -> None:
-        self.frames += 1
-        await super().basic_ack(tag, multiple=multiple, wait=wait)
-
-
-async def test_acks_made_over_several_passes_go_out_as_one_frame() -> None:
-    broker = CountingBroker(20)
-    acks = _Acks(broker, batch=100)
-    for tag in range(1, 21):
-        acks.received(tag)
-    for tag in range(1, 21):  # one ack per pass of the loop, as handlers finish one by one
-        acks.ack(tag)
-        await asyncio.sleep(0)
-    async with asyncio.timeout(1):
-        while broker.outstanding:  # sent once the gathering delay is over
-            await asyncio.sleep(0.001)
-    assert broker.frames == 1 and broker.errors == []
-
-
-async def test_enough_waiting_acks_go_out_without_waiting_for_the_delay(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(amqp, "ACK_DELAY", 3600.0)  # only the batch size can send them
-    broker = CountingBroker(8)
-    acks = _Acks(broker, batch=4)
-    for tag in range(1, 9):
-        acks.received(tag)
-    for tag in range(1, 5):
-        acks.ack(tag)
-    async with asyncio.timeout(1):
-        while broker.outstanding != {5, 6, 7, 8}:
-            await asyncio.sleep(0)
-    acks.ack(5)
-    await acks.drain()  # stopping: whatever waits goes now
-    assert broker.outstanding == {6, 7, 8} and broker.errors == []

@@ -141,9 +141,6 @@ def _as_float(value: Any) -> float | None:
         return None
 
 
-ACK_DELAY = 0.002
-"""Seconds acks are gathered before they go out (unless enough are waiting; see _Acks)."""
-
 REQUEUE_PAUSE_MIN = 0.05
 REQUEUE_PAUSE_MAX = 1.0
 
@@ -153,36 +150,20 @@ class _Acks:
 
     Acknowledging one message at a time costs a frame, a socket write and a wait for the
     write to drain: with aio-pika, about a third of what a bare consumer spends per message
-    (bench/README.md). Here acks are gathered for up to ``ACK_DELAY`` (or until a quarter of
-    the prefetch is waiting) and go out together: one multiple ack for the highest acked
-    delivery tag below every tag still unsettled, and single acks for those above one. Each
-    frame costs a socket write that wakes RabbitMQ (~36 us of CPU here); the wait only holds a
-    prefetch slot a moment longer, it delays no delivery. A multiple ack never covers a
-    message that is not settled: delivery tags
+    (bench/README.md). Here the acks made during one pass of the event loop go out together
+    once that pass is over: one multiple ack for the highest acked delivery tag below every
+    tag still unsettled, and single acks for those above one. No ack waits longer than the
+    current pass, and a multiple ack never covers a message that is not settled: delivery tags
     on a channel run 1, 2, 3..., each is recorded as unsettled when it arrives, and if a tag
     has not been seen (``seen != highest``) every ack goes out alone. A requeued tag counts as
     unsettled until its nack is written, so no multiple ack spans it before; flushes run one
     at a time.
     """
 
-    __slots__ = (
-        "acked",
-        "batch",
-        "channel",
-        "flusher",
-        "gathering",
-        "highest",
-        "requeues",
-        "seen",
-        "unsettled",
-        "urgent",
-    )
+    __slots__ = ("acked", "channel", "flusher", "highest", "requeues", "seen", "unsettled")
 
-    def __init__(self, channel: Any, *, batch: int = 64) -> None:
+    def __init__(self, channel: Any) -> None:
         self.channel = channel  # the aiormq channel the deliveries arrived on
-        self.batch = batch  # acks waiting that make a flush go at once
-        self.gathering: asyncio.Future[None] | None = None  # resolved when the flush should go
-        self.urgent = False  # the flush in the making goes without gathering
         self.unsettled: set[int] = set()
         self.seen = 0
         self.highest = 0
@@ -215,15 +196,8 @@ class _Acks:
         self.unsettled.discard(tag)
         self.acked.append(tag)
         if self.flusher is None:
+            # A task's first step runs after the callbacks already queued: the rest of this pass.
             self.flusher = asyncio.ensure_future(self._flush())
-        elif len(self.acked) >= self.batch:
-            self._go()
-
-    def _go(self) -> None:
-        self.urgent = True
-        gathering = self.gathering
-        if gathering is not None and not gathering.done():
-            gathering.set_result(None)
 
     async def _flush(self) -> None:
         # One flush at a time, taking up the acks made while it was writing: were a second flush
@@ -232,21 +206,11 @@ class _Acks:
         # (then the connection, at the next ack on the closed channel): every unacked message
         # would be redelivered.
         try:
-            if ACK_DELAY > 0 and not self.urgent and len(self.acked) < self.batch:
-                loop = asyncio.get_running_loop()
-                self.gathering = loop.create_future()
-                timer = loop.call_later(ACK_DELAY, self._go)
-                try:
-                    await self.gathering
-                finally:
-                    timer.cancel()
-                    self.gathering = None
             while self.acked:
                 tags, self.acked = self.acked, []
                 await self._send(tags)
         finally:
             self.flusher = None
-            self.urgent = False
 
     async def _send(self, tags: list[int]) -> None:
         multiple = 0
@@ -266,8 +230,7 @@ class _Acks:
             log.debug("ack not delivered (%s); RabbitMQ will redeliver the messages", type(exc).__name__)
 
     async def drain(self) -> None:
-        """Send the acks still waiting, now."""
-        self._go()
+        """Send the acks still waiting for the end of the current pass."""
         if self.flusher is not None:
             await asyncio.gather(self.flusher, return_exceptions=True)
 
@@ -409,7 +372,6 @@ class AmqpTransport(Transport):
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiting: set[_Settlement] = set()
         self._acks: _Acks | None = None
-        self._prefetch = 1
         self._dlq_lock: asyncio.Lock | None = None
 
     def __repr__(self) -> str:
@@ -498,7 +460,6 @@ class AmqpTransport(Transport):
         if self._consumers:
             raise RuntimeError("the transport is already consuming")
         self._handler = handler
-        self._prefetch = prefetch
         self._slots = Slots(prefetch)
         self._retry_slots = Slots(max(1, prefetch // 2))
         self._stopping = False
@@ -530,7 +491,7 @@ class AmqpTransport(Transport):
         acks = self._acks
         if acks is None or acks.channel is not message.channel:
             # First delivery, or the first on the channel a reconnect opened (tags restart at 1).
-            acks = self._acks = _Acks(message.channel, batch=max(1, self._prefetch // 4))
+            acks = self._acks = _Acks(message.channel)
         tag = message.delivery_tag or 0
         acks.received(tag)
         settlement = _Settlement(message, tag, acks)

@@ -17,8 +17,8 @@ database answers). The database is read on the loop too, through a second, read-
 connection: in WAL mode a reader never waits for the writer, so a read neither crosses threads
 nor queues behind a commit's fsync. What that reader cannot see yet (``mark_sent`` calls
 waiting for their commit) is answered from memory. ``mark_sent`` calls made in one pass of the
-event loop go to the worker as one ``executemany``. A ``:memory:`` database has no second
-connection and reads on the worker.
+event loop go to the worker as one statement (an insert from a JSON array of the rows). A
+``:memory:`` database has no second connection and reads on the worker.
 
 The index assumes this process is the only writer of the ledger, as DESIGN.md has it for
 SQLite state: a lock file beside the database (``<db>.lock``) tells, and while another process

@@ -185,8 +185,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         [*harness.SUMMARY_HEADER[:2], "ingest ev/s", *harness.SUMMARY_HEADER[2:]],
         rows,
     )
+    # The target is for the batched scenario (arrays of 100); other batch sizes are context.
+    scenario = args.batch == 100
     met = router_rate >= 3000
-    print(f"target router >= 3,000 events/s: {'MET' if met else 'MISSED'} ({router_rate:,.0f})")
+    if scenario:
+        print(f"target router >= 3,000 events/s: {'MET' if met else 'MISSED'} ({router_rate:,.0f})")
+    else:
+        print(f"no target for arrays of {args.batch} (the 3,000 events/s target is for arrays of 100)")
     return {
         "events": args.events,
         "batch": args.batch,
@@ -194,7 +199,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "rounds": args.rounds,
         "log_level": args.log_level,
         "results": summary,
-        "target": {"router_events_per_s_min": 3000, "met": met},
+        "target": {"router_events_per_s_min": 3000, "met": met} if scenario else None,
     }
 
 

@@ -506,8 +506,10 @@ class SqliteStateStore(StateStore):
 
     async def is_sent(self, key: str) -> bool:
         answer = self._read_sent(key)
-        if answer is not None:
-            return answer
+        return answer if answer is not None else await self._worker_is_sent(key)
+
+    async def _worker_is_sent(self, key: str) -> bool:
+        """The ledger's answer from the worker's connection (when the loop cannot read it)."""
 
         def op(conn: sqlite3.Connection, now: float) -> bool:
             return conn.execute(_SELECT_SENT, (key, now)).fetchone() is not None
@@ -594,7 +596,7 @@ class SqliteStateStore(StateStore):
         check_positive("lease", lease)
         sent = self._read_sent(key)
         if sent is None:
-            sent = await self.is_sent(key)
+            sent = await self._worker_is_sent(key)
         if sent:
             return SENT_CLAIM
         # No await from here on: the check and the take are atomic on the event loop.

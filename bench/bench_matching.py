@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from router.config.models import Rule
-from router.events import Event
-from router.matching import RuleIndex, compile_conditions, compile_pattern, naive_match
+from router.core.events import Event
+from router.matching.index import RuleIndex, compile_conditions, compile_pattern, naive_match
 
 DOMAINS = ["billing", "user", "planet", "space", "order", "ship", "team", "auth", "report", "media"]
 ENTITIES = ["item", "account", "invoice", "session", "task", "crew", "fleet", "badge", "file", "plan"]

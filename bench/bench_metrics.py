@@ -1,12 +1,12 @@
-"""Per-call cost of the router's metrics: router.metrics against prometheus_client, same run.
+"""Per-call cost of the router's metrics: router.support.metrics against prometheus_client, same run.
 
 Run: ``python bench/bench_metrics.py [--calls 200000] [--rounds 7]`` (``--quick`` for a smoke
 run). Prints CPU nanoseconds per call (``time.process_time``, median of the rounds, rounds
 alternating between the two) and the ratio old/new, and writes bench/results/metrics.json.
 
-``old`` is what router/metrics.py used before: prometheus_client's Counter, Gauge and
+``old`` is what router/support/metrics.py used before: prometheus_client's Counter, Gauge and
 Histogram with ``labels()`` answered from a dict of children after the first call; ``new`` is
-:class:`router.metrics.Metrics`. Both are built with the same names, labels and buckets. The
+:class:`router.support.metrics.Metrics`. Both are built with the same names, labels and buckets. The
 ``event`` row is the sequence of updates the engine makes for one event with one delivery.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 import prometheus_client
 from prometheus_client import CollectorRegistry
 
-from router.metrics import Counter, Gauge, LabelledCounter, LabelledHistogram, Metrics
+from router.support.metrics import Counter, Gauge, LabelledCounter, LabelledHistogram, Metrics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "metrics.json"
 

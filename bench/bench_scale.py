@@ -8,7 +8,7 @@ baseline) in the same run, rounds alternating:
 
 - ``load s``: loading, validating and compiling the configuration (rules.yaml parsed and
   checked against the plugins' models, every template compiled, the rule index built), i.e.
-  ``router.runtime.build_runtime``, in a fresh process, twice per round: *cold* (a new
+  ``router.runtime.runtime.build_runtime``, in a fresh process, twice per round: *cold* (a new
   workspace: nothing in ``.router/cache``) and *warm* (with the cache the cold load wrote: a
   restart, or ``router serve`` after ``router check``); wall-clock seconds, and CPU seconds of
   the loading process, steadier on a shared machine, and of the worker processes it forked to
@@ -41,8 +41,8 @@ from harness import check, fmt
 
 LOAD_SNIPPET = """
 import json, os, sys, time
-import router.runtime as runtime_module
-from router.plugins import build_registry, get_plugin_manager
+import router.runtime.runtime as runtime_module
+from router.plugins.manager import build_registry, get_plugin_manager
 registry = build_registry(get_plugin_manager())
 phases = {}
 def timed(owner, name, label):

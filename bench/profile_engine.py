@@ -23,12 +23,12 @@ from typing import Any
 
 import harness
 
-from router import heap
-from router.engine import Engine
-from router.metrics import Metrics
-from router.plugins import Hooks, build_registry, get_plugin_manager
-from router.runtime import build_runtime
+from router.app import gc_tuning as heap
+from router.engine.engine import Engine
+from router.plugins.manager import Hooks, build_registry, get_plugin_manager
+from router.runtime.runtime import build_runtime
 from router.state import SqliteStateStore, open_state_store
+from router.support.metrics import Metrics
 from router.transports.base import Incoming, Transport
 
 

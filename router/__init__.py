@@ -3,15 +3,15 @@
 The public API for plugin authors and embedders is re-exported here.
 """
 
-from router.channels.base import Channel, ChannelConfig, Message, Outcome
-from router.delivery import Delivery
-from router.errors import ConfigError, DecodeError, Problem, RouterError, TemplateError
-from router.events import Event
-from router.hookspecs import hookimpl
+from router.channels.base import Channel, ChannelConfig
+from router.core.delivery import Delivery
+from router.core.errors import ConfigError, DecodeError, Problem, RouterError, TemplateError
+from router.core.events import Event
+from router.core.message import Message, Outcome
+from router.core.version import __version__
+from router.ingest.publisher import Publisher, PublishError
 from router.jobs.base import Job, JobContext, NoOptions
-from router.publisher import Publisher, PublishError
-
-__version__ = "0.1.0"
+from router.plugins.hookspecs import hookimpl
 
 __all__ = [
     "Channel",

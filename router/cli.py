@@ -1,6 +1,6 @@
 """The `router` command line: thin click commands over the modules below it.
 
-Exit codes (DESIGN.md): 0 success; 1 what was checked or tested is wrong; 2 the command could
+Exit codes (docs/configuration.md): 0 success; 1 what was checked or tested is wrong; 2 the command could
 not do its work (usage error, a configuration that does not load, an unreadable event file,
 a template that fails to render).
 """
@@ -17,8 +17,8 @@ import click
 
 from router import __version__
 from router.config.loader import default_config_path
-from router.errors import ConfigError, RouterError
-from router.registry import Registry
+from router.core.errors import ConfigError, RouterError
+from router.plugins.registry import Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,7 +54,7 @@ def format_config_error(error: ConfigError) -> str:
 
 
 def load_registry() -> Registry:
-    from router.plugins import build_registry
+    from router.plugins.manager import build_registry
 
     registry = build_registry()
     for plugin in registry.errors:
@@ -68,7 +68,7 @@ def resolve_config_path(config_path: Path | None) -> Path:
 
 def load_runtime(config_path: Path | None, registry: Registry | None = None) -> Any:
     """Build the Runtime, or exit 2 with the configuration's problems."""
-    from router.runtime import build_runtime
+    from router.runtime.runtime import build_runtime
 
     try:
         return build_runtime(resolve_config_path(config_path), registry or load_registry())
@@ -92,7 +92,7 @@ def read_json_file(path: Path, what: str = "event file") -> tuple[Any, bytes]:
 
 def load_event_file(path: Path) -> Any:
     """Read an event from a JSON file, as `router test` and `router render` take it."""
-    from router.events import event_from_object
+    from router.core.events import event_from_object
 
     obj, raw = read_json_file(path)
     try:
@@ -114,7 +114,7 @@ def check(config_path: Path | None) -> None:
 
     Exit 0 when everything is valid, 1 when the configuration or a template has errors.
     """
-    from router.runtime import build_runtime
+    from router.runtime.runtime import build_runtime
 
     path = resolve_config_path(config_path)
     registry = load_registry()
@@ -138,7 +138,7 @@ def check(config_path: Path | None) -> None:
 
 
 def _verdict_json(verdict: Any) -> dict[str, Any]:
-    from router.paths import MISSING
+    from router.matching.paths import MISSING
 
     return {
         "rule": verdict.rule.name,
@@ -194,7 +194,7 @@ def test_command(
         fail("give either EVENT_FILE or --cases CASES.yaml (see router test --help)")
     runtime = load_runtime(config_path)
     if cases_file is not None:
-        from router.cases import run_cases
+        from router.app.cases import run_cases
 
         try:
             ok = run_cases(runtime, cases_file, echo=click.echo, as_json=as_json)
@@ -275,8 +275,8 @@ def render(
 ) -> None:
     """Preview a notification: render TEMPLATE (or --rule NAME) with an event, per channel."""
     from router.config.models import Rule
-    from router.errors import TemplateError
-    from router.suggest import did_you_mean
+    from router.core.errors import TemplateError
+    from router.core.suggest import did_you_mean
 
     if (template is None) == (rule_name is None):
         fail("give either TEMPLATE or --rule NAME (see router render --help)")
@@ -316,7 +316,7 @@ def render(
                         result["payloads"] = bodies
                 results.append(result)
         else:
-            from router.templates import build_context
+            from router.templating.templates import build_context
 
             assert template is not None
             rendered = runtime.templates.render(template, build_context(event, rule=rule))
@@ -358,7 +358,7 @@ def preview_bodies(runtime: Any, channel: str, message: Any) -> list[dict[str, A
 @cli.command()
 def schema() -> None:
     """Print the JSON Schema of rules.yaml (for editor completion and validation)."""
-    from router.config.schema import config_json_schema
+    from router.config.json_schema import config_json_schema
 
     click.echo(json.dumps(config_json_schema(load_registry()), indent=2))
 
@@ -369,7 +369,7 @@ def plugins(as_json: bool) -> None:
     """List installed plugins, their versions and what each registered."""
     from dataclasses import asdict
 
-    from router.plugins import build_registry
+    from router.plugins.manager import build_registry
 
     registry = build_registry()
     if as_json:
@@ -448,9 +448,9 @@ def serve(
     """
     import asyncio
 
-    from router.logs import configure_logging
-    from router.serve import ServeOptions
-    from router.serve import serve as run_server
+    from router.app.server import ServeOptions
+    from router.app.server import serve as run_server
+    from router.support.logs import configure_logging
 
     configure_logging("json" if log_format == "json" else "text", log_level)
     options = ServeOptions(
@@ -534,7 +534,7 @@ def publish(
     """
     import asyncio
 
-    from router.publish import PublishError, publish_event
+    from router.ingest.publish_command import PublishError, publish_event
 
     if data_json is not None and data_file is not None:
         fail("give --data or --file, not both")
@@ -606,7 +606,7 @@ def _run_dlq(config_path: Path | None, broker_url: str | None, action: Callable[
 @config_option
 def dlq_list(as_json: bool, limit: int, broker_url: str | None, config_path: Path | None) -> None:
     """List dead letters: id, reason, rule, channel, attempts, last error."""
-    from router.dlq import letter_as_dict
+    from router.engine.dlq import letter_as_dict
 
     letters = _run_dlq(config_path, broker_url, lambda t: t.dlq_list(limit))
     if as_json:
@@ -627,7 +627,7 @@ def dlq_list(as_json: bool, limit: int, broker_url: str | None, config_path: Pat
 @config_option
 def dlq_replay(ids: tuple[str, ...], replay_all: bool, broker_url: str | None, config_path: Path | None) -> None:
     """Send dead letters IDS (or --all) through the router again, with fresh attempts."""
-    from router.dlq import replay
+    from router.engine.dlq import replay
 
     if bool(ids) == replay_all:
         fail("give dead-letter IDS or --all")

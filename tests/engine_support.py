@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from router.channels.base import Channel, ChannelConfig, Message, Outcome
-from router.engine import Engine
-from router.metrics import Metrics
-from router.plugins import Hooks, build_registry, get_plugin_manager
-from router.registry import Registry
-from router.runtime import Runtime, build_runtime
+from router.channels.base import Channel, ChannelConfig
+from router.core.message import Message, Outcome
+from router.engine.engine import Engine
+from router.plugins.manager import Hooks, build_registry, get_plugin_manager
+from router.plugins.registry import Registry
+from router.runtime.runtime import Runtime, build_runtime
 from router.state import open_state_store
 from router.state.base import StateStore
+from router.support.metrics import Metrics
 from router.transports.base import Transport
 from router.transports.embedded import EmbeddedTransport
 

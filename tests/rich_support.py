@@ -6,10 +6,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from router.channels.base import Channel, Message
-from router.events import Event
-from router.filters import BUILTIN_FILTERS
-from router.templates import Rendered, Templates, build_context
+from router.channels.base import Channel
+from router.core.events import Event
+from router.core.message import Message
+from router.templating.filters import BUILTIN_FILTERS
+from router.templating.templates import Rendered, Templates, build_context
 
 
 def make_event(data: dict[str, Any], **fields: Any) -> Event:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from router.channels.apprise_url import AppriseChannel, AppriseConfig
-from router.channels.base import Message
+from router.channels.apprise.url import AppriseChannel, AppriseConfig
+from router.core.message import Message
 from tests.fakes.http_sink import HttpSink, Reply
 
 

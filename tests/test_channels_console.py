@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from router.channels.base import Message
 from router.channels.console import ConsoleChannel, ConsoleConfig
+from router.core.message import Message
 
 
 async def test_prints_header_title_and_body(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,8 +9,8 @@ import apprise
 import pytest
 from pydantic import ValidationError
 
-from router.channels.base import Message, Outcome
 from router.channels.discord import DiscordChannel, DiscordConfig
+from router.core.message import Message, Outcome
 from tests.fakes import intercept
 from tests.fakes.http_sink import HttpSink, Reply, free_port
 

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from router.channels.base import Message, Outcome
 from router.channels.email import RECIPIENT_OBJECTS_CACHED, EmailChannel, EmailConfig
-from router.errors import TemplateError
-from router.filters import BUILTIN_FILTERS
-from router.rich.email import EmailMessage
-from router.templates import Templates
+from router.core.errors import TemplateError
+from router.core.message import Message, Outcome
+from router.templating.filters import BUILTIN_FILTERS
+from router.templating.native.email import EmailMessage
+from router.templating.templates import Templates
 from tests.fakes.http_sink import free_port
 from tests.fakes.smtp_sink import SmtpSink
 

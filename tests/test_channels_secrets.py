@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from router.channels.base import Channel, Message, Outcome
+from router.channels.base import Channel
 from router.channels.discord import DiscordChannel, DiscordConfig
 from router.channels.email import EmailChannel, EmailConfig
 from router.channels.slack import SlackChannel, SlackConfig
 from router.channels.webhook import WebhookChannel, WebhookConfig
-from router.redact import redact_url, scrub
+from router.core.message import Message, Outcome
+from router.core.redact import redact_url, scrub
 from tests.fakes import intercept
 from tests.fakes.http_sink import HttpSink, Reply, free_port
 from tests.fakes.smtp_sink import SmtpSink

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from router.channels.base import Message, Outcome
 from router.channels.slack import SlackChannel, SlackConfig
+from router.core.message import Message, Outcome
 from tests.fakes import intercept
 from tests.fakes.http_sink import HttpSink, Reply
 

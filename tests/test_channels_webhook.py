@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from router.channels.base import Message, Outcome
 from router.channels.webhook import WebhookChannel, WebhookConfig
+from router.core.message import Message, Outcome
 from tests.fakes.http_sink import HttpSink, Reply, free_port
 
 

@@ -14,8 +14,8 @@ from pydantic import BaseModel, ValidationError
 
 from router.config import load_config, load_config_text
 from router.config.validate import issues_from_validation_error
-from router.errors import ConfigError, Problem
-from router.registry import Registry
+from router.core.errors import ConfigError, Problem
+from router.plugins.registry import Registry
 
 DATA = Path(__file__).parent / "data" / "config"
 

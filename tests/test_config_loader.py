@@ -11,9 +11,9 @@ from types import ModuleType
 import pytest
 
 from router.config import LoadedConfig, default_config_path, load_config, load_config_text
-from router.errors import ConfigError
+from router.core.errors import ConfigError
 from router.jobs.base import NoOptions
-from router.registry import Registry
+from router.plugins.registry import Registry
 
 DATA = Path(__file__).parent / "data" / "config"
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from router.deadlines import Deadlines
+from router.support.deadlines import Deadlines
 
 
 async def hang() -> None:

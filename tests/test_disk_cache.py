@@ -1,4 +1,4 @@
-"""The on-disk caches (router.disk_cache): compiled templates and parsed rules.yaml.
+"""The on-disk caches (router.support.disk_cache): compiled templates and parsed rules.yaml.
 
 A cache may only ever save time: a stale entry (source edited, router code changed, a filter
 gone) is never used, and errors are reported exactly as without it.
@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from router import template_cache
 from router.config import load_config, yamlsource
-from router.errors import ConfigError
-from router.filters import BUILTIN_FILTERS
-from router.templates import Templates, _Sandbox, build_context
+from router.core.errors import ConfigError
+from router.templating import cache as template_cache
+from router.templating.filters import BUILTIN_FILTERS
+from router.templating.templates import Templates, _Sandbox, build_context
 from tests.test_config_loader import plugins
 from tests.test_templates import make_event
 
@@ -102,7 +102,7 @@ def test_the_tag_follows_the_code_of_the_rewriting_modules() -> None:
     template_cache.code_tag.cache_clear()
     tag = template_cache.code_tag()
     assert tag == template_cache.code_tag()
-    assert set(template_cache._TAGGED_MODULES) >= {"templates.py", "template_limits.py"}
+    assert set(template_cache._TAGGED_MODULES) >= {"templates.py", "limits.py"}
     for module in template_cache._TAGGED_MODULES:
         assert (Path(template_cache.__file__).parent / module).is_file()
 
@@ -258,7 +258,7 @@ def test_problems_in_a_cached_rules_yaml_are_located(tmp_path: Path, parses: lis
 
 
 def test_router_cache_off_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from router.runtime import build_runtime
+    from router.runtime.runtime import build_runtime
 
     monkeypatch.setenv("ROUTER_CACHE", "off")
     path = write_rules(tmp_path, "ops")
@@ -268,7 +268,7 @@ def test_router_cache_off_writes_nothing(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_build_runtime_caches_beside_rules_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from router.runtime import build_runtime
+    from router.runtime.runtime import build_runtime
 
     monkeypatch.delenv("ROUTER_CACHE", raising=False)
     path = write_rules(tmp_path, "ops")

@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from router.runtime import build_runtime
+from router.runtime.runtime import build_runtime
 from tests.engine_support import Harness, start_harness, until, write_config
 from tests.engine_support import test_registry as registry_for_tests
 from tests.fakes.http_sink import HttpSink, Reply
@@ -172,8 +172,8 @@ async def test_a_rich_payload_is_logged_when_the_message_has_one(caplog: pytest.
     from types import SimpleNamespace
     from typing import Any
 
-    from router.delivery import Delivery
-    from router.events import decode
+    from router.core.delivery import Delivery
+    from router.core.events import decode
     from router.pipeline.dryrun import DryRun
 
     caplog.set_level(logging.INFO, logger="router.dry_run")

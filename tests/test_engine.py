@@ -147,16 +147,16 @@ async def test_a_decoder_bug_dead_letters_the_message_instead_of_requeueing_it(
     harness_factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Inputs known to crash a decoder are fixed as they are found; this is the net under the next one.
-    import router.engine
+    import router.engine.engine
 
-    real_decode = router.engine.decode
+    real_decode = router.engine.engine.decode
 
     def buggy(body: bytes, **kwargs: object) -> object:
         if b"trips-a-bug" in body:
             raise OverflowError("a bug in the decoder")
         return real_decode(body, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(router.engine, "decode", buggy)
+    monkeypatch.setattr(router.engine.engine, "decode", buggy)
     h = await harness_factory(
         config("  a: {type: recorder}", "  - {name: hello, on: '**', template: hello, channels: [a]}")
     )
@@ -222,7 +222,7 @@ async def test_slow_channel_does_not_block_other_channels(harness_factory) -> No
 
 
 async def test_dlq_replay_sends_the_delivery_again(harness_factory) -> None:
-    from router.dlq import replay
+    from router.engine.dlq import replay
 
     channels = "  a: {type: recorder, script: [failed]}"
     h = await harness_factory(config(channels, "  - {name: hello, on: '**', template: hello, channels: [a]}"))

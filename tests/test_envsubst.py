@@ -12,8 +12,8 @@ import pytest
 
 from router.config import load_config_text
 from router.config.envsubst import SubstitutionError, expand, substitute_tree
-from router.errors import ConfigError
-from router.registry import Registry
+from router.core.errors import ConfigError
+from router.plugins.registry import Registry
 
 DATA = Path(__file__).parent / "data" / "config"
 SECRET = "hunter2-very-secret-token"

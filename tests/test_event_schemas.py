@@ -15,8 +15,8 @@ from jsonschema import Draft202012Validator
 
 from router.cli import cli
 from router.config import load_config_text
-from router.errors import ConfigError
-from router.schemas import EventSchema, SpecProblem, compile_event, compile_events
+from router.config.event_schemas import EventSchema, SpecProblem, compile_event, compile_events
+from router.core.errors import ConfigError
 from tests.engine_support import Harness, RecorderChannel, start_harness, until
 from tests.engine_support import test_registry as make_registry
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from router.schemas import SpecProblem, compile_event
+from router.config.event_schemas import SpecProblem, compile_event
 
 Pair = tuple[Any, Any]  # (a compact spec, a value that conforms to it)
 

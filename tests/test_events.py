@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from router.errors import DecodeError
-from router.events import DEFAULT_SOURCE, Event, decode, encode, event_from_object
+from router.core.errors import DecodeError
+from router.core.events import DEFAULT_SOURCE, Event, decode, encode, event_from_object
 
 RECEIVED = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from router.errors import ConfigError
+from router.core.errors import ConfigError
 from router.jobs.base import Job, JobContext
-from router.registry import Registry
-from router.runtime import build_runtime
+from router.plugins.registry import Registry
+from router.runtime.runtime import build_runtime
 from router.transports.amqp import AmqpTransport
 from router.transports.base import H_RULE
 from tests.engine_support import Harness, start_harness, until, write_config

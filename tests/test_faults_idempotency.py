@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from router.channels.base import Message, Outcome
 from router.channels.webhook import IDEMPOTENCY_HEADER, WebhookChannel, WebhookConfig
 from router.channels.webhook import IDEMPOTENCY_META as WEBHOOK_META
-from router.delivery import Delivery
-from router.events import Event
+from router.core.delivery import Delivery
+from router.core.events import Event
+from router.core.message import Message, Outcome
 from router.pipeline.idempotency import ALREADY_SENT, IDEMPOTENCY_META, SkipIfSent, idempotency_key
 from router.state import StateStore, open_state_store
 from tests.fakes.http_sink import HttpSink

@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from router import filters
-from router.filters import BUILTIN_FILTERS, truncate_text
+from router.templating import filters
+from router.templating.filters import BUILTIN_FILTERS, truncate_text
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from router.records import RetryRecord
-from router.runtime import build_runtime
+from router.core.records import RetryRecord
+from router.runtime.runtime import build_runtime
 from tests.engine_support import Harness, start_harness, until
 from tests.flow_support import TEMPLATES, TimedChannel, bodies, event, flow_registry, got, rules_yaml
 
@@ -287,7 +287,7 @@ async def test_a_job_retried_after_a_failure_is_not_charged_to_its_rate_limit_ag
 def test_a_job_record_carries_its_batch_and_how_far_flow_control_got() -> None:
     from datetime import UTC, datetime
 
-    from router.events import Event
+    from router.core.events import Event
     from router.flow.resume import Resume
 
     events = [

@@ -8,10 +8,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from router.cli import cli
-from router.events import event_from_object
+from router.core.events import event_from_object
 from router.flow.explain import describe_flow
-from router.plugins import build_registry, get_plugin_manager
-from router.runtime import build_runtime
+from router.plugins.manager import build_registry, get_plugin_manager
+from router.runtime.runtime import build_runtime
 from tests.engine_support import write_config
 
 CONFIG = """

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from router import Delivery, Event, Message, Outcome, hookimpl, hookspecs
-from router.plugins import (
+from router import Delivery, Event, Message, Outcome, hookimpl
+from router.plugins import hookspecs
+from router.plugins.manager import (
     HOOK_NAMES,
     Hooks,
     RouterPluginManager,
@@ -248,7 +249,7 @@ async def test_delivery_finished_sees_every_outcome_even_after_a_failing_plugin(
 
 
 async def test_failing_implementations_are_counted_per_plugin_in_the_metrics(pm: RouterPluginManager) -> None:
-    from router.metrics import Metrics
+    from router.support.metrics import Metrics
 
     metrics = Metrics()
     pm.register(RaisesAsync(), name="router-flaky")

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from router.server import MAX_BATCH
+from router.ingest.http import MAX_BATCH
 from tests.fakes.http_sink import HttpSink
 from tests.serve_support import RouterProcess, scrape_metrics
 

@@ -22,12 +22,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from router.config.models import RouterConfig
-from router.errors import ConfigError
-from router.ingest_auth import IngestGuard, sign
-from router.metrics import Metrics
-from router.plugins import build_registry, get_plugin_manager
-from router.redact import registered_secrets
-from router.server import build_app
+from router.core.errors import ConfigError
+from router.core.redact import registered_secrets
+from router.ingest.auth import IngestGuard, sign
+from router.ingest.http import build_app
+from router.plugins.manager import build_registry, get_plugin_manager
+from router.support.metrics import Metrics
 from router.transports.embedded import EmbeddedTransport
 from tests.fakes.http_sink import HttpSink
 from tests.serve_support import ROUTER, RouterProcess

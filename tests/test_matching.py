@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from router.config.models import Rule
-from router.errors import ConfigError
-from router.events import Event
-from router.matching import (
+from router.core.errors import ConfigError
+from router.core.events import Event
+from router.matching.index import (
     RuleIndex,
     compile_conditions,
     compile_pattern,
@@ -21,7 +21,7 @@ from router.matching import (
     pattern_matches,
     rule_problems,
 )
-from router.paths import MISSING, compile_path, lookup
+from router.matching.paths import MISSING, compile_path, lookup
 
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.config.models import Rule
-from router.events import Event
-from router.matching import RuleIndex, compile_pattern, naive_match, pattern_matches
+from router.core.events import Event
+from router.matching.index import RuleIndex, compile_pattern, naive_match, pattern_matches
 
 # Strategies are built once, at import: building them inside composites dominated run time.
 

@@ -1,4 +1,4 @@
-"""router.metrics exports exactly what prometheus_client's own classes export for the same updates.
+"""router.support.metrics exports exactly what prometheus_client's own classes export for the same updates.
 
 Each test builds the router's metrics and, beside them, prometheus_client's Counter, Gauge and
 Histogram with the same names, help, labels and buckets (and no ``*_created`` series, which
@@ -18,7 +18,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from router.metrics import (
+from router.support.metrics import (
     LATENCY_BUCKETS,
     Counter,
     Gauge,

@@ -11,18 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from router.channels.base import ChannelConfig, Message, Outcome, RateLimit, effective_fold, effective_rate_limit
+from router.channels.base import ChannelConfig, RateLimit, effective_fold, effective_rate_limit
 from router.channels.console import ConsoleChannel
 from router.channels.discord import DiscordChannel
 from router.channels.slack import SlackChannel
 from router.channels.webhook import WebhookChannel
-from router.delivery import Delivery
-from router.events import Event
-from router.flow import fold
-from router.metrics import Metrics
+from router.core.delivery import Delivery
+from router.core.events import Event
+from router.core.message import Message, Outcome
+from router.core.records import RetryRecord
+from router.pipeline import fold
 from router.pipeline.pacing import SEND_GUARD, SLOT_META, Pace, Pacing, pace_of
-from router.records import RetryRecord
 from router.state.sqlite import SqliteStateStore
+from router.support.metrics import Metrics
 from router.transports.embedded import EmbeddedTransport
 from tests.engine_support import Harness, start_harness, until
 from tests.flow_support import TEMPLATES, TimedChannel, event, flow_registry, got, rules_yaml
@@ -361,9 +362,9 @@ def test_a_summary_of_one_is_the_message_itself() -> None:
 def test_a_folded_rich_message_keeps_its_payload_when_sent_alone() -> None:
     from datetime import UTC, datetime
 
-    from router.channels.base import Message
-    from router.delivery import Delivery
-    from router.events import Event
+    from router.core.delivery import Delivery
+    from router.core.events import Event
+    from router.core.message import Message
 
     embeds = {"embeds": [{"title": "Ada did it", "color": 5763719}]}
     message = Message("Ada did it", "the body", meta={"event_id": "e1"}, payload=embeds)

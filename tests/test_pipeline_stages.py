@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from router.channels.base import Channel, ChannelConfig, Message, Outcome
+from router.channels.base import Channel, ChannelConfig
 from router.config.models import RetryPolicy
-from router.delivery import Delivery
-from router.events import Event
-from router.metrics import Metrics
+from router.core.delivery import Delivery
+from router.core.events import Event
+from router.core.message import Message, Outcome
 from router.pipeline.backoff import retry_delay
 from router.pipeline.chain import Next, chain
 from router.pipeline.concurrency import ChannelConcurrency
@@ -20,6 +20,7 @@ from router.pipeline.enabled import CHANNEL_DISABLED, SkipDisabled
 from router.pipeline.idempotency import ALREADY_SENT, SkipIfSent
 from router.pipeline.send import Send
 from router.state import open_state_store
+from router.support.metrics import Metrics
 
 
 def delivery(channel: str = "a") -> Delivery:

@@ -107,7 +107,7 @@ def plugin_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 REPORT_SCRIPT = """
 import dataclasses, json, os
-from router.plugins import build_registry
+from router.plugins.manager import build_registry
 
 os.environ.pop("ROUTER_LOAD_PLUGINS", None)
 registry = build_registry()

@@ -14,10 +14,10 @@ import pytest
 
 import router
 from router import Channel, ChannelConfig, Job, JobContext, Message, Outcome, hookimpl
-from router.builtins import BUILTIN_CHANNELS
 from router.jobs.notify import NotifyJob
-from router.plugins import BUILTINS_NAME, LOAD_PLUGINS_ENV, build_registry, get_plugin_manager
-from router.registry import PluginInfo, Registry
+from router.plugins.defaults import BUILTIN_CHANNELS
+from router.plugins.manager import BUILTINS_NAME, LOAD_PLUGINS_ENV, build_registry, get_plugin_manager
+from router.plugins.registry import PluginInfo, Registry
 
 _counter = itertools.count()
 
@@ -129,9 +129,9 @@ def test_every_importable_builtin_channel_is_registered_under_its_type_name() ->
 
 def test_builtin_filters_are_registered_when_available() -> None:
     try:
-        from router.filters import BUILTIN_FILTERS  # type: ignore[import-not-found,unused-ignore]
+        from router.templating.filters import BUILTIN_FILTERS  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
-        pytest.skip("router.filters is not written yet")
+        pytest.skip("router.templating.filters is not written yet")
     registry = build_registry(get_plugin_manager(load_entry_points=False))
     for name, function in BUILTIN_FILTERS.items():
         assert registry.filters[name] is function

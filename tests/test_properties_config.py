@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from router.config import LoadedConfig, load_config, load_config_text
 from router.config.envsubst import SubstitutionError, expand
 from router.config.yamlsource import parse_yaml
-from router.errors import ConfigError
+from router.core.errors import ConfigError
 from tests.test_config_loader import DATA, plugins
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -14,8 +14,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from router.errors import DecodeError
-from router.events import Event, decode, encode, event_from_object
+from router.core.errors import DecodeError
+from router.core.events import Event, decode, encode, event_from_object
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

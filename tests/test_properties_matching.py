@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from router.config.models import OPERATORS, Rule
-from router.errors import ConfigError
-from router.events import Event
-from router.matching import RuleIndex, naive_match
+from router.core.errors import ConfigError
+from router.core.events import Event
+from router.matching.index import RuleIndex, naive_match
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

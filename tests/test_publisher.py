@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 import router
 from router import Publisher, PublishError
-from router.events import decode
+from router.core.events import decode
 from tests.engine_support import until
 from tests.fakes.tcp_proxy import TcpProxy
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from router.channels.base import Message, Outcome
 from router.channels.slack import SlackChannel, SlackConfig
-from router.errors import TemplateError
-from router.records import RetryRecord
+from router.core.errors import TemplateError
+from router.core.message import Message, Outcome
+from router.core.records import RetryRecord
 from tests.fakes import intercept
 from tests.fakes.http_sink import HttpSink, Reply
 from tests.rich_support import make_event, message, render

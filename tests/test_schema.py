@@ -15,7 +15,7 @@ from pydantic import ConfigDict
 from router.channels.base import ChannelConfig
 from router.config import config_json_schema
 from router.config.yamlsource import parse_yaml
-from router.registry import Registry
+from router.plugins.registry import Registry
 
 jsonschema = pytest.importorskip("jsonschema")
 

@@ -29,8 +29,8 @@ from urllib.parse import quote, quote_plus
 import aiohttp
 import pytest
 
-from router.logs import JsonFormatter
-from router.redact import SecretFilter, register_secrets
+from router.core.redact import SecretFilter, register_secrets
+from router.support.logs import JsonFormatter
 from tests.engine_support import until
 from tests.fakes import intercept
 from tests.fakes.http_sink import HttpSink, Reply, free_port

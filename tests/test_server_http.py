@@ -19,10 +19,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from router.events import Event, decode
-from router.metrics import Metrics
-from router.serve import ServeOptions, Server
-from router.server import MAX_BATCH, build_app
+from router.app.server import ServeOptions, Server
+from router.core.events import Event, decode
+from router.ingest.http import MAX_BATCH, build_app
+from router.support.metrics import Metrics
 from router.transports.base import Incoming
 from router.transports.embedded import EmbeddedTransport
 from tests.fakes.http_sink import HttpSink, Reply, free_port

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from router.slots import Slots
+from router.support.slots import Slots
 
 
 async def test_never_more_than_its_size_and_waiters_go_in_arrival_order() -> None:

@@ -1,4 +1,4 @@
-"""Templates compiled in forked worker processes (router.template_compile) load exactly as in-process.
+"""Templates compiled in forked worker processes (router.templating.compile_workers) load exactly as in-process.
 
 A cold load of many templates shares the parsing and compiling with forked workers, started
 before rules.yaml is read: the errors (file:line, message, suggestions), the rendered output and
@@ -19,14 +19,14 @@ import pytest
 from jinja2 import nodes
 from jinja2.visitor import NodeTransformer
 
-from router import template_compile
-from router import templates as templates_module
-from router.errors import ConfigError
-from router.filters import BUILTIN_FILTERS
-from router.runtime import _start_templates_early, build_runtime
-from router.template_compile import SharedMap, map_shared
-from router.template_limits import CONCAT_FILTER, ITER_FILTER, LimitTransformer
-from router.templates import Templates, _Facts, build_context
+from router.core.errors import ConfigError
+from router.runtime.runtime import _start_templates_early, build_runtime
+from router.templating import compile_workers as template_compile
+from router.templating import templates as templates_module
+from router.templating.compile_workers import SharedMap, map_shared
+from router.templating.filters import BUILTIN_FILTERS
+from router.templating.limits import CONCAT_FILTER, ITER_FILTER, LimitTransformer
+from router.templating.templates import Templates, _Facts, build_context
 from tests.test_config_loader import plugins
 from tests.test_templates import make_event
 

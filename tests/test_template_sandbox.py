@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from router.errors import TemplateError
-from router.filters import BUILTIN_FILTERS
-from router.template_limits import OUTPUT_LIMIT, TIME_LIMIT
-from router.templates import Templates, build_context
+from router.core.errors import TemplateError
+from router.templating.filters import BUILTIN_FILTERS
+from router.templating.limits import OUTPUT_LIMIT, TIME_LIMIT
+from router.templating.templates import Templates, build_context
 from tests.rich_support import make_event
 
 DATA = {"user": {"name": "Ann", "tags": ["a", "b"]}, "items": [1, 2, 3]}

@@ -11,10 +11,10 @@ import pytest
 from jinja2 import pass_context
 
 from router.config.models import Rule
-from router.errors import TemplateError
-from router.events import Event
-from router.filters import BUILTIN_FILTERS
-from router.templates import Rendered, Templates, build_context
+from router.core.errors import TemplateError
+from router.core.events import Event
+from router.templating.filters import BUILTIN_FILTERS
+from router.templating.templates import Rendered, Templates, build_context
 
 DATA = {
     "user": {"id": 7, "name": "Ann"},

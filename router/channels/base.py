@@ -3,108 +3,17 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
-
-from router.durations import Duration
+from router.config.channel_options import UNLIMITED as UNLIMITED  # re-exported: the plugin API
+from router.config.channel_options import ChannelConfig as ChannelConfig
+from router.config.channel_options import RateLimit as RateLimit
+from router.core.message import Message as Message  # re-exported: the plugin API
+from router.core.message import Outcome as Outcome
+from router.core.message import OutcomeStatus as OutcomeStatus
 
 if TYPE_CHECKING:
-    from router.rich import RichPayload
-
-
-class RateLimit(BaseModel):
-    """At most ``limit`` sends per ``period`` on one channel, across every router process."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    limit: int = Field(ge=1, description="Sends allowed per period.")
-    period: Duration = Field(gt=0, description="The period, e.g. 2s or 1m.")
-
-
-UNLIMITED = RateLimit.model_construct(limit=0, period=0.0)
-"""What ``rate_limit: false`` stands for: no pacing, whatever the channel type's default."""
-
-
-def _false_is_unlimited(value: Any) -> Any:
-    # A before-validator rather than a union with Literal[False]: a mistake inside the mapping
-    # is then reported once, not once per member of the union.
-    return UNLIMITED if value is False else value
-
-
-class ChannelConfig(BaseModel):
-    """Options common to every channel; plugins subclass it to add their own (unknown keys are errors)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: str
-    enabled: bool = Field(
-        True, description="false keeps the channel configured but skips its deliveries (logged, counted)."
-    )
-    concurrency: int = Field(8, ge=1, le=1024, description="Sends in flight at once on this channel.")
-    rate_limit: Annotated[RateLimit | None, BeforeValidator(_false_is_unlimited)] = Field(
-        None,
-        description=(
-            "Send rate limit {limit, period}, shared by every router process on the same state store; "
-            "default: the provider's documented limit (Discord 5 per 2s, Slack 1 per 1s), none for the "
-            "other types; false turns pacing off."
-        ),
-    )
-    fold_when_saturated: bool | None = Field(
-        None,
-        description=(
-            "When the rate limit leaves a delivery waiting longer than a period, fold it into one summary "
-            "message instead of queueing it; default: on for discord and slack, off otherwise."
-        ),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A rendered notification, as a channel receives it."""
-
-    title: str
-    body: str
-    # Context a channel may use (webhook posts it): event id/type, rule name, and so on.
-    meta: dict[str, Any] = field(default_factory=dict)
-    # The channel-native message a template's `{% block <channel type> %}` described (Discord
-    # embeds, Slack blocks), validated against the channel's ``payload_model``; None: title/body only.
-    payload: dict[str, Any] | None = None
-
-
-OutcomeStatus = Literal["sent", "retry", "failed", "skipped"]
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The result of one send: sent, retryable (with an optional retry-after) or permanently failed.
-
-    ``skipped`` is set by the router, not by channels: nothing was sent and nothing needs to be
-    (already sent before a redelivery, channel disabled).
-
-    ``reason`` is shown in logs, metrics and the dead-letter queue: it never contains a secret.
-    """
-
-    status: OutcomeStatus
-    reason: str = ""
-    retry_after: float | None = None  # seconds, when the provider said how long to wait
-
-    @classmethod
-    def sent(cls, reason: str = "") -> Outcome:
-        return cls("sent", reason)
-
-    @classmethod
-    def retryable(cls, reason: str, retry_after: float | None = None) -> Outcome:
-        return cls("retry", reason, retry_after)
-
-    @classmethod
-    def permanent(cls, reason: str) -> Outcome:
-        return cls("failed", reason)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "sent"
+    from router.templating.native import RichPayload
 
 
 class Channel(ABC):
@@ -126,7 +35,7 @@ class Channel(ABC):
     default_rate_limit: ClassVar[RateLimit | None] = None
     # Whether deliveries fold into a summary when the channel is saturated, unless configured.
     fold_by_default: ClassVar[bool] = False
-    # The pydantic model (a router.rich.RichPayload) of the channel's native message, rendered from
+    # The pydantic model (a router.templating.native.RichPayload) of the channel's native message, rendered from
     # a template block named after the channel type; None: the channel takes title and body only.
     payload_model: ClassVar[type[RichPayload] | None] = None
 

@@ -38,8 +38,8 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
-from router.channels.base import Outcome
-from router.durations import format_duration
+from router.core.durations import format_duration
+from router.core.message import Outcome
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 """4xx statuses worth retrying; every 5xx is retryable too."""

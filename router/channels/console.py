@@ -8,7 +8,8 @@ from typing import ClassVar, Literal, TextIO
 
 from pydantic import Field
 
-from router.channels.base import Channel, ChannelConfig, Message, Outcome
+from router.channels.base import Channel, ChannelConfig
+from router.core.message import Message, Outcome
 
 
 class ConsoleConfig(ChannelConfig):

@@ -5,7 +5,7 @@ Limits enforced here (Discord rejects larger messages): plain content 2,000 char
 ends in "…".
 
 A template with a ``{% block discord %}`` gives the whole message instead (content, embeds with
-fields, author, footer, images: :mod:`router.rich.discord`, which enforces Discord's limits);
+fields, author, footer, images: :mod:`router.templating.native.discord`, which enforces Discord's limits);
 the channel's ``username``/``avatar_url``/thread still apply unless the block sets its own, and
 its ``color`` colours embeds that set none.
 """
@@ -20,10 +20,11 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from pydantic import Field, field_validator
 
-from router.channels.apprise_base import AppriseBackedChannel, AppriseChannelConfig, truncate, wrong_type_hint
-from router.channels.base import ChannelConfig, Message, RateLimit
-from router.rich import RichPayload
-from router.rich.discord import DiscordMessage
+from router.channels.apprise.base import AppriseBackedChannel, AppriseChannelConfig, truncate, wrong_type_hint
+from router.channels.base import ChannelConfig, RateLimit
+from router.core.message import Message
+from router.templating.native import RichPayload
+from router.templating.native.discord import DiscordMessage
 
 CONTENT_LIMIT = 2000
 EMBED_TITLE_LIMIT = 256

@@ -17,11 +17,12 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 import apprise
 from pydantic import ConfigDict, Field, field_validator
 
-from router.channels.apprise_base import AppriseBackedChannel, AppriseChannelConfig, wrong_type_hint
-from router.channels.base import ChannelConfig, Message, Outcome
-from router.redact import redact_url
-from router.rich import RichPayload
-from router.rich.email import EmailMessage
+from router.channels.apprise.base import AppriseBackedChannel, AppriseChannelConfig, wrong_type_hint
+from router.channels.base import ChannelConfig
+from router.core.message import Message, Outcome
+from router.core.redact import redact_url
+from router.templating.native import RichPayload
+from router.templating.native.email import EmailMessage
 
 RECIPIENT_OBJECTS_CACHED = 64
 """Apprise objects kept for per-message recipient sets (a reply to a user's feedback, say)."""

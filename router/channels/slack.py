@@ -5,7 +5,7 @@ and section text 3,000; without, the whole message 40,000. Lengths are counted a
 HTML escaping Slack requires (``&`` becomes ``&amp;``). Longer text is cut and ends in "…".
 
 A template with a ``{% block slack %}`` gives the whole message instead (text, Block Kit
-blocks, attachments: :mod:`router.rich.slack`, which enforces Slack's limits); the channel's
+blocks, attachments: :mod:`router.templating.native.slack`, which enforces Slack's limits); the channel's
 ``channel``/``username`` still apply unless the block sets its own, and the rendered title
 (or first body line) becomes the notification ``text`` when the block gives none.
 """
@@ -19,16 +19,17 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from pydantic import Field, field_validator
 
-from router.channels.apprise_base import (
+from router.channels.apprise.base import (
     AppriseBackedChannel,
     AppriseChannelConfig,
     truncate,
     truncate_measured,
     wrong_type_hint,
 )
-from router.channels.base import ChannelConfig, Message, RateLimit
-from router.rich import RichPayload
-from router.rich.slack import TEXT_LIMIT, SlackMessage
+from router.channels.base import ChannelConfig, RateLimit
+from router.core.message import Message
+from router.templating.native import RichPayload
+from router.templating.native.slack import TEXT_LIMIT, SlackMessage
 
 HEADER_LIMIT = 150
 SECTION_LIMIT = 3000

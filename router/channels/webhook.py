@@ -19,10 +19,11 @@ from urllib.parse import parse_qsl, urlsplit
 import aiohttp
 from pydantic import ConfigDict, Field, field_validator
 
-from router.channels.base import Channel, ChannelConfig, Message, Outcome
+from router.channels.base import Channel, ChannelConfig
 from router.channels.classify import classify_exception, classify_status
-from router.durations import Duration
-from router.redact import install_log_filter, redact_url, register_secrets
+from router.core.durations import Duration
+from router.core.message import Message, Outcome
+from router.core.redact import install_log_filter, redact_url, register_secrets
 
 logger = logging.getLogger(__name__)
 

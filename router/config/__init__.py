@@ -1,5 +1,6 @@
 """rules.yaml: models, loading with located errors, and cross-reference validation."""
 
+from router.config.json_schema import config_json_schema
 from router.config.loader import LoadedConfig, default_config_path, load_config, load_config_text
 from router.config.models import (
     OPERATORS,
@@ -15,7 +16,6 @@ from router.config.models import (
     StateConfig,
     ThrottleSpec,
 )
-from router.config.schema import config_json_schema
 
 __all__ = [
     "OPERATORS",

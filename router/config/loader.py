@@ -15,15 +15,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from router.channels.base import ChannelConfig
+from router.config.catalog import Catalog
+from router.config.channel_options import ChannelConfig
 from router.config.envsubst import substitute_tree
+from router.config.event_schemas import EventSchema
 from router.config.models import RouterConfig
 from router.config.validate import Issue, validate_references, validate_structure
 from router.config.yamlsource import KeyPath, YamlDocument, describe_type, parse_yaml
-from router.disk_cache import cache_root
-from router.errors import ConfigError, Problem
-from router.registry import Registry
-from router.schemas import EventSchema
+from router.core.errors import ConfigError, Problem
+from router.support.disk_cache import cache_root
 
 _REDACTED = "<redacted>"
 _MIN_SECRET = 3  # shorter values are not secrets, and scrubbing them would garble messages
@@ -47,7 +47,7 @@ def default_config_path() -> Path:
     return Path(configured).expanduser() if configured else Path("rules.yaml")
 
 
-def load_config(path: str | Path, registry: Registry, *, env: Mapping[str, str] | None = None) -> LoadedConfig:
+def load_config(path: str | Path, registry: Catalog, *, env: Mapping[str, str] | None = None) -> LoadedConfig:
     """Load and validate the rules file at ``path``; raises ConfigError listing every problem."""
     shown = str(path)
     file = Path(path).expanduser()
@@ -72,7 +72,7 @@ def load_config(path: str | Path, registry: Registry, *, env: Mapping[str, str] 
 
 def load_config_text(
     text: str,
-    registry: Registry,
+    registry: Catalog,
     *,
     filename: str = "<string>",
     base_dir: Path | None = None,
@@ -86,7 +86,7 @@ def load_config_text(
 
 def _load(
     text: str,
-    registry: Registry,
+    registry: Catalog,
     shown: str,
     path: Path,
     base_dir: Path,

@@ -1,4 +1,4 @@
-"""Pydantic models of rules.yaml: the contract of ../DESIGN.md, section rules.yaml.
+"""Pydantic models of rules.yaml, as docs/configuration.md documents them.
 
 Structural validation lives here; cross references (a rule's channels, template and job, a
 channel's type-specific options) are checked by :mod:`router.config.validate` once the plugin
@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from router.durations import Duration
-from router.suggest import did_you_mean
+from router.core.durations import Duration
+from router.core.suggest import did_you_mean
 
 OPERATORS: tuple[str, ...] = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "not_in", "regex", "contains", "exists")
 """Condition operators accepted under a rule's ``when:``."""
@@ -57,7 +57,7 @@ class StateConfig(StrictModel):
 class OnFailure(StrictModel):
     """Who hears about a dead letter: a template rendered with the failure, sent to ``channels``.
 
-    See router/failures.py; the template sees ``failure`` (reason, error, attempts, ...) besides
+    See router/engine/failures.py; the template sees ``failure`` (reason, error, attempts, ...) besides
     ``event``, ``data``, ``rule`` and ``channel``.
     """
 

@@ -21,12 +21,12 @@ from typing import Any
 import jinja2
 from pydantic import BaseModel, ValidationError
 
-from router.channels.base import ChannelConfig
+from router.config.catalog import Catalog
+from router.config.channel_options import ChannelConfig
+from router.config.event_schemas import EventSchema, compile_events
 from router.config.models import RouterConfig, Rule
 from router.config.yamlsource import KeyPath, describe_type
-from router.registry import Registry
-from router.schemas import EventSchema, compile_events
-from router.suggest import did_you_mean
+from router.core.suggest import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -263,9 +263,9 @@ def _local_pattern_error(pattern: str) -> str | None:
 
 @functools.cache  # looked up once, not once per rule
 def _pattern_checker() -> Callable[[str], str | None]:
-    # router.matching owns pattern semantics; fall back to the local check until it exists.
+    # router.matching.index owns pattern semantics; fall back to the local check until it exists.
     try:
-        module = importlib.import_module("router.matching")
+        module = importlib.import_module("router.matching.index")
     except ImportError:
         return _local_pattern_error
     checker = getattr(module, "pattern_error", None)
@@ -343,7 +343,7 @@ def _template_stem(name: str) -> str:
 
 class _ReferenceChecker:
     def __init__(
-        self, data: Mapping[str, Any], registry: Registry, templates_dir: Path, *, rules_valid: bool = False
+        self, data: Mapping[str, Any], registry: Catalog, templates_dir: Path, *, rules_valid: bool = False
     ) -> None:
         self.data = data
         self.rules_valid = rules_valid
@@ -557,7 +557,7 @@ def check_events(checker: _ReferenceChecker) -> None:
 
 
 def validate_references(
-    data: Mapping[str, Any], registry: Registry, templates_dir: Path, *, rules_valid: bool = False
+    data: Mapping[str, Any], registry: Catalog, templates_dir: Path, *, rules_valid: bool = False
 ) -> References:
     """Check what needs the registry and the templates folder, on the document's raw data.
 

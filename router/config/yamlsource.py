@@ -24,8 +24,8 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from router import disk_cache
-from router.errors import ConfigError, Problem
+from router.core.errors import ConfigError, Problem
+from router.support import disk_cache
 
 KeyPath = tuple[str | int, ...]
 """A location inside the document: mapping keys and sequence indexes from the root."""
@@ -407,7 +407,7 @@ def parse_yaml(text: str, filename: str = "<string>", *, cache: Path | None = No
     ``YamlDocument.problems`` so they can be reported together with validation problems.
     An empty document yields ``data=None``.
 
-    With ``cache`` (a file in a :mod:`router.disk_cache` directory), a document without such
+    With ``cache`` (a file in a :mod:`router.support.disk_cache` directory), a document without such
     problems is remembered there, keyed by a checksum of the text and of this code; the same
     text is then read back without parsing (PyYAML builds a Python node for every value: seconds
     for thousands of rules). Its positions are found by parsing again, only if one is asked for.

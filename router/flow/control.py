@@ -13,14 +13,14 @@ import time
 from collections.abc import Awaitable, Callable
 
 from router.config.models import Rule
-from router.events import Event
+from router.core.events import Event
 from router.flow import dedupe, digest, ratelimit, throttle
 from router.flow.flusher import DigestFlusher
 from router.flow.keys import render_key
 from router.flow.resume import ADMITTED, Resume, job_headers
-from router.metrics import Metrics
-from router.runtime import Runtime
+from router.runtime.runtime import Runtime
 from router.state.base import StateStore
+from router.support.metrics import Metrics
 from router.transports.base import Transport
 
 log = logging.getLogger("router.flow")

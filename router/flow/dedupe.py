@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from router.config.models import DedupeSpec, Rule
-from router.durations import format_duration
-from router.events import Event
+from router.core.durations import format_duration
+from router.core.events import Event
 from router.flow.keys import shown, state_key
 from router.state.base import StateStore
 

@@ -14,16 +14,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from router.channels.base import Message
 from router.config.models import DigestSpec, Rule
-from router.durations import format_duration
-from router.errors import DecodeError
-from router.events import Event, decode, encode
+from router.core.durations import format_duration
+from router.core.errors import DecodeError
+from router.core.events import Event, decode, encode
+from router.core.message import Message
 from router.flow.keys import MAX_KEY_LENGTH, shown
 from router.state.base import DigestAdd, StateStore
 
 BUCKET_PREFIX = "rule:"
-"""Digest buckets of rules; channel folds use ``fold:`` (router.flow.fold)."""
+"""Digest buckets of rules; channel folds use ``fold:`` (router.pipeline.fold)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from router.config.models import Rule
-from router.durations import format_duration
-from router.errors import TemplateError
-from router.events import Event
+from router.core.durations import format_duration
+from router.core.errors import TemplateError
+from router.core.events import Event
 from router.flow import dedupe, digest, ratelimit, throttle
 from router.flow.keys import render_key
 from router.pipeline.pacing import pace_of
-from router.runtime import Runtime
+from router.runtime.runtime import Runtime
 
 
 def describe_flow(runtime: Runtime, rule: Rule, event: Event) -> list[str]:

@@ -23,16 +23,17 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from router.delivery import Delivery
-from router.errors import DecodeError
-from router.flow import digest, fold
+from router.core.delivery import Delivery
+from router.core.errors import DecodeError
+from router.core.records import RetryRecord
+from router.flow import digest
 from router.flow.resume import Resume, job_headers
-from router.metrics import Metrics
+from router.pipeline import fold
 from router.pipeline.pacing import pace_of
 from router.pipeline.resolve import delivery_headers
-from router.records import RetryRecord
-from router.runtime import Runtime
+from router.runtime.runtime import Runtime
 from router.state.base import DIGEST_RETENTION, StateStore
+from router.support.metrics import Metrics
 from router.transports.base import H_ERROR, H_KIND, H_REASON, Transport
 
 log = logging.getLogger("router.flow")

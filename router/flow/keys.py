@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 
 from router.config.models import Rule
-from router.events import Event
-from router.runtime import Runtime
-from router.templates import build_context
+from router.core.events import Event
+from router.runtime.runtime import Runtime
+from router.templating.templates import build_context
 
 MAX_KEY_LENGTH = 200
 """Longer rendered keys are stored as a hash: state keys stay small whatever a template renders."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from router.config.models import RateLimitSpec, Rule
-from router.durations import format_duration
+from router.core.durations import format_duration
 from router.flow.keys import shown, state_key
 from router.state.base import StateStore
 

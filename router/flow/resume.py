@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from router.config.models import Rule
-from router.events import Event
-from router.records import RetryRecord
+from router.core.events import Event
+from router.core.records import RetryRecord
 from router.transports.base import H_ATTEMPTS, H_EVENT_ID, H_KIND, H_RULE
 
 FLOW_EXTRA = "flow"

@@ -12,16 +12,11 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from router.config.models import Rule, ThrottleSpec
-from router.durations import format_duration
+from router.core.durations import format_duration
 from router.flow.keys import shown, state_key
+from router.pipeline.hops import HOLD as HOLD  # re-exported: FlowControl reads throttle.HOLD
+from router.pipeline.hops import hop_delay as hop_delay
 from router.state.base import StateStore
-
-HOLD = 1.0
-"""Seconds a throttled job or a paced send may wait in the process; longer waits are durable records."""
-
-_STRETCH = 0.75
-"""A transport may deliver a record late by up to 25% of its delay (RabbitMQ's delay ladder):
-asking for 75% of the wait brings it back before the slot, never after."""
 
 
 class KeyedLocks:
@@ -57,15 +52,6 @@ async def reserve(state: StateStore, rule: Rule, spec: ThrottleSpec, key: str, l
     name = state_key("throttle", rule, key)
     async with locks.hold(name):
         return await state.throttle_reserve(name, spec.limit, spec.period, spec.burst)
-
-
-def hop_delay(remaining: float, hold: float = HOLD) -> float:
-    """The delay to schedule a record with so that it returns before its slot, and near it.
-
-    The record then waits the rest in the process (when within ``hold``) or hops again; each
-    hop leaves at most a quarter of the wait, so even a day takes only a handful of hops.
-    """
-    return max(min(remaining - hold / 2, remaining * _STRETCH), 0.0)
 
 
 def describe(spec: ThrottleSpec, key: str) -> str:

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
-    from router.channels.base import Message, Outcome
     from router.config.models import Rule
-    from router.events import Event
+    from router.core.events import Event
+    from router.core.message import Message, Outcome
 
 
 class NoOptions(BaseModel):

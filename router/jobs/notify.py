@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from router.channels.base import Message, Outcome
-from router.errors import TemplateError
+from router.core.errors import TemplateError
+from router.core.message import Message, Outcome
 from router.jobs.base import Job, JobContext, NoOptions
 
 log = logging.getLogger("router.jobs.notify")
@@ -17,7 +17,7 @@ class NotifyJob(Job):
 
     Channels are delivered concurrently so a slow one does not hold up the others. A channel
     whose message fails to render does not stop the others either: they are delivered first,
-    then the first render error is raised as a :class:`router.errors.TemplateError`.
+    then the first render error is raised as a :class:`router.core.errors.TemplateError`.
     """
 
     name = "notify"

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from router.channels.base import Outcome
-from router.delivery import Delivery
+from router.core.delivery import Delivery
+from router.core.message import Outcome
 
 Next = Callable[[Delivery], Awaitable[Outcome]]
 

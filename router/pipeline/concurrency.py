@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from router.channels.base import Outcome
-from router.delivery import Delivery
+from router.core.delivery import Delivery
+from router.core.message import Outcome
 from router.pipeline.chain import Next
-from router.slots import Slots
+from router.support.slots import Slots
 
 
 class ChannelConcurrency:

@@ -16,10 +16,10 @@ import json
 import logging
 from typing import Any
 
-from router.channels.base import Outcome
-from router.delivery import Delivery
-from router.filters import truncate_text
-from router.redact import Content
+from router.core.delivery import Delivery
+from router.core.message import Outcome
+from router.core.redact import Content
+from router.templating.filters import truncate_text
 
 log = logging.getLogger("router.dry_run")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from router.channels.base import Outcome
-from router.delivery import Delivery
+from router.core.delivery import Delivery
+from router.core.message import Outcome
 from router.pipeline.chain import Next
 
 CHANNEL_DISABLED = "channel disabled"

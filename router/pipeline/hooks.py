@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from router.channels.base import Outcome
-from router.delivery import Delivery
+from router.core.delivery import Delivery
+from router.core.message import Outcome
 from router.pipeline.chain import Next
-from router.plugins import Hooks
+from router.plugins.manager import Hooks
 
 
 class DeliveryHooks:

@@ -25,8 +25,8 @@ import time
 import uuid
 from dataclasses import replace
 
-from router.channels.base import Message, Outcome
-from router.delivery import Delivery
+from router.core.delivery import Delivery
+from router.core.message import Message, Outcome
 from router.pipeline.chain import Next
 from router.state.base import DeliveryClaim, StateStore
 

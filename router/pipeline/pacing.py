@@ -17,15 +17,16 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 
-from router.channels.base import Channel, ChannelConfig, Outcome, effective_fold, effective_rate_limit
-from router.delivery import Delivery
-from router.flow import fold
-from router.flow.throttle import hop_delay
-from router.metrics import Metrics
+from router.channels.base import Channel, ChannelConfig, effective_fold, effective_rate_limit
+from router.core.delivery import Delivery
+from router.core.message import Outcome
+from router.core.records import RetryRecord
+from router.pipeline import fold
 from router.pipeline.chain import Next
+from router.pipeline.hops import hop_delay
 from router.pipeline.resolve import delivery_headers
-from router.records import RetryRecord
 from router.state.base import StateStore
+from router.support.metrics import Metrics
 from router.transports.base import Transport
 
 log = logging.getLogger("router.delivery")

@@ -10,15 +10,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from router.channels.base import Outcome
 from router.config.models import RetryPolicy
-from router.delivery import Delivery
-from router.metrics import Metrics
+from router.core.delivery import Delivery
+from router.core.message import Outcome
+from router.core.records import RetryRecord
 from router.pipeline.backoff import retry_delay
 from router.pipeline.chain import Next
 from router.pipeline.dryrun import DRY_RUN
-from router.records import RetryRecord
 from router.state.base import StateStore
+from router.support.metrics import Metrics
 from router.transports.base import (
     H_ATTEMPTS,
     H_CHANNEL,

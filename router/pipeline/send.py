@@ -6,10 +6,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from router.channels.base import Channel, Outcome
-from router.deadlines import Deadlines
-from router.delivery import Delivery
-from router.metrics import Metrics
+from router.channels.base import Channel
+from router.core.delivery import Delivery
+from router.core.message import Outcome
+from router.support.deadlines import Deadlines
+from router.support.metrics import Metrics
 
 log = logging.getLogger("router.delivery")
 

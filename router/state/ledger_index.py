@@ -6,7 +6,7 @@ writer and so starts from a cold page cache (~45 us of CPU per delivery in the i
 benchmark). This index answers "certainly not" from memory for nearly every new key, and
 "maybe" for keys that were sent (and for about one in a hundred others), which the database
 then settles. It never answers "not sent" for a key the ledger holds, provided every write to
-the ledger goes through this process: SQLite state serves one router process (DESIGN.md), and
+the ledger goes through this process: SQLite state serves one router process (docs/guarantees.md), and
 :class:`router.state.sqlite.SqliteStateStore` turns the index off when another process holds
 the same database.
 

@@ -20,7 +20,7 @@ waiting for their commit) is answered from memory. ``mark_sent`` calls made in o
 event loop go to the worker as one statement (an insert from a JSON array of the rows). A
 ``:memory:`` database has no second connection and reads on the worker.
 
-The index assumes this process is the only writer of the ledger, as DESIGN.md has it for
+The index assumes this process is the only writer of the ledger, as docs/guarantees.md has it for
 SQLite state: a lock file beside the database (``<db>.lock``) tells, and while another process
 holds it the index is off and every read goes to the database.
 """

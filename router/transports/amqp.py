@@ -60,7 +60,7 @@ from aiormq.exceptions import (
 )
 from yarl import URL
 
-from router.slots import Slots
+from router.support.slots import Slots
 from router.transports import retry_ladder
 from router.transports.base import (
     H_CONTENT_TYPE,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from router.events import Event
+from router.core.events import Event
 from router_audit.filters import audit_ref
 
 COLUMNS: tuple[str, ...] = ("event_id", "rule", "ref", "type", "source", "time", "subject", "data")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from router.channels.base import Channel, ChannelConfig, Message, Outcome
-from router.durations import Duration
+from router.channels.base import Channel, ChannelConfig
+from router.core.durations import Duration
+from router.core.message import Message, Outcome
 from router.jobs.base import Job, JobContext
-from router.registry import Registry
+from router.plugins.registry import Registry
 
 
 class WebhookConfig(ChannelConfig):

@@ -1,0 +1,280 @@
+"""`router serve`: wire config, state, transport, engine and HTTP together and run until stopped.
+
+Lifecycle: load and validate everything (exit 2 on a bad config) -> open the state store ->
+connect the transport -> start HTTP -> consume. SIGHUP or a change to rules.yaml or a template
+reloads (validated fully before it is swapped in; a bad one keeps the old running). SIGTERM or
+SIGINT stops consuming, lets in-flight messages finish within ``shutdown_timeout`` (a second
+signal stops waiting: what is unfinished is redelivered after a restart), then closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from router.app import gc_tuning as heap
+from router.config.models import BrokerConfig
+from router.core.errors import ConfigError
+from router.engine.engine import Engine, Generation
+from router.ingest.auth import IngestGuard
+from router.ingest.http import build_app, parse_host_port
+from router.plugins.manager import Hooks, build_registry, get_plugin_manager
+from router.runtime.runtime import Runtime, build_runtime
+from router.state import open_state_store
+from router.support.metrics import Metrics
+from router.transports import open_transport
+
+log = logging.getLogger("router.serve")
+
+
+@dataclass
+class ServeOptions:
+    """What `router serve` was asked for on the command line."""
+
+    config_path: Path
+    broker_url: str | None = None
+    http: str | None = "127.0.0.1:8080"
+    shutdown_timeout: float = 30.0
+    watch: bool = True
+    watch_interval: float = 1.0
+    dry_run: bool = False  # log deliveries instead of sending them, whatever rules.yaml says
+
+
+class Server:
+    """One running router process."""
+
+    def __init__(self, options: ServeOptions) -> None:
+        self.options = options
+        self.metrics = Metrics()
+        self.stopping = asyncio.Event()
+        self._forced = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._snapshot: dict[Path, float] = {}
+        # Configurations replaced by a reload whose messages may still be in flight.
+        self._retired: list[Generation] = []
+        self._background: set[asyncio.Task[object]] = set()
+        self._signals: list[signal.Signals] = []
+
+    async def run(self) -> None:
+        """Run until SIGTERM/SIGINT (or :meth:`stop`)."""
+        pm = get_plugin_manager()
+        registry = build_registry(pm)
+        for plugin in registry.errors:
+            log.warning("plugin %s was not loaded: %s", plugin.name, plugin.error)
+        runtime = build_runtime(self.options.config_path, registry)
+        broker = self._broker_config(runtime)
+        state = open_state_store(runtime.config.state.url)
+        transport = open_transport(broker)
+        engine: Engine | None = None
+        runner: web.AppRunner | None = None
+        watcher: asyncio.Task[None] | None = None
+        started = False
+        # One try for every step: whatever fails (RabbitMQ down, the port taken) closes what
+        # was opened before it, instead of leaving threads and connections behind.
+        try:
+            await state.open()
+            await transport.connect()
+            hooks = Hooks(pm, metrics=self.metrics)
+            engine = Engine(
+                runtime,
+                transport=transport,
+                state=state,
+                hooks=hooks,
+                metrics=self.metrics,
+                dry_run=self.options.dry_run,
+            )
+            if engine.generation.dry_run:
+                why = "--dry-run" if self.options.dry_run else "dry_run: true in the configuration"
+                log.warning("dry run: nothing will be sent; deliveries are logged (%s)", why)
+            self.engine = engine
+            runner = await self._start_http(engine, broker)
+            self._install_signals()
+            self._snapshot = self._watched()
+            watcher = asyncio.create_task(self._watch()) if self.options.watch else None
+            heap.settle()  # before the first message: its pause is part of start-up
+            await transport.start(engine.handle, prefetch=broker.prefetch)
+            await engine.start()  # the digest flusher: buckets left open by a restart go out on time
+            started = True
+            kind = "RabbitMQ" if broker.url else f"embedded queue {broker.embedded_path}"
+            fields = {"transport": kind, "rules": len(runtime.config.rules), "dry_run": engine.generation.dry_run}
+            log.info("router started", extra={"fields": fields})
+            await self.stopping.wait()
+            log.info("shutting down: no new messages; waiting for in-flight work")
+            if watcher is not None:
+                watcher.cancel()
+            await transport.stop_consuming()
+            await self._drain(engine)
+        finally:
+            self._remove_signals()
+            if watcher is not None:
+                watcher.cancel()
+            for task in list(self._background):
+                task.cancel()
+            if runner is not None:
+                await runner.cleanup()
+            # The transport first: it cancels handlers still running after the timeout (their
+            # messages are redelivered), so that no handler uses a channel being closed.
+            await transport.close()
+            if engine is not None:
+                await engine.close()
+            await state.close()
+            if started:
+                log.info("router stopped")
+
+    async def _drain(self, engine: Engine) -> None:
+        """Wait for the messages in flight, on every configuration still in use, until the
+        shutdown timeout or a second SIGTERM/SIGINT (Ctrl-C again)."""
+
+        async def idle() -> None:
+            for generation in [*self._retired, engine.generation]:
+                await generation.idle.wait()
+
+        waiting = asyncio.create_task(idle())
+        forced = asyncio.create_task(self._forced.wait())
+        try:
+            await asyncio.wait({waiting, forced}, timeout=self.options.shutdown_timeout, return_when="FIRST_COMPLETED")
+            finished = waiting.done()
+        finally:
+            waiting.cancel()
+            forced.cancel()
+        if not finished:
+            log.warning("in-flight work did not finish; it will be redelivered")
+
+    def _broker_config(self, runtime: Runtime) -> BrokerConfig:
+        broker = runtime.config.broker
+        if self.options.broker_url is not None:
+            broker = broker.model_copy(update={"url": self.options.broker_url})
+        return broker
+
+    async def _start_http(self, engine: Engine, broker: BrokerConfig) -> web.AppRunner | None:
+        if not self.options.http:
+            return None
+        host, port = parse_host_port(self.options.http)
+        app = build_app(
+            transport=engine.transport,
+            metrics=self.metrics,
+            is_ready=lambda: not self.stopping.is_set(),
+            max_event_bytes=broker.max_body_bytes,
+            # Asked per request: a reload's new token or limit applies to the next request.
+            ingest=IngestGuard(lambda: engine.runtime.config, max_event_bytes=broker.max_body_bytes).settings,
+        )
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as error:
+            await runner.cleanup()
+            # Name the address and the way out: the default port is often taken on a laptop.
+            raise OSError(
+                error.errno, f"cannot listen on {host}:{port} ({error.strerror}); choose another with --http HOST:PORT"
+            ) from None
+        log.info("http listening", extra={"fields": {"address": f"{host}:{port}"}})
+        return runner
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_soon, "SIGHUP")
+        self._signals = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
+
+    def _remove_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self._signals:
+            loop.remove_signal_handler(sig)
+        self._signals = []
+
+    def _reload_soon(self, why: str) -> None:
+        # Keep a reference: the event loop holds tasks weakly, and a collected task never runs.
+        task: asyncio.Task[object] = asyncio.create_task(self.reload(why))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown; called again, stop waiting for in-flight work."""
+        if self.stopping.is_set():
+            self._forced.set()
+        self.stopping.set()
+
+    async def reload(self, why: str) -> bool:
+        """Load the configuration again; swap it in only if it is entirely valid."""
+        async with self._reload_lock:
+            # Taken before reading the files: an edit that lands while loading (an editor
+            # saving in two writes) differs from it, so the watcher reloads once more.
+            before = self._watched()
+            old = self.engine.runtime
+            try:
+                # Build in a thread: loading thousands of rules must not stall deliveries.
+                runtime = await asyncio.to_thread(build_runtime, self.options.config_path, old.registry)
+                retiring = self.engine.generation
+                await self.engine.swap(runtime)  # builds the channels: a plugin may refuse them
+            except Exception as error:
+                self._snapshot = before
+                self._reload_failed(why, error)
+                return False
+            self._retired = [g for g in self._retired if not g.idle.is_set()] + [retiring]
+            heap.thaw()  # the replaced configuration was frozen at start-up: let it be collected
+            if runtime.config.broker != old.config.broker or runtime.config.state != old.config.state:
+                log.warning("broker and state settings change only on restart; other changes are applied")
+            after = self._watched()
+            self._snapshot = {path: before.get(path, mtime) for path, mtime in after.items()}
+            self.metrics.config_reloads.labels("success").inc()
+            self.metrics.config_last_reload_ok.set(1)
+            log.info("configuration reloaded", extra={"fields": {"trigger": why, "rules": len(runtime.config.rules)}})
+            return True
+
+    def _reload_failed(self, why: str, error: Exception) -> None:
+        self.metrics.config_reloads.labels("failure").inc()
+        self.metrics.config_last_reload_ok.set(0)
+        if isinstance(error, ConfigError):
+            problems = [str(problem) for problem in error.problems]
+            text = str(error)
+        else:  # a bug or a plugin failing: keep running all the same
+            problems = [f"{type(error).__name__}: {error}"]
+            text = problems[0]
+        log.error(
+            "reload failed, keeping the previous configuration:\n%s",
+            text,
+            extra={"fields": {"trigger": why, "problems": problems[:25]}},
+        )
+
+    def _watched(self) -> dict[Path, float]:
+        # The config path as given may be relative; the runtime's is absolute: key both the same way.
+        return watched_files(self.engine.runtime) | watched_files_of_path(self.options.config_path.absolute())
+
+    async def _watch(self) -> None:
+        """Reload when rules.yaml or a template changes (mtime polling: no extra dependency)."""
+        while True:
+            await asyncio.sleep(self.options.watch_interval)
+            if self._watched() != self._snapshot:
+                await self.reload("file change")
+
+
+def watched_files_of_path(path: Path) -> dict[Path, float]:
+    try:
+        return {path: path.stat().st_mtime}
+    except OSError:
+        return {path: -1.0}
+
+
+def watched_files(runtime: Runtime) -> dict[Path, float]:
+    """rules.yaml and every template file, with their modification times."""
+    files = watched_files_of_path(runtime.loaded.path)
+    folder = runtime.loaded.templates_dir
+    if folder.is_dir():
+        for template in folder.rglob("*.j2"):
+            try:
+                files[template] = template.stat().st_mtime
+            except OSError:
+                continue
+    return files
+
+
+async def serve(options: ServeOptions) -> None:
+    """Run a router process until it is told to stop."""
+    await Server(options).run()

@@ -1,0 +1,7 @@
+"""Plain shared types every layer uses: events, messages, deliveries, records, errors, redaction.
+
+Owns: :mod:`.events` (the ``Event`` envelope and its decoders), :mod:`.message` (``Message``,
+``Outcome``), :mod:`.delivery`, :mod:`.records` (retry records on the wire), :mod:`.errors`,
+:mod:`.durations`, :mod:`.redact` (secret registry and scrubbing), :mod:`.suggest`
+(did-you-mean), :mod:`.version`. The bottom layer: imports nothing else of ``router``.
+"""

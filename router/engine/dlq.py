@@ -1,0 +1,49 @@
+"""Dead-letter queue management behind `router dlq list | replay | purge`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from router.core.errors import DecodeError
+from router.core.records import RetryRecord
+from router.transports.base import H_CONTENT_TYPE, H_KIND, H_ROUTING_KEY, DeadLetter, Transport
+
+
+async def replay(transport: Transport, ids: Sequence[str] | None) -> list[DeadLetter]:
+    """Send dead letters back through the router, each with a fresh set of attempts.
+
+    An event (poison, render failure) is published again with its original routing key; a
+    delivery or job goes back as a retry that runs at once, starting again at attempt 1.
+    """
+
+    async def republish(letter: DeadLetter) -> None:
+        kind = str(letter.headers.get(H_KIND, "event"))
+        if kind in ("delivery", "job"):
+            try:
+                record = RetryRecord.from_bytes(letter.body)
+            except DecodeError:
+                record = None
+            if record is not None:
+                record.attempt = 0
+                headers = {k: v for k, v in letter.headers.items() if k == H_KIND or not k.startswith("x-router-")}
+                await transport.schedule_retry(record.to_bytes(), delay=0.0, headers=headers)
+                return
+        routing_key = str(letter.headers.get(H_ROUTING_KEY) or "replayed")
+        content_type = str(letter.headers.get(H_CONTENT_TYPE) or "") or None
+        headers = {k: v for k, v in letter.headers.items() if not str(k).startswith("x-router-")}
+        await transport.publish_event(letter.body, routing_key=routing_key, headers=headers, content_type=content_type)
+
+    return await transport.dlq_replay(ids, republish)
+
+
+def letter_as_dict(letter: DeadLetter, *, include_body: bool = False) -> dict[str, Any]:
+    """A dead letter as JSON-ready data (`router dlq list --json`)."""
+    data = dataclasses.asdict(letter)
+    body = data.pop("body")
+    data["headers"] = {k: v for k, v in letter.headers.items()}
+    if include_body:
+        data["body"] = body.decode("utf-8", errors="replace")
+    data["size"] = len(body)
+    return data

@@ -1,0 +1,569 @@
+"""The delivery engine: what happens to each message a transport hands over.
+
+    Incoming -> decode -> event_received hooks -> match -> for each rule: job
+      -> (notify) render + one delivery per channel -> delivery stages -> channel
+      -> every delivery resolved -> acknowledge
+
+An event is acknowledged only when every delivery it produced is resolved (sent and recorded,
+durably scheduled for retry, or dead-lettered). If resolution itself fails (the broker or the
+state store is down) the event is requeued, and deliveries already recorded as sent are
+skipped when it comes back.
+
+Every dead letter is followed by its failure notification (router/engine/failures.py), delivered
+through the same stages before the message is acknowledged. Under dry run the innermost stage
+logs instead of sending (router/pipeline/dryrun.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from router.channels.base import Channel
+from router.config.models import RetryPolicy, Rule
+from router.core.delivery import Delivery
+from router.core.errors import DecodeError, TemplateError
+from router.core.events import Event, decode, encode
+from router.core.message import Message, Outcome
+from router.core.records import RetryRecord
+from router.engine.failures import Failure, FailureNotifier
+from router.flow.control import FlowControl
+from router.flow.digest import with_digest_meta
+from router.flow.resume import Resume
+from router.jobs.base import Job
+from router.pipeline.backoff import retry_delay
+from router.pipeline.chain import Next, Stage, chain
+from router.pipeline.concurrency import ChannelConcurrency
+from router.pipeline.dryrun import DryRun
+from router.pipeline.enabled import SkipDisabled
+from router.pipeline.hooks import DeliveryHooks
+from router.pipeline.idempotency import SkipIfSent
+from router.pipeline.pacing import Pacing, pace_of
+from router.pipeline.resolve import Resolve, dead_letter_delivery
+from router.pipeline.send import Send
+from router.plugins.manager import Hooks
+from router.runtime.runtime import Runtime
+from router.state.base import StateStore
+from router.support.metrics import Metrics
+from router.transports.base import (
+    H_ATTEMPTS,
+    H_CONTENT_TYPE,
+    H_ERROR,
+    H_EVENT_ID,
+    H_KIND,
+    H_REASON,
+    H_ROUTING_KEY,
+    H_RULE,
+    Incoming,
+    Transport,
+)
+
+log = logging.getLogger("router.engine")
+
+JOB_DONE_SUFFIX = ":job"
+
+
+class ResolutionError(Exception):
+    """Resolving a delivery failed (transport or state store unavailable): requeue the event."""
+
+
+@dataclass
+class Generation:
+    """One configuration in force: the runtime, its channel instances and its pipeline.
+
+    A reload builds a new generation; messages already being handled finish on theirs.
+    """
+
+    runtime: Runtime
+    channels: dict[str, Channel]
+    deliver: Next
+    jobs: dict[str, Job] = field(default_factory=dict)  # one instance per job the rules use
+    dry_run: bool = False  # deliveries are logged (pipeline/dryrun.py), not sent
+    in_flight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def enter(self) -> None:
+        self.in_flight += 1
+        self.idle.clear()
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.idle.set()
+
+
+class EngineJobContext:
+    """The JobContext a job's ``handle`` receives (router.jobs.base.JobContext)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        generation: Generation,
+        event: Event,
+        rule: Rule,
+        options: BaseModel,
+        attempt: int = 1,
+        events: tuple[Event, ...] = (),
+    ) -> None:
+        self._engine = engine
+        self._generation = generation
+        self.event = event
+        self.rule = rule
+        self.options = options
+        self.attempt = attempt
+        self.events = events  # a digest's batch (``event`` is then the digest); empty otherwise
+        self.state = engine.state
+
+    def render(self, channel: str | None = None, template: str | None = None) -> Message:
+        runtime = self._generation.runtime
+        if channel is None:
+            if not self.rule.channels:
+                raise TemplateError(f"rule '{self.rule.name}' has no channel to render for")
+            channel = self.rule.channels[0]
+        events = self.events or None
+        message = runtime.render(self.rule, channel, self.event, template=template, events=events)
+        return with_digest_meta(message, self.events)
+
+    async def deliver(self, channel: str, message: Message) -> Outcome:
+        runtime = self._generation.runtime
+        if channel not in runtime.config.channels:
+            raise ValueError(f"rule '{self.rule.name}': unknown channel '{channel}'")
+        delivery = Delivery(
+            event=self.event,
+            rule=self.rule.name,
+            channel=channel,
+            channel_type=runtime.channel_type(channel),
+            message=message,
+            attempt=1,
+        )
+        return await self._engine.run_delivery(self._generation, delivery)
+
+    async def publish(self, type: str, data: dict[str, Any]) -> str:
+        return await self._engine.publish(type, data, source=f"router/{self.rule.name}")
+
+
+class Engine:
+    """Consumes Incoming messages from a transport and resolves every delivery they produce."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        transport: Transport,
+        state: StateStore,
+        hooks: Hooks,
+        metrics: Metrics | None = None,
+        send_timeout: float = 60.0,
+        dry_run: bool = False,
+    ) -> None:
+        self.transport = transport
+        self.state = state
+        self.hooks = hooks
+        self.metrics = metrics or Metrics()
+        self.send_timeout = send_timeout
+        self.force_dry_run = dry_run  # `router serve --dry-run`: on whatever rules.yaml says
+        self.failures = FailureNotifier(self.metrics)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.flow = FlowControl(
+            state=state, transport=transport, metrics=self.metrics, runtime=lambda: self.generation.runtime
+        )
+        self.generation = self._build_generation(runtime)
+        self.metrics.dry_run.set(int(self.generation.dry_run))
+
+    # ----------------------------------------------------------------- generations
+
+    def _build_generation(self, runtime: Runtime) -> Generation:
+        channels: dict[str, Channel] = {}
+        for name, config in runtime.loaded.channel_configs.items():
+            channels[name] = runtime.registry.channels[config.type](name, config)
+        limits = {name: config.concurrency for name, config in runtime.loaded.channel_configs.items()}
+
+        def policy_for(rule_name: str) -> RetryPolicy:
+            rule = runtime.rule(rule_name)
+            return runtime.config.retry_for(rule) if rule else runtime.config.defaults.retry
+
+        async def on_dead(delivery: Delivery, reason: str, error: str) -> None:
+            await self._notify_failure(generation, Failure.of_delivery(delivery, reason, error))
+
+        dry_run = self.force_dry_run or runtime.config.dry_run
+        stages: list[Stage] = [
+            Resolve(
+                state=self.state,
+                transport=self.transport,
+                metrics=self.metrics,
+                policy_for=policy_for,
+                sent_ttl=runtime.config.state.idempotency_window,
+                on_dead=on_dead,
+            ),
+            SkipIfSent(self.state),
+            SkipDisabled(runtime.channel_enabled),
+            DeliveryHooks(self.hooks),
+            # Pacing outside the concurrency bound: inside it, at most `concurrency` sends would ever
+            # reserve a slot, the backlog would never look saturated and would queue in memory.
+            Pacing(
+                state=self.state,
+                transport=self.transport,
+                metrics=self.metrics,
+                paces={name: pace for name, c in channels.items() if (pace := pace_of(type(c), c.config))},
+                sent_ttl=runtime.config.state.idempotency_window,
+                on_fold=self.flow.flusher.wake,
+            ),
+            ChannelConcurrency(limits),
+        ]
+        terminal: Next = Send(channels.__getitem__, self.metrics, timeout=self.send_timeout)
+        if dry_run:
+            # Nothing reaches a provider, so its rate limit has nothing to pace: no slots are taken
+            # in a state store that real routers may share. Rule flow control still applies.
+            stages = [stage for stage in stages if not isinstance(stage, Pacing)]
+            terminal = DryRun()
+        jobs = {rule.job: runtime.registry.jobs[rule.job]() for rule in runtime.config.rules}
+        generation = Generation(
+            runtime=runtime, channels=channels, deliver=chain(stages, terminal), jobs=jobs, dry_run=dry_run
+        )
+        generation.idle.set()
+        return generation
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.generation.runtime
+
+    async def swap(self, runtime: Runtime, *, drain_timeout: float = 60.0) -> None:
+        """Put ``runtime`` in force; the old generation's channels close once its work is done."""
+        old = self.generation
+        self.generation = self._build_generation(runtime)
+        self.metrics.dry_run.set(int(self.generation.dry_run))
+        if self.generation.dry_run != old.dry_run:
+            log.warning("dry run: nothing will be sent" if self.generation.dry_run else "dry run is off: sending")
+        task = asyncio.create_task(self._retire(old, drain_timeout))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _retire(self, generation: Generation, timeout: float) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await generation.idle.wait()
+        except TimeoutError:
+            log.warning("closing channels of the previous configuration with work still in flight")
+        await close_generation(generation)
+
+    async def start(self) -> None:
+        """Start background work (the digest flusher); call once the transport is connected."""
+        await self.flow.flusher.start()
+
+    async def close(self) -> None:
+        """Close the channels and jobs of the configuration in force (after the transport stopped)."""
+        await self.flow.flusher.close()
+        for task in list(self._tasks):
+            await task
+        await close_generation(self.generation)
+
+    # ----------------------------------------------------------------- messages
+
+    async def handle(self, incoming: Incoming) -> None:
+        """Process one message and acknowledge it, or requeue it if resolution failed."""
+        generation = self.generation
+        generation.enter()
+        self.metrics.in_flight.inc()
+        self.metrics.events_received.labels(incoming.kind).inc()
+        try:
+            try:
+                if incoming.kind == "retry":
+                    await self._handle_retry(generation, incoming)
+                else:
+                    await self._handle_event(generation, incoming)
+            except Exception as error:
+                self.metrics.events_requeued.inc()
+                log.error(
+                    "could not resolve message, requeued: %s",
+                    type(error).__name__,
+                    extra={"fields": {"kind": incoming.kind, "error": type(error).__name__}},
+                )
+                if incoming.requeue is not None:
+                    await incoming.requeue()
+                return
+            if incoming.ack is not None:
+                await incoming.ack()
+        finally:
+            self.metrics.in_flight.dec()
+            generation.leave()
+
+    async def _handle_event(self, generation: Generation, incoming: Incoming) -> None:
+        runtime = generation.runtime
+        started = time.perf_counter()
+        max_body = runtime.config.broker.max_body_bytes
+        if len(incoming.body) > max_body:
+            await self._dead_letter_poison(
+                incoming, "oversize", f"body of {len(incoming.body)} bytes exceeds {max_body}"
+            )
+            return
+        try:
+            event = decode(
+                incoming.body,
+                content_type=incoming.content_type,
+                headers=incoming.headers,
+                routing_key=incoming.routing_key,
+            )
+        except DecodeError as error:
+            await self._dead_letter_poison(incoming, "poison", str(error))
+            return
+        except Exception as error:
+            # A decoder bug must not become a requeue loop: the message itself is what fails.
+            log.exception("the decoder failed on a message; dead-lettering it")
+            await self._dead_letter_poison(incoming, "poison", f"the decoder failed: {type(error).__name__}")
+            return
+        self.metrics.events_decoded.inc()
+        if self.hooks.has_event_received:
+            event = await self.hooks.event_received(event)
+        schema = runtime.loaded.event_schemas.get(event.type)  # types without a schema: this lookup only
+        if schema is not None and (problem := schema.check(event.data)) is not None:
+            # Refused whole, never retried: the same data would fail the same way every time.
+            await self._dead_letter_poison(incoming, "schema", problem, event=event)
+            return
+        rules = runtime.index.match(event)
+        if len(rules) == 1:
+            # The common case, without gather's task: same outcome, a fraction of the cost.
+            await self._run_rule(generation, event, rules[0])
+        elif rules:
+            # Let every rule finish before deciding: requeueing while another rule is still
+            # delivering would race its redelivery against the deliveries in flight.
+            results = await asyncio.gather(
+                *(self._run_rule(generation, event, rule) for rule in rules), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+        if not log.isEnabledFor(logging.INFO):
+            return  # skip building the fields below: at WARNING this line costs nothing
+        log.info(
+            "event handled",
+            extra={
+                "fields": {
+                    "event_id": event.id,
+                    "type": event.type,
+                    "rules": [rule.name for rule in rules],
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                }
+            },
+        )
+
+    async def _handle_retry(self, generation: Generation, incoming: Incoming) -> None:
+        runtime = generation.runtime
+        try:
+            record = RetryRecord.from_bytes(incoming.body)
+        except DecodeError as error:
+            await self._dead_letter_poison(incoming, "poison", str(error))
+            return
+        except Exception as error:
+            log.exception("a retry record could not be read; dead-lettering it")
+            await self._dead_letter_poison(
+                incoming, "poison", f"the retry record is unreadable: {type(error).__name__}"
+            )
+            return
+        rule = runtime.rule(record.rule)
+        if record.kind == "job":
+            if rule is None:
+                await self._dead_letter_record(record, "rule-removed", f"rule '{record.rule}' is no longer configured")
+                return
+            resume = Resume.from_record(record)
+            await self._run_rule(generation, record.event, rule, attempt=record.attempt + 1, resume=resume)
+            return
+        channel = record.channel or ""
+        if channel not in runtime.config.channels or record.message is None:
+            await self._dead_letter_record(record, "channel-removed", f"channel '{channel}' is no longer configured")
+            return
+        delivery = Delivery(
+            event=record.event,
+            rule=record.rule,
+            channel=channel,
+            channel_type=runtime.channel_type(channel),
+            message=record.message,
+            attempt=record.attempt + 1,
+        )
+        await self.run_delivery(generation, delivery)
+
+    # ----------------------------------------------------------------- rules and jobs
+
+    async def _run_rule(
+        self, generation: Generation, event: Event, rule: Rule, attempt: int = 1, resume: Resume | None = None
+    ) -> None:
+        runtime = generation.runtime
+        self.metrics.rules_matched.labels(rule.name).inc()
+        job = generation.jobs[rule.job]
+        options = runtime.job_options(rule)
+        job_key = f"{event.id}:{rule.name}{JOB_DONE_SUFFIX}"
+        is_notify = rule.job == "notify"
+        if not is_notify and await self.state.is_sent(job_key):
+            return
+        try:
+            admitted = await self.flow.admit(runtime, event, rule, resume)
+        except TemplateError as error:  # a dedupe/throttle/... key that does not render
+            await self._dead_letter_event(event, rule, "render", str(error), attempt)
+            return
+        except Exception as error:
+            raise ResolutionError(f"flow control failed: {type(error).__name__}") from error
+        if admitted is None:
+            return  # skipped, dropped, delayed or collected: flow control resolved it
+        context = EngineJobContext(self, generation, event, rule, options, attempt, admitted.events)
+        try:
+            await job.handle(context)
+        except ResolutionError:
+            raise
+        except TemplateError as error:
+            # A digest goes to the dead-letter queue whole, so a replay delivers the whole batch.
+            kind = "job" if admitted.events else "event"
+            await self._dead_letter_event(event, rule, "render", str(error), attempt, kind=kind, resume=admitted)
+            return
+        except Exception as error:
+            reason = f"job {rule.job} raised {type(error).__name__}"
+            await self._job_failed(runtime, event, rule, attempt, reason, admitted)
+            return
+        if not is_notify:
+            await self.state.mark_sent(job_key, runtime.config.state.idempotency_window)
+
+    async def _job_failed(
+        self, runtime: Runtime, event: Event, rule: Rule, attempt: int, reason: str, admitted: Resume
+    ) -> None:
+        policy = runtime.config.retry_for(rule)
+        log.warning(reason, extra={"fields": {"event_id": event.id, "rule": rule.name, "attempt": attempt}})
+        if attempt < policy.attempts:
+            # The record says flow control already admitted the job: a retry is not throttled or counted again.
+            record = admitted.record(event, rule, attempt, last_error=reason)
+            headers = {H_KIND: "job", H_EVENT_ID: event.id, H_RULE: rule.name, H_ATTEMPTS: attempt}
+            await self._guard(
+                self.transport.schedule_retry(record.to_bytes(), delay=retry_delay(policy, attempt), headers=headers)
+            )
+            self.metrics.retries_scheduled.labels(f"job:{rule.job}").inc()
+            return
+        await self._dead_letter_event(event, rule, "exhausted", reason, attempt, kind="job", resume=admitted)
+
+    async def run_delivery(self, generation: Generation, delivery: Delivery) -> Outcome:
+        """Run one delivery through the stages; raises ResolutionError if it could not be resolved."""
+        try:
+            return await generation.deliver(delivery)
+        except ResolutionError:
+            raise
+        except Exception as error:
+            raise ResolutionError(f"delivery could not be resolved: {type(error).__name__}") from error
+
+    # ----------------------------------------------------------------- dead letters and publishing
+
+    async def _dead_letter_poison(
+        self, incoming: Incoming, reason: str, error: str, *, event: Event | None = None
+    ) -> None:
+        """Dead-letter a message as it came (undecodable, oversize; ``event`` when it decoded but is refused)."""
+        headers = {
+            **{k: v for k, v in incoming.headers.items() if not str(k).startswith("x-router-")},
+            H_KIND: "event" if incoming.kind == "event" else "retry",
+            H_REASON: reason,
+            H_ERROR: error,
+            H_ROUTING_KEY: incoming.routing_key or "",
+            H_CONTENT_TYPE: incoming.content_type or "",
+        }
+        if event is not None:  # decoded but refused (schema): `router dlq list` shows which event
+            headers[H_EVENT_ID] = event.id
+        await self._guard(self.transport.dead_letter(incoming.body, headers=headers))
+        self.metrics.events_failed.labels(reason).inc()
+        self.metrics.dead_letters.labels(reason).inc()
+        log.warning(
+            "message dead-lettered",
+            extra={"fields": {"reason": reason, "error": error, "routing_key": incoming.routing_key}},
+        )
+        await self._notify_failure(self.generation, Failure.of_message(incoming.body, reason, error, event))
+
+    async def _dead_letter_event(
+        self,
+        event: Event,
+        rule: Rule,
+        reason: str,
+        error: str,
+        attempt: int,
+        kind: str = "event",
+        resume: Resume | None = None,
+    ) -> None:
+        headers = {
+            H_KIND: kind,
+            H_REASON: reason,
+            H_ERROR: error,
+            H_EVENT_ID: event.id,
+            H_RULE: rule.name,
+            H_ATTEMPTS: attempt,
+            H_ROUTING_KEY: event.routing_key or event.type,
+            H_CONTENT_TYPE: "application/cloudevents+json",
+        }
+        body = encode(event)
+        if kind == "job":
+            body = (resume or Resume("admitted")).record(event, rule, attempt, last_error=error).to_bytes()
+        await self._guard(self.transport.dead_letter(body, headers=headers))
+        self.metrics.dead_letters.labels(reason).inc()
+        log.warning(
+            "rule dead-lettered",
+            extra={"fields": {"event_id": event.id, "rule": rule.name, "reason": reason, "error": error}},
+        )
+        await self._notify_failure(self.generation, Failure(reason, error, attempt, event=event, rule=rule.name))
+
+    async def _dead_letter_record(self, record: RetryRecord, reason: str, error: str) -> None:
+        if record.kind == "delivery" and record.message is not None and record.channel is not None:
+            delivery = Delivery(record.event, record.rule, record.channel, "", record.message, record.attempt)
+            await self._guard(dead_letter_delivery(self.transport, self.metrics, delivery, reason, error))
+            await self._notify_failure(self.generation, Failure.of_delivery(delivery, reason, error))
+            return
+        headers = {
+            H_KIND: record.kind,
+            H_REASON: reason,
+            H_ERROR: error,
+            H_EVENT_ID: record.event.id,
+            H_RULE: record.rule,
+            H_ATTEMPTS: record.attempt,
+        }
+        await self._guard(self.transport.dead_letter(record.to_bytes(), headers=headers))
+        self.metrics.dead_letters.labels(reason).inc()
+        failure = Failure(reason, error, record.attempt, event=record.event, rule=record.rule)
+        await self._notify_failure(self.generation, failure)
+
+    async def _notify_failure(self, generation: Generation, failure: Failure) -> None:
+        """Deliver the ``on_failure`` notification of a dead letter (router/engine/failures.py), like any delivery:
+        resolved (sent, scheduled for retry or dead-lettered itself) before the message is acknowledged."""
+        deliveries = self.failures.plan(generation.runtime, failure)
+        results = await asyncio.gather(
+            *(self.run_delivery(generation, delivery) for delivery in deliveries), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _guard(self, operation: Any) -> None:
+        """Await a transport write; its failure means the message must be requeued."""
+        try:
+            await operation
+        except Exception as error:
+            raise ResolutionError(f"transport write failed: {type(error).__name__}") from error
+
+    async def publish(self, type: str, data: dict[str, Any], *, source: str = "router") -> str:
+        """Publish a new event (from a job, the CLI or HTTP ingest); returns its id."""
+        event = Event(
+            type=type,
+            id=uuid.uuid4().hex,
+            source=source,
+            time=datetime.now(UTC),
+            data=data,
+        )
+        await self.transport.publish_event(encode(event), routing_key=type, content_type="application/cloudevents+json")
+        return event.id
+
+
+async def close_generation(generation: Generation) -> None:
+    """Close every channel and job; one that fails to close is logged, not fatal."""
+    closers: list[tuple[str, Any]] = [(f"channel {n}", c.aclose) for n, c in generation.channels.items()]
+    closers += [(f"job {n}", j.aclose) for n, j in generation.jobs.items()]
+    for what, aclose in closers:
+        try:
+            await aclose()
+        except Exception as error:
+            log.warning("%s failed to close: %s", what, type(error).__name__)

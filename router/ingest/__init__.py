@@ -1,0 +1,7 @@
+"""Getting events in: the HTTP endpoint, its authentication, and the publishing clients.
+
+Owns: :mod:`.http` (the aiohttp app: ``POST /events``, health, metrics), :mod:`.auth`
+(bearer token or HMAC), :mod:`.publisher` (``router.Publisher`` for applications),
+:mod:`.publish_command` (``router publish``). Hands events to a transport; never imports the
+engine, so ingest and handling stay independent.
+"""

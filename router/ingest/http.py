@@ -1,0 +1,258 @@
+"""HTTP endpoints of `router serve`: ingest, health, readiness and Prometheus metrics.
+
+POST /events   one event or a JSON array of events -> 202 {"ids": [...]} once durably
+               enqueued (RabbitMQ: confirmed publish; embedded: committed); 400 with the
+               reason (and the index of the bad event); 401 when ``ingest.auth`` is set and the
+               request does not carry the token or signature; 413 above the size limits; 503
+               when the transport cannot take them (retrying is safe: ids are stable). A single
+               event may also come in CloudEvents HTTP binary mode (``ce-*`` headers).
+GET  /healthz  the process is up
+GET  /readyz   the transport is connected and a configuration is loaded
+GET  /metrics  Prometheus text format
+(health, readiness and metrics are never authenticated: probes and scrapers reach them.)
+
+Limits, in the order they apply: the request body (``ingest.max_body_bytes``, default four
+events' worth, enforced while reading: a larger body is never buffered), then the number of
+events (:data:`MAX_BATCH`; a larger array is refused whole), then each event's encoded size
+(``broker.max_body_bytes``, the limit the engine applies to what it consumes). A request is
+all or nothing: nothing is enqueued unless every event in it is valid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Mapping
+
+from aiohttp import web
+
+from router.core.errors import DecodeError
+from router.core.events import Event, encode, event_from_object, parse_json
+from router.ingest.auth import AuthError, IngestSettings, default_max_request
+from router.support.metrics import Metrics
+from router.transports.base import Transport, TransportError
+
+log = logging.getLogger("router.http")
+
+MAX_BATCH = 1000
+CLOUDEVENTS = "application/cloudevents+json"
+# The classic text format, which generate_latest() writes. prometheus_client's
+# CONTENT_TYPE_LATEST names format 1.0.0 in recent releases, which this body is not.
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class IngestError(Exception):
+    """A request the ingest endpoint refuses, with its HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def parse_events(
+    raw: bytes,
+    *,
+    max_event_bytes: int,
+    headers: Mapping[str, str] | None = None,
+    content_type: str | None = None,
+) -> list[Event]:
+    """Decode a request body (one event object or an array of them) into validated events.
+
+    ``headers`` (``ce-*`` attributes of CloudEvents binary mode) and ``content_type`` apply to
+    a single event; an array is always a list of self-describing events.
+    """
+    try:
+        payload = parse_json(raw, "body")
+    except DecodeError as error:
+        raise IngestError(400, str(error)) from None
+    items = payload if isinstance(payload, list) else [payload]
+    if not items:
+        raise IngestError(400, "empty array: nothing to enqueue")
+    if len(items) > MAX_BATCH:
+        raise IngestError(413, f"at most {MAX_BATCH} events per request, got {len(items)}")
+    events = []
+    single = not isinstance(payload, list)
+    for position, item in enumerate(items):
+        where = "event" if single else f"event [{position}]"
+        item_bytes = raw if single else json.dumps(item, separators=(",", ":")).encode()
+        if len(item_bytes) > max_event_bytes:
+            raise IngestError(413, f"{where} is {len(item_bytes)} bytes, above the limit of {max_event_bytes}")
+        try:
+            if single:
+                event = event_from_object(item, body_for_id=item_bytes, headers=headers, content_type=content_type)
+            else:
+                event = event_from_object(item, body_for_id=item_bytes)
+            events.append(event)
+        except DecodeError as error:
+            raise IngestError(400, f"{where}: {error}") from None
+    return events
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes.
+
+    A declared Content-Length above the limit is refused before reading anything; a chunked
+    body is counted as it arrives, so at most ``limit`` bytes (plus one chunk) are held.
+    """
+    too_large = IngestError(413, too_large_message(limit))
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+def build_app(
+    *,
+    transport: Transport,
+    metrics: Metrics,
+    is_ready: Callable[[], bool],
+    max_event_bytes: int,
+    ingest: Callable[[], IngestSettings] | None = None,
+) -> web.Application:
+    """The aiohttp application serving the endpoints above.
+
+    ``ingest`` gives the authentication and request limit in force, asked per request so that
+    a reload applies to the next one; without it requests are not authenticated.
+    """
+    fixed = IngestSettings(auth=None, max_request_bytes=default_max_request(max_event_bytes))
+    current = ingest or (lambda: fixed)
+
+    async def expect_continue(request: web.Request) -> web.Response | None:
+        # "Expect: 100-continue" (curl sends it for large bodies): refuse a bad token or a
+        # declared length above the limit before the client sends the body at all.
+        settings = current()
+        try:
+            _check_before_body(request, settings)
+        except AuthError as error:
+            return _unauthorized(error)
+        except IngestError as error:
+            return _error(error.status, error.message)
+        if request.version >= (1, 1):
+            if request.headers.get("Expect", "").lower() != "100-continue":
+                return _error(417, "only 'Expect: 100-continue' is supported")
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return None
+
+    async def ingest_events(request: web.Request) -> web.Response:
+        settings = current()
+        auth = settings.auth
+        try:
+            _check_before_body(request, settings)  # a bad token is refused before the body is read
+            try:
+                raw = await read_body(request, settings.max_request_bytes)
+            except IngestError:
+                raise
+            except Exception as error:  # the client went away mid-body (a short Content-Length)
+                log.info("ingest request not read to its end: %s; nothing enqueued", type(error).__name__)
+                return _error(400, "request body incomplete; nothing was enqueued")
+            if auth is not None:
+                auth.check_body(request.headers, raw)
+            # lower(): aiohttp's header names are istr, which the decoder (wanting plain str) skips.
+            binary = {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("ce-")}
+            events = parse_events(
+                raw, max_event_bytes=max_event_bytes, headers=binary or None, content_type=request.content_type
+            )
+            bodies = [encode(event) for event in events]
+        except AuthError as error:
+            return _unauthorized(error)
+        except IngestError as error:
+            return _error(error.status, error.message)
+        except RecursionError:
+            return _error(400, "an event is nested too deeply to be encoded")
+        except ValueError as error:  # data JSON cannot carry (encode() names the event)
+            return _error(400, str(error))
+        # Concurrently: the embedded queue commits them together (one fsync, not one per
+        # event) and RabbitMQ confirms them together. Publishes start in order, so a batch
+        # keeps its order in the queue.
+        results = await asyncio.gather(
+            *(
+                transport.publish_event(body, routing_key=event.type, content_type=CLOUDEVENTS)
+                for event, body in zip(events, bodies, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        failures = [result for result in results if isinstance(result, BaseException)]
+        if failures:
+            enqueued = len(events) - len(failures)
+            # TransportError messages are secret-free; other exceptions show only their type.
+            first = failures[0]
+            reason = str(first) if isinstance(first, TransportError) else type(first).__name__
+            log.warning("ingest could not enqueue %d of %d events: %s", len(failures), len(events), reason)
+            return web.json_response(
+                {
+                    "error": f"could not enqueue {len(failures)} of {len(events)} events: {reason}; "
+                    "retry the request (event ids are stable, nothing is delivered twice)",
+                    "enqueued": enqueued,
+                },
+                status=503,
+            )
+        return web.json_response({"ids": [event.id for event in events]}, status=202)
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        ready = is_ready() and transport.connected
+        return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+    async def metrics_endpoint(_: web.Request) -> web.Response:
+        try:
+            depth = await transport.queue_depth()
+        except Exception:  # the metrics must render even when the queue cannot be asked
+            depth = None
+        if depth is not None:
+            metrics.queue_depth.set(depth)
+        response = web.Response(body=metrics.render())
+        response.headers["Content-Type"] = METRICS_CONTENT_TYPE
+        return response
+
+    # The body is read by read_body() under the limit in force; client_max_size bounds the
+    # other handlers, which read none.
+    app = web.Application(client_max_size=fixed.max_request_bytes)
+    app.router.add_post("/events", ingest_events, expect_handler=expect_continue)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _unauthorized(error: AuthError) -> web.Response:
+    response = _error(401, error.message)
+    if error.challenge:
+        response.headers["WWW-Authenticate"] = error.challenge
+    return response
+
+
+def _check_before_body(request: web.Request, settings: IngestSettings) -> None:
+    """What can be refused from the headers alone: the token, a declared length above the limit."""
+    if settings.auth is not None:
+        settings.auth.check_headers(request.headers)
+    limit = settings.max_request_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise IngestError(413, too_large_message(limit))
+
+
+def too_large_message(limit: int) -> str:
+    return f"request body above the limit of {limit} bytes (ingest.max_body_bytes)"
+
+
+def parse_host_port(value: str, default_port: int = 8080) -> tuple[str, int]:
+    """``"127.0.0.1:8080"`` -> ("127.0.0.1", 8080); ``":9000"`` -> ("127.0.0.1", 9000)."""
+    host, _, port = value.rpartition(":")
+    if not _:
+        return value or "127.0.0.1", default_port
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"expected HOST:PORT, got {value!r}") from None
+    return host or "127.0.0.1", number

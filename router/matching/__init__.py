@@ -1,0 +1,6 @@
+"""Which rules an event fires: patterns, conditions and the rule index.
+
+Owns: :mod:`.index` (``RuleIndex``, compiled conditions, ``explain`` for ``router test
+--explain``), :mod:`.paths` (dotted-path lookup into event data). Imports only ``config`` and
+``core``.
+"""

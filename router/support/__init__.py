@@ -1,0 +1,5 @@
+"""Machinery with no domain knowledge: metrics, logs, slots, deadlines, on-disk caches.
+
+Owns: :mod:`.metrics` (every Prometheus metric; hand-written exposition), :mod:`.logs`,
+:mod:`.slots`, :mod:`.deadlines`, :mod:`.disk_cache`. Imports only ``core``.
+"""

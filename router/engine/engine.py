@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from router.channels.base import Channel
-from router.config.models import RetryPolicy, Rule
+from router.config.models import Rule
 from router.core.delivery import Delivery
 from router.core.errors import DecodeError, TemplateError
 from router.core.events import Event, decode, encode
@@ -38,32 +38,23 @@ from router.flow.control import FlowControl
 from router.flow.digest import with_digest_meta
 from router.flow.resume import Resume
 from router.jobs.base import Job
+from router.jobs.context import RuleJobContext
 from router.pipeline.backoff import retry_delay
-from router.pipeline.chain import Next, Stage, chain
-from router.pipeline.concurrency import ChannelConcurrency
-from router.pipeline.dryrun import DryRun
-from router.pipeline.enabled import SkipDisabled
-from router.pipeline.hooks import DeliveryHooks
-from router.pipeline.idempotency import SkipIfSent
-from router.pipeline.pacing import Pacing, pace_of
-from router.pipeline.resolve import Resolve, dead_letter_delivery
-from router.pipeline.send import Send
+from router.pipeline.builder import build_pipeline
+from router.pipeline.chain import Next
 from router.plugins.manager import Hooks
 from router.runtime.runtime import Runtime
 from router.state.base import StateStore
 from router.support.metrics import Metrics
 from router.transports.base import (
     H_ATTEMPTS,
-    H_CONTENT_TYPE,
-    H_ERROR,
     H_EVENT_ID,
     H_KIND,
-    H_REASON,
-    H_ROUTING_KEY,
     H_RULE,
     Incoming,
     Transport,
 )
+from router.transports.dead_letters import DeadLetters
 
 log = logging.getLogger("router.engine")
 
@@ -99,56 +90,6 @@ class Generation:
             self.idle.set()
 
 
-class EngineJobContext:
-    """The JobContext a job's ``handle`` receives (router.jobs.base.JobContext)."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        generation: Generation,
-        event: Event,
-        rule: Rule,
-        options: BaseModel,
-        attempt: int = 1,
-        events: tuple[Event, ...] = (),
-    ) -> None:
-        self._engine = engine
-        self._generation = generation
-        self.event = event
-        self.rule = rule
-        self.options = options
-        self.attempt = attempt
-        self.events = events  # a digest's batch (``event`` is then the digest); empty otherwise
-        self.state = engine.state
-
-    def render(self, channel: str | None = None, template: str | None = None) -> Message:
-        runtime = self._generation.runtime
-        if channel is None:
-            if not self.rule.channels:
-                raise TemplateError(f"rule '{self.rule.name}' has no channel to render for")
-            channel = self.rule.channels[0]
-        events = self.events or None
-        message = runtime.render(self.rule, channel, self.event, template=template, events=events)
-        return with_digest_meta(message, self.events)
-
-    async def deliver(self, channel: str, message: Message) -> Outcome:
-        runtime = self._generation.runtime
-        if channel not in runtime.config.channels:
-            raise ValueError(f"rule '{self.rule.name}': unknown channel '{channel}'")
-        delivery = Delivery(
-            event=self.event,
-            rule=self.rule.name,
-            channel=channel,
-            channel_type=runtime.channel_type(channel),
-            message=message,
-            attempt=1,
-        )
-        return await self._engine.run_delivery(self._generation, delivery)
-
-    async def publish(self, type: str, data: dict[str, Any]) -> str:
-        return await self._engine.publish(type, data, source=f"router/{self.rule.name}")
-
-
 class Engine:
     """Consumes Incoming messages from a transport and resolves every delivery they produce."""
 
@@ -170,6 +111,7 @@ class Engine:
         self.send_timeout = send_timeout
         self.force_dry_run = dry_run  # `router serve --dry-run`: on whatever rules.yaml says
         self.failures = FailureNotifier(self.metrics)
+        self.dead_letters = DeadLetters(transport, self.metrics)
         self._tasks: set[asyncio.Task[None]] = set()
         self.flow = FlowControl(
             state=state, transport=transport, metrics=self.metrics, runtime=lambda: self.generation.runtime
@@ -183,50 +125,25 @@ class Engine:
         channels: dict[str, Channel] = {}
         for name, config in runtime.loaded.channel_configs.items():
             channels[name] = runtime.registry.channels[config.type](name, config)
-        limits = {name: config.concurrency for name, config in runtime.loaded.channel_configs.items()}
-
-        def policy_for(rule_name: str) -> RetryPolicy:
-            rule = runtime.rule(rule_name)
-            return runtime.config.retry_for(rule) if rule else runtime.config.defaults.retry
 
         async def on_dead(delivery: Delivery, reason: str, error: str) -> None:
             await self._notify_failure(generation, Failure.of_delivery(delivery, reason, error))
 
         dry_run = self.force_dry_run or runtime.config.dry_run
-        stages: list[Stage] = [
-            Resolve(
-                state=self.state,
-                transport=self.transport,
-                metrics=self.metrics,
-                policy_for=policy_for,
-                sent_ttl=runtime.config.state.idempotency_window,
-                on_dead=on_dead,
-            ),
-            SkipIfSent(self.state),
-            SkipDisabled(runtime.channel_enabled),
-            DeliveryHooks(self.hooks),
-            # Pacing outside the concurrency bound: inside it, at most `concurrency` sends would ever
-            # reserve a slot, the backlog would never look saturated and would queue in memory.
-            Pacing(
-                state=self.state,
-                transport=self.transport,
-                metrics=self.metrics,
-                paces={name: pace for name, c in channels.items() if (pace := pace_of(type(c), c.config))},
-                sent_ttl=runtime.config.state.idempotency_window,
-                on_fold=self.flow.flusher.wake,
-            ),
-            ChannelConcurrency(limits),
-        ]
-        terminal: Next = Send(channels.__getitem__, self.metrics, timeout=self.send_timeout)
-        if dry_run:
-            # Nothing reaches a provider, so its rate limit has nothing to pace: no slots are taken
-            # in a state store that real routers may share. Rule flow control still applies.
-            stages = [stage for stage in stages if not isinstance(stage, Pacing)]
-            terminal = DryRun()
-        jobs = {rule.job: runtime.registry.jobs[rule.job]() for rule in runtime.config.rules}
-        generation = Generation(
-            runtime=runtime, channels=channels, deliver=chain(stages, terminal), jobs=jobs, dry_run=dry_run
+        deliver = build_pipeline(
+            runtime,
+            channels,
+            state=self.state,
+            transport=self.transport,
+            metrics=self.metrics,
+            hooks=self.hooks,
+            send_timeout=self.send_timeout,
+            dry_run=dry_run,
+            on_dead=on_dead,
+            on_fold=self.flow.flusher.wake,
         )
+        jobs = {rule.job: runtime.registry.jobs[rule.job]() for rule in runtime.config.rules}
+        generation = Generation(runtime=runtime, channels=channels, deliver=deliver, jobs=jobs, dry_run=dry_run)
         generation.idle.set()
         return generation
 
@@ -410,7 +327,7 @@ class Engine:
             raise ResolutionError(f"flow control failed: {type(error).__name__}") from error
         if admitted is None:
             return  # skipped, dropped, delayed or collected: flow control resolved it
-        context = EngineJobContext(self, generation, event, rule, options, attempt, admitted.events)
+        context = self._job_context(generation, event, rule, options, attempt, admitted.events)
         try:
             await job.handle(context)
         except ResolutionError:
@@ -426,6 +343,42 @@ class Engine:
             return
         if not is_notify:
             await self.state.mark_sent(job_key, runtime.config.state.idempotency_window)
+
+    def _job_context(
+        self,
+        generation: Generation,
+        event: Event,
+        rule: Rule,
+        options: BaseModel,
+        attempt: int,
+        events: tuple[Event, ...],
+    ) -> RuleJobContext:
+        runtime = generation.runtime
+
+        def render(channel: str, template: str | None) -> Message:
+            message = runtime.render(rule, channel, event, template=template, events=events or None)
+            return with_digest_meta(message, events)
+
+        async def deliver(channel: str, message: Message) -> Outcome:
+            if channel not in runtime.config.channels:
+                raise ValueError(f"rule '{rule.name}': unknown channel '{channel}'")
+            delivery = Delivery(event, rule.name, channel, runtime.channel_type(channel), message, attempt=1)
+            return await self.run_delivery(generation, delivery)
+
+        async def publish(type: str, data: dict[str, Any]) -> str:
+            return await self.publish(type, data, source=f"router/{rule.name}")
+
+        return RuleJobContext(
+            event=event,
+            rule=rule,
+            options=options,
+            state=self.state,
+            render=render,
+            deliver=deliver,
+            publish=publish,
+            attempt=attempt,
+            events=events,
+        )
 
     async def _job_failed(
         self, runtime: Runtime, event: Event, rule: Rule, attempt: int, reason: str, admitted: Resume
@@ -458,19 +411,7 @@ class Engine:
         self, incoming: Incoming, reason: str, error: str, *, event: Event | None = None
     ) -> None:
         """Dead-letter a message as it came (undecodable, oversize; ``event`` when it decoded but is refused)."""
-        headers = {
-            **{k: v for k, v in incoming.headers.items() if not str(k).startswith("x-router-")},
-            H_KIND: "event" if incoming.kind == "event" else "retry",
-            H_REASON: reason,
-            H_ERROR: error,
-            H_ROUTING_KEY: incoming.routing_key or "",
-            H_CONTENT_TYPE: incoming.content_type or "",
-        }
-        if event is not None:  # decoded but refused (schema): `router dlq list` shows which event
-            headers[H_EVENT_ID] = event.id
-        await self._guard(self.transport.dead_letter(incoming.body, headers=headers))
-        self.metrics.events_failed.labels(reason).inc()
-        self.metrics.dead_letters.labels(reason).inc()
+        await self._guard(self.dead_letters.message(incoming, reason, error, event=event))
         log.warning(
             "message dead-lettered",
             extra={"fields": {"reason": reason, "error": error, "routing_key": incoming.routing_key}},
@@ -487,21 +428,12 @@ class Engine:
         kind: str = "event",
         resume: Resume | None = None,
     ) -> None:
-        headers = {
-            H_KIND: kind,
-            H_REASON: reason,
-            H_ERROR: error,
-            H_EVENT_ID: event.id,
-            H_RULE: rule.name,
-            H_ATTEMPTS: attempt,
-            H_ROUTING_KEY: event.routing_key or event.type,
-            H_CONTENT_TYPE: "application/cloudevents+json",
-        }
-        body = encode(event)
+        """Dead-letter a rule's failure: the event, or (``kind="job"``) a record that replays the job."""
         if kind == "job":
-            body = (resume or Resume("admitted")).record(event, rule, attempt, last_error=error).to_bytes()
-        await self._guard(self.transport.dead_letter(body, headers=headers))
-        self.metrics.dead_letters.labels(reason).inc()
+            record = (resume or Resume("admitted")).record(event, rule, attempt, last_error=error)
+            await self._guard(self.dead_letters.record(record, reason, error))
+        else:
+            await self._guard(self.dead_letters.event(event, rule.name, reason, error, attempt))
         log.warning(
             "rule dead-lettered",
             extra={"fields": {"event_id": event.id, "rule": rule.name, "reason": reason, "error": error}},
@@ -509,22 +441,13 @@ class Engine:
         await self._notify_failure(self.generation, Failure(reason, error, attempt, event=event, rule=rule.name))
 
     async def _dead_letter_record(self, record: RetryRecord, reason: str, error: str) -> None:
+        """Dead-letter a retry record that can no longer run (its rule or channel is gone)."""
+        await self._guard(self.dead_letters.record(record, reason, error))
         if record.kind == "delivery" and record.message is not None and record.channel is not None:
             delivery = Delivery(record.event, record.rule, record.channel, "", record.message, record.attempt)
-            await self._guard(dead_letter_delivery(self.transport, self.metrics, delivery, reason, error))
-            await self._notify_failure(self.generation, Failure.of_delivery(delivery, reason, error))
-            return
-        headers = {
-            H_KIND: record.kind,
-            H_REASON: reason,
-            H_ERROR: error,
-            H_EVENT_ID: record.event.id,
-            H_RULE: record.rule,
-            H_ATTEMPTS: record.attempt,
-        }
-        await self._guard(self.transport.dead_letter(record.to_bytes(), headers=headers))
-        self.metrics.dead_letters.labels(reason).inc()
-        failure = Failure(reason, error, record.attempt, event=record.event, rule=record.rule)
+            failure = Failure.of_delivery(delivery, reason, error)
+        else:
+            failure = Failure(reason, error, record.attempt, event=record.event, rule=record.rule)
         await self._notify_failure(self.generation, failure)
 
     async def _notify_failure(self, generation: Generation, failure: Failure) -> None:

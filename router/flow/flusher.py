@@ -30,11 +30,11 @@ from router.flow import digest
 from router.flow.resume import Resume, job_headers
 from router.pipeline import fold
 from router.pipeline.pacing import pace_of
-from router.pipeline.resolve import delivery_headers
 from router.runtime.runtime import Runtime
 from router.state.base import DIGEST_RETENTION, StateStore
 from router.support.metrics import Metrics
-from router.transports.base import H_ERROR, H_KIND, H_REASON, Transport
+from router.transports.base import Transport
+from router.transports.dead_letters import DeadLetters, delivery_headers
 
 log = logging.getLogger("router.flow")
 
@@ -69,6 +69,7 @@ class DigestFlusher:
         self.state = state
         self.transport = transport
         self.metrics = metrics
+        self.dead_letters = DeadLetters(transport, metrics)
         self.runtime = runtime
         self.interval = interval
         self.lock_ttl = lock_ttl
@@ -172,7 +173,7 @@ class DigestFlusher:
             try:
                 items.append(digest.decode_item(raw))
             except DecodeError as error:
-                await self._dead_letter_item(raw, str(error))
+                await self.dead_letters.digest_item(raw, str(error))
         if not items:
             return
         rule = items[0].rule
@@ -193,7 +194,7 @@ class DigestFlusher:
             try:
                 items.append(fold.decode_item(raw))
             except DecodeError as error:
-                await self._dead_letter_item(raw, str(error))
+                await self.dead_letters.digest_item(raw, str(error))
         if not items:
             return
         summary_id = digest.batch_id(bucket, batch)
@@ -207,11 +208,6 @@ class DigestFlusher:
             "channel summary flushed",
             extra={"fields": {"channel": channel, "summary_id": summary_id, "folded": len(items)}},
         )
-
-    async def _dead_letter_item(self, raw: bytes, error: str) -> None:
-        """An unreadable item cannot be delivered: keep it in the dead-letter queue, for a person to see."""
-        await self.transport.dead_letter(raw, headers={H_KIND: "digest-item", H_REASON: "poison", H_ERROR: error})
-        self.metrics.dead_letters.labels("poison").inc()
 
 
 def _size(held: str, available: int) -> int:

@@ -24,10 +24,10 @@ from router.core.records import RetryRecord
 from router.pipeline import fold
 from router.pipeline.chain import Next
 from router.pipeline.hops import hop_delay
-from router.pipeline.resolve import delivery_headers
 from router.state.base import StateStore
 from router.support.metrics import Metrics
 from router.transports.base import Transport
+from router.transports.dead_letters import delivery_headers
 
 log = logging.getLogger("router.delivery")
 

@@ -13,22 +13,15 @@ from collections.abc import Awaitable, Callable
 from router.config.models import RetryPolicy
 from router.core.delivery import Delivery
 from router.core.message import Outcome
-from router.core.records import RetryRecord
 from router.pipeline.backoff import retry_delay
 from router.pipeline.chain import Next
 from router.pipeline.dryrun import DRY_RUN
 from router.state.base import StateStore
 from router.support.metrics import Metrics
 from router.transports.base import (
-    H_ATTEMPTS,
-    H_CHANNEL,
-    H_ERROR,
-    H_EVENT_ID,
-    H_KIND,
-    H_REASON,
-    H_RULE,
     Transport,
 )
+from router.transports.dead_letters import DeadLetters, delivery_headers, delivery_record
 
 log = logging.getLogger("router.delivery")
 
@@ -52,6 +45,7 @@ class Resolve:
         self.state = state
         self.transport = transport
         self.metrics = metrics
+        self.dead_letters = DeadLetters(transport, metrics)
         self.policy_for = policy_for
         self.sent_ttl = sent_ttl
         self.on_dead = on_dead
@@ -95,50 +89,14 @@ class Resolve:
         policy = self.policy_for(delivery.rule)
         if outcome.status == "retry" and delivery.attempt < policy.attempts:
             delay = retry_delay(policy, delivery.attempt, outcome.retry_after)
-            record = RetryRecord(
-                kind="delivery",
-                event=delivery.event,
-                rule=delivery.rule,
-                attempt=delivery.attempt,
-                channel=delivery.channel,
-                message=delivery.message,
-                last_error=outcome.reason,
-            )
+            record = delivery_record(delivery, outcome.reason)
             await self.transport.schedule_retry(record.to_bytes(), delay=delay, headers=delivery_headers(delivery))
             self.metrics.retries_scheduled.labels(delivery.channel).inc()
             return "retry"
-        await dead_letter_delivery(self.transport, self.metrics, delivery, dead_reason(outcome), outcome.reason)
+        await self.dead_letters.delivery(delivery, dead_reason(outcome), outcome.reason)
         return "dead"
 
 
 def dead_reason(outcome: Outcome) -> str:
     """Why a delivery with ``outcome`` is dead-lettered: retries ran out, or the failure is permanent."""
     return "exhausted" if outcome.status == "retry" else "permanent"
-
-
-def delivery_headers(delivery: Delivery) -> dict[str, object]:
-    return {
-        H_KIND: "delivery",
-        H_EVENT_ID: delivery.event.id,
-        H_RULE: delivery.rule,
-        H_CHANNEL: delivery.channel,
-        H_ATTEMPTS: delivery.attempt,
-    }
-
-
-async def dead_letter_delivery(
-    transport: Transport, metrics: Metrics, delivery: Delivery, reason: str, error: str
-) -> None:
-    """Dead-letter one delivery with its record (so `router dlq replay` can send it again)."""
-    record = RetryRecord(
-        kind="delivery",
-        event=delivery.event,
-        rule=delivery.rule,
-        attempt=delivery.attempt,
-        channel=delivery.channel,
-        message=delivery.message,
-        last_error=error,
-    )
-    headers = {**delivery_headers(delivery), H_REASON: reason, H_ERROR: error}
-    await transport.dead_letter(record.to_bytes(), headers=headers)
-    metrics.dead_letters.labels(reason).inc()

@@ -46,7 +46,6 @@ from aio_pika.abc import (
     AbstractRobustExchange,
     AbstractRobustQueue,
     DeliveryMode,
-    ExchangeType,
 )
 from aio_pika.robust_channel import RobustChannel
 from aio_pika.robust_queue import RobustQueue
@@ -61,7 +60,7 @@ from aiormq.exceptions import (
 from yarl import URL
 
 from router.support.slots import Slots
-from router.transports import retry_ladder
+from router.transports import amqp_setup, retry_ladder
 from router.transports.base import (
     H_CONTENT_TYPE,
     H_DEAD_AT,
@@ -418,11 +417,11 @@ class AmqpTransport(Transport):
             return
         where = redact_url(self._url)
         try:
-            connection = await aio_pika.connect_robust(
+            connection = await amqp_setup.open_connection(
                 self._url,
+                name=f"router ({self.queue})",
                 timeout=self._connect_timeout,
                 reconnect_interval=self._reconnect_interval,
-                client_properties={"connection_name": f"router ({self.queue})"},
             )
         except _TRANSIENT_ERRORS as exc:
             raise TransportError(f"cannot connect to RabbitMQ at {where}: {self._scrub(exc)}") from None
@@ -441,10 +440,9 @@ class AmqpTransport(Transport):
         return {"x-queue-type": self.queue_type}
 
     async def _declare(self, connection: AbstractRobustConnection) -> None:
-        # on_return_raises: a mandatory publish nobody can route fails instead of vanishing.
-        channel: AbstractRobustChannel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        channel = await amqp_setup.open_confirmed_channel(connection)
         self._channel = channel
-        self._exchange = await channel.declare_exchange(self.exchange, ExchangeType.TOPIC, durable=True)
+        self._exchange = await amqp_setup.declare_events_exchange(channel, self.exchange)
         main = await channel.declare_queue(self.queue, durable=True, arguments=self._queue_arguments())
         for key in self.bindings:
             await main.bind(self._exchange, routing_key=key)

@@ -44,6 +44,7 @@ from typing import Any, Final
 from urllib.parse import unquote
 
 from router.core.errors import DecodeError
+from router.core.kinds import kind_of
 
 
 @dataclass(slots=True)
@@ -597,19 +598,7 @@ def _json_default(value: Any) -> Any:
 
 def _kind(value: Any) -> str:
     """How a JSON value is described in error messages: 'an array', 'a string'..."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return f"a {type(value).__name__}"
+    return kind_of(value, json=True)
 
 
 def _short(value: Any, limit: int = 40) -> str:

@@ -54,6 +54,7 @@ from typing import Any, Final
 from router.config.models import OPERATORS, Rule
 from router.core.errors import ConfigError, Problem
 from router.core.events import Event
+from router.core.kinds import kind_of
 from router.core.suggest import closest
 from router.matching.paths import MISSING, Getter, compile_path, lookup, split_path
 
@@ -357,19 +358,7 @@ def rule_problems(rules: Sequence[Rule]) -> list[Problem]:
 
 
 def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if _is_number(value):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return f"a {type(value).__name__}"
+    return kind_of(value)
 
 
 # -- compiled rules -------------------------------------------------------------------------

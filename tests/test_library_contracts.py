@@ -2,7 +2,7 @@
 
 The router touches three libraries below their documented API, each from one adapter module:
 
-- aio-pika (router/transports/amqp.py ``_DeliveryQueue``): consumers are recorded in
+- aio-pika (router/transports/amqp/consumer.py ``DeliveryQueue``): consumers are recorded in
   ``RobustQueue._consumers`` the way ``RobustQueue.consume`` records them, so that
   ``RobustQueue.restore`` re-consumes them after a reconnect;
 - requests (router/channels/apprise/capture.py): ``HTTPAdapter.send`` is wrapped to see each
@@ -28,7 +28,7 @@ import requests
 from aio_pika.robust_queue import RobustQueue
 
 from router.channels.apprise.capture import HttpExchange, capture, classify_capture
-from router.transports.amqp import _DeliveryQueue
+from router.transports.amqp.consumer import DeliveryQueue
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -38,12 +38,12 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 def test_robust_queue_restores_consumers_from_the_record_delivery_queue_writes() -> None:
     # restore() re-consumes each recorded consumer with consume(consumer_tag=tag, **record):
-    # _DeliveryQueue.consume must accept exactly those keyword arguments.
+    # DeliveryQueue.consume must accept exactly those keyword arguments.
     source = inspect.getsource(RobustQueue.restore)
     assert "self._consumers.items()" in source
     assert "self.consume(consumer_tag=consumer_tag, **kwargs)" in source
     assert "_consumers" in RobustQueue.__slots__
-    accepted = set(inspect.signature(_DeliveryQueue.consume).parameters)
+    accepted = set(inspect.signature(DeliveryQueue.consume).parameters)
     assert {"callback", "no_ack", "exclusive", "arguments", "consumer_tag", "timeout", "robust"} <= accepted
 
 
@@ -62,7 +62,7 @@ async def test_robust_queue_records_consumers_with_the_keys_delivery_queue_write
 
         tag = await queue.consume(ignore, robust=True)
         recorded = queue._consumers[tag]
-        # _DeliveryQueue.consume writes these four keys; restore() passes them back to consume().
+        # DeliveryQueue.consume writes these four keys; restore() passes them back to consume().
         assert set(recorded) == {"callback", "no_ack", "exclusive", "arguments"}
         await queue.cancel(tag)
         assert tag not in queue._consumers

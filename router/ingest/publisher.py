@@ -162,11 +162,12 @@ class Publisher:
                 raise PublishError("the publisher is closed")
             if self._connection is not None:
                 return
-            from router.transports import amqp_setup  # aio-pika loads only when publishing over AMQP
+            # aio-pika loads only when publishing over AMQP
+            from router.transports.amqp import connection as amqp_connection
 
             where = redact_url(self._url)
             try:
-                connection = await amqp_setup.open_connection(
+                connection = await amqp_connection.open_connection(
                     self._url,
                     name=f"router publisher ({self.source})",
                     timeout=self.connect_timeout,
@@ -175,8 +176,8 @@ class Publisher:
             except Exception as exc:
                 raise PublishError(f"cannot connect to RabbitMQ at {where}: {self._scrub(exc)}") from None
             try:
-                channel = await amqp_setup.open_confirmed_channel(connection)
-                exchange = await amqp_setup.declare_events_exchange(channel, self.exchange_name)
+                channel = await amqp_connection.open_confirmed_channel(connection)
+                exchange = await amqp_connection.declare_events_exchange(channel, self.exchange_name)
             except Exception as exc:
                 await connection.close()
                 raise PublishError(

@@ -542,7 +542,7 @@ def check_events(checker: _ReferenceChecker) -> None:
     for event_type in section:
         if not isinstance(event_type, str):
             continue
-        if any(segment in ("*", "**") for segment in event_type.split(".")):
+        if any(segment in ("*", "**") for segment in re.split(r"[./]", event_type)):
             checker.add(
                 ("events", event_type),
                 "a schema is declared for one exact event type; patterns ('*', '**') are not allowed here",

@@ -344,3 +344,32 @@ async def test_an_explicit_publish_id_is_the_follow_ups_id(tmp_path: Path, harne
     await h.publish(body("order.placed", "o1", order=1), routing_key="order.placed")
     await until(lambda: len(RecorderChannel.sent.get("a", [])) == 1)
     assert RecorderChannel.sent["a"][0].meta["event_id"] == "follow-up-of-o1"
+
+
+def test_the_docs_job_example_renders_and_checks_as_documented(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """docs/plugins.md's `pager.escalate`, its rule as the docs write it, and `router render` on it."""
+    from tests.test_hooks import doc_sections, example_module
+
+    module = example_module("register_jobs", monkeypatch)
+    real = plugin_manager.build_registry
+
+    def build(*args: Any, **kwargs: Any) -> Registry:
+        registry = real(*args, **kwargs)
+        registry.jobs.setdefault("pager.escalate", module.EscalateJob)
+        return registry
+
+    monkeypatch.setattr(plugin_manager, "build_registry", build)
+    _, section = doc_sections()["register_jobs"]
+    rule_yaml = section[section.index("```yaml\nrules:\n") + len("```yaml\nrules:\n") :]
+    rule_yaml = rule_yaml[: rule_yaml.index("```")]
+    config = write(tmp_path, rule_yaml)
+    code, out, err = run("check", "-c", str(config))
+    assert code == 0, out + err
+    code, out, err = run(
+        "render", "--rule", "outage", "--event", str(tmp_path / "event.json"), "-c", str(config), "--json"
+    )
+    assert code == 0, out + err
+    assert [r["channel"] for r in json.loads(out)] == ["oncall-slack", "oncall-email"]
+    broken = write(tmp_path, rule_yaml.replace("primary: oncall-slack", "primary: oncall-slak"))
+    code, out, err = run("check", "-c", str(broken))
+    assert code == 1 and "did you mean 'oncall-slack'?" in out + err

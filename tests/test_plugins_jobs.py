@@ -373,3 +373,51 @@ def test_the_docs_job_example_renders_and_checks_as_documented(monkeypatch: pyte
     broken = write(tmp_path, rule_yaml.replace("primary: oncall-slack", "primary: oncall-slak"))
     code, out, err = run("check", "-c", str(broken))
     assert code == 1 and "did you mean 'oncall-slack'?" in out + err
+
+
+async def test_a_publish_id_that_no_event_may_carry_is_refused_naming_the_rule() -> None:
+    from datetime import UTC, datetime
+
+    from router.config.models import Rule
+    from router.core.events import MAX_ID_LENGTH, Event
+    from router.core.message import Message, Outcome
+    from router.jobs.context import RuleJobContext
+
+    published: list[str | None] = []
+
+    async def publish(type: str, data: dict[str, Any], id: str | None) -> str:
+        published.append(id)
+        return id or "generated"
+
+    def render(channel: str | None, template: str | None) -> Message:
+        return Message("t", "b")
+
+    async def deliver(channel: str, message: Message) -> Outcome:
+        return Outcome.sent()
+
+    class NoState:
+        async def first_seen(self, key: str, window: float) -> bool:
+            return True
+
+        async def is_sent(self, key: str) -> bool:
+            return False
+
+        async def mark_sent(self, key: str, ttl: float) -> None:
+            return None
+
+    from router.jobs.context import ScopedJobState
+
+    ctx = RuleJobContext(
+        event=Event("x", "e", "s", datetime.now(UTC), {}),
+        rule=Rule.model_validate({"name": "r", "on": "x", "job": "j"}),
+        options=NoOptions(),
+        state=ScopedJobState(NoState(), "j"),
+        render=render,
+        deliver=deliver,
+        publish=publish,
+    )
+    for bad in ("", "x" * (MAX_ID_LENGTH + 1)):
+        with pytest.raises(ValueError, match="rule 'r': a published event's id must be 1 to"):
+            await ctx.publish("y", {}, id=bad)
+    assert await ctx.publish("y", {}, id="mine") == "mine"
+    assert published == ["mine"]

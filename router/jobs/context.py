@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from router.config.models import Rule
-from router.core.events import Event
+from router.core.events import MAX_ID_LENGTH, Event
 from router.core.message import Message, Outcome
 from router.jobs.base import JobState
 
@@ -95,4 +95,7 @@ class RuleJobContext:
         published before): a retried job publishes its follow-ups under the same ids, so
         rules that already delivered them skip them.
         """
+        if id is not None and not (isinstance(id, str) and 0 < len(id) <= MAX_ID_LENGTH):
+            # Refused here, naming the job's rule, rather than dead-lettered as poison when consumed.
+            raise ValueError(f"rule '{self.rule.name}': a published event's id must be 1 to {MAX_ID_LENGTH} characters")
         return await self._publish(type, data, id)

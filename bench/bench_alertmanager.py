@@ -29,9 +29,9 @@ on Linux). Correctness, every round: the sink saw each event exactly once (no du
 unparsed request), the system exited cleanly on SIGTERM, and the router's queues (RabbitMQ's
 queue, its retry and dead-letter queues, or the embedded queue file) are empty.
 
-``--compare-tree DIR`` adds every router row again, run with ``PYTHONPATH=DIR`` (another copy
-of the code, e.g. before a change), so a change is measured against the code before it in
-the same run. ``--profile`` runs each router row once more under py-spy after the measured
+``--compare-tree DIR`` adds the router rows of ``--compare-rows`` (default: the two at the
+router's defaults) again, run with ``PYTHONPATH=DIR`` (another copy of the code, e.g. with a
+change), so a change is measured against the code before it in the same run. ``--profile`` runs each router row once more under py-spy after the measured
 rounds (not counted) and writes ``bench/results/profile-am-<row>.txt`` (collapsed stacks,
 ``--native --subprocesses --threads``; summarise with bench/profile_summary.py).
 
@@ -77,6 +77,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--compare-tree", type=Path, help="also run the router rows from this code tree")
     parser.add_argument("--compare-label", default="before", help="suffix of the --compare-tree rows")
+    parser.add_argument(
+        "--compare-rows",
+        default="router-amqp,router-embedded",
+        help="the rows --compare-tree repeats (default: the two at the router's defaults)",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy each router row once after the rounds")
     parser.add_argument("--profile-only", action="store_true", help="only the py-spy runs, no measured rounds")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2,000 events, 1 round")
@@ -392,7 +397,7 @@ def router_rows(args: argparse.Namespace) -> dict[str, RouterRow]:
         transport = "amqp" if "amqp" in name else "embedded"
         level = "WARNING" if name.endswith("-warning") else "INFO"
         rows[name] = RouterRow(transport, level)
-        if args.compare_tree is not None:
+        if args.compare_tree is not None and name in args.compare_rows.split(","):
             rows[f"{name}-{args.compare_label}"] = RouterRow(transport, level, args.compare_tree.resolve())
     return rows
 

@@ -2,7 +2,8 @@
 
 One aiohttp session per channel, created lazily inside the running loop, with a
 connection pool as large as the channel's ``concurrency``: no thread, no per-message
-session. Header values and the URL's credentials are secrets; reasons and logs show the
+session. A plain ``http://`` URL without credentials goes through router/channels/http11.py
+instead (the same pool size, a fraction of aiohttp's CPU per request; no redirect followed). Header values and the URL's credentials are secrets; reasons and logs show the
 URL as scheme and host only. Each request carries an ``Idempotency-Key`` header, stable per
 (event, rule, channel) across retries and redeliveries (a configured header of that name wins).
 """
@@ -13,6 +14,7 @@ import asyncio
 import json
 import logging
 import re
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 from urllib.parse import parse_qsl, urlsplit
 
@@ -21,6 +23,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from router.channels.base import Channel, ChannelConfig
 from router.channels.classify import classify_exception, classify_status
+from router.channels.http11 import Http11Pool
 from router.core.durations import Duration
 from router.core.message import Message, Outcome
 from router.core.redact import install_log_filter, redact_url, register_secrets
@@ -31,6 +34,7 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_META = "idempotency_key"  # set by the router's SkipIfSent stage (router/pipeline/idempotency.py)
 
 _BODY_LIMIT = 65_536
+_USER_AGENT = f"notification-router aiohttp/{aiohttp.__version__}"
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # Path segments this long and mixed are tokens (as in https://hooks.example.com/T0K3N...).
 _TOKEN_LIKE = re.compile(r"^(?=.*\d)(?=.*[A-Za-z])[A-Za-z0-9_\-.~]{16,}$")
@@ -105,7 +109,7 @@ class WebhookConfig(ChannelConfig):
 
 
 class WebhookChannel(Channel):
-    """Sends each message as an HTTP request with aiohttp."""
+    """Sends each message as an HTTP request (aiohttp, or http11.py for plain http://)."""
 
     type_name: ClassVar[str] = "webhook"
     Config: ClassVar[type[ChannelConfig]] = WebhookConfig
@@ -122,6 +126,9 @@ class WebhookChannel(Channel):
         self._session_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._own_key_header = any(name.lower() == IDEMPOTENCY_HEADER.lower() for name in self.config.headers)
+        self._plain = _plain_http(self.config)
+        self._pool: Http11Pool | None = None
+        self._pool_loop: asyncio.AbstractEventLoop | None = None
 
     def secrets(self) -> list[str]:
         """Header values, the URL's password and query values, and token-like path segments."""
@@ -170,11 +177,14 @@ class WebhookChannel(Channel):
             # that keeps the keys it has processed turns at-least-once into exactly-once.
             headers[IDEMPOTENCY_HEADER] = key
         try:
-            session = self._get_session()
-            async with session.request(self.config.method, self.config.url, data=data, headers=headers) as response:
-                status = response.status
-                body = await _drain(response)
-                response_headers = dict(response.headers)
+            if self._plain is not None:
+                status, response_headers, body = await self._send_plain(self._plain, data, headers)
+            else:
+                session = self._get_session()
+                async with session.request(self.config.method, self.config.url, data=data, headers=headers) as response:
+                    status = response.status
+                    body = await _drain(response)
+                    response_headers = dict(response.headers)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             outcome = classify_exception(exc, timeout=self.config.timeout)
         except Exception as exc:  # a bug in aiohttp or here must not escape as a delivery failure
@@ -186,12 +196,57 @@ class WebhookChannel(Channel):
             logger.debug("channel %s: %s (%s)", self.name, outcome.reason, outcome.status)
         return outcome
 
+    async def _send_plain(
+        self, plain: _PlainTarget, data: bytes, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        """The request through the small HTTP/1.1 client (router/channels/http11.py)."""
+        loop = asyncio.get_running_loop()
+        if self._pool is None or self._pool.closed or self._pool_loop is not loop:
+            self._pool = Http11Pool(plain.host, plain.port, limit=self.config.concurrency, keep=_BODY_LIMIT)
+            self._pool_loop = loop
+        lines = [plain.head]
+        lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
+        lines.append(f"Content-Length: {len(data)}\r\n\r\n")
+        request = "".join(lines).encode("latin-1") + data
+        async with asyncio.timeout(self.config.timeout):
+            reply = await self._pool.request(request)
+        return reply.status, reply.headers, reply.body
+
     async def aclose(self) -> None:
         """Close the session and its connection pool."""
         self._closed = True
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
 
     def describe(self) -> str:
         return f"{self.name} (webhook {self.config.method} {redact_url(self.config.url)})"
+
+
+@dataclass(frozen=True)
+class _PlainTarget:
+    host: str
+    port: int
+    head: str  # request line, Host, User-Agent and Accept, each ending in CRLF
+
+
+_PLAIN_TARGET = re.compile(r"^[!-~]*$")  # printable ASCII, no space: sent as it is
+
+
+def _plain_http(config: WebhookConfig) -> _PlainTarget | None:
+    """Where a plain ``http://`` URL without credentials goes, or None (aiohttp sends it)."""
+    parts = urlsplit(config.url)
+    if parts.scheme != "http" or parts.username or parts.password or not parts.hostname:
+        return None
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if not _PLAIN_TARGET.match(target) or not _PLAIN_TARGET.match(parts.netloc):
+        return None
+    try:
+        port = parts.port or 80
+    except ValueError:
+        return None
+    head = f"{config.method} {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nUser-Agent: {_USER_AGENT}\r\nAccept: */*\r\n"
+    return _PlainTarget(parts.hostname, port, head)

@@ -71,7 +71,7 @@ BUCKETS: list[tuple[str, re.Pattern[str]]] = [
     ("logging (INFO lines)", re.compile(r"logging/__init__\.py|router/support/logs\.py")),
     ("garbage collector", re.compile(r"^gc_collect_main |^gc_collect ")),
     (
-        "webhook client (aiohttp client, socket send)",
+        "webhook client (HTTP client, socket send)",
         re.compile(r"router/channels/webhook\.py|aiohttp/client|aiohttp/connector\.py"),
     ),
     ("SQLite state (ledger, leases; writer thread)", re.compile(r"router-state-sqlite|router/state/")),

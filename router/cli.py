@@ -11,14 +11,15 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from router import __version__
-from router.config.loader import default_config_path
 from router.core.errors import ConfigError, RouterError
-from router.plugins.registry import Registry
+from router.core.version import __version__
+
+if TYPE_CHECKING:  # imported where used: start-up time (bench/bench_startup.py)
+    from router.plugins.registry import Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -63,6 +64,8 @@ def load_registry() -> Registry:
 
 
 def resolve_config_path(config_path: Path | None) -> Path:
+    from router.config.loader import default_config_path
+
     return config_path if config_path is not None else default_config_path()
 
 
@@ -202,8 +205,6 @@ def test_command(
             fail(str(error))
         sys.exit(0 if ok else 1)
     assert event_file is not None
-    from router.flow.explain import describe_flow
-
     event = load_event_file(event_file)
     schema = runtime.loaded.event_schemas.get(event.type)
     problem = schema.check(event.data) if schema is not None else None
@@ -219,6 +220,8 @@ def test_command(
         sys.exit(1)
     verdicts = runtime.index.explain(event)
     rules, channels = _fired(verdicts)
+    if as_json or explain:  # only then: it imports the flow and pipeline modules (start-up time)
+        from router.flow.explain import describe_flow
     if as_json:
         payload = {
             "event": {"id": event.id, "type": event.type, "source": event.source},

@@ -64,9 +64,17 @@ def load_registry() -> Registry:
 
 
 def resolve_config_path(config_path: Path | None) -> Path:
+    """The rules file to use; exit 2 with what to do when it does not exist."""
     from router.config.loader import default_config_path
 
-    return config_path if config_path is not None else default_config_path()
+    path = config_path if config_path is not None else default_config_path()
+    if not path.expanduser().exists():
+        where = "" if path.is_absolute() else f" (in {Path.cwd()})"
+        fail(
+            f"{path}: file does not exist{where}.\n"
+            "  Start one here with `router init`, or point to yours with -c PATH or $ROUTER_CONFIG."
+        )
+    return path
 
 
 def load_runtime(config_path: Path | None, registry: Registry | None = None) -> Any:
@@ -108,6 +116,29 @@ def load_event_file(path: Path) -> Any:
 @click.version_option(__version__, prog_name="router")
 def cli() -> None:
     """Route domain events to people: match rules, render templates, deliver to channels."""
+
+
+@cli.command()
+@click.argument("directory", required=False, default=".", type=click.Path(file_okay=False, path_type=Path))
+def init(directory: Path) -> None:
+    """Start a configuration in DIRECTORY (default: here): rules.yaml, a template, an event, cases.
+
+    The files pass `router check` and `router test --cases cases.yaml`. Nothing is overwritten:
+    when one of the files exists, nothing is written (exit 2).
+    """
+    from router.app.scaffold import init_project
+
+    try:
+        result = init_project(directory)
+    except OSError as error:
+        fail(f"cannot write in {directory}: {error.strerror}")
+    if result.existing:
+        shown = ", ".join(str(path) for path in result.existing)
+        fail(f"not overwriting existing files: {shown} (nothing was written)")
+    for path in result.written:
+        click.echo(f"wrote {path}")
+    cd = "" if directory == Path(".") else f"cd {directory} && "
+    click.echo(f"next: {cd}router check && router test --cases cases.yaml")
 
 
 @cli.command()
@@ -222,31 +253,51 @@ def test_command(
     rules, channels = _fired(verdicts)
     if as_json or explain:  # only then: it imports the flow and pipeline modules (start-up time)
         from router.flow.explain import describe_flow
+    from router.app.render_check import render_failures
+
+    # Routing alone passes a template with a typo: render what each fired rule would send.
+    failures = render_failures(runtime, [v.rule for v in verdicts if v.fired], event)
+    disabled = [c for c in channels if not runtime.channel_enabled(c)]
     if as_json:
         payload = {
             "event": {"id": event.id, "type": event.type, "source": event.source},
             "rules": rules,
             "channels": channels,
+            "disabled_channels": disabled,
             "verdicts": [_verdict_json(v) for v in verdicts],
             "flow": {v.rule.name: describe_flow(runtime, v.rule, event) for v in verdicts if v.fired},
+            "render_errors": [
+                {"rule": f.rule, "channel": f.channel, "channel_type": f.channel_type, "error": f.error}
+                for f in failures
+            ],
         }
         click.echo(json.dumps(payload, indent=2, default=str))
-        return
+        sys.exit(1 if failures else 0)
+
+    def shown(channel: str) -> str:
+        return f"{channel} (disabled)" if channel in disabled else channel
+
     click.echo(f"event {event.type} (id {event.id})")
     if not rules:
         click.echo("  no rule matched")
     for verdict in verdicts:
         if verdict.fired:
             rule = verdict.rule
-            target = ", ".join(rule.channels) if rule.job == "notify" else f"job {rule.job}"
+            target = ", ".join(map(shown, rule.channels)) if rule.job == "notify" else f"job {rule.job}"
             click.echo(f"  ✓ {rule.name} -> {target}{'  (stop)' if rule.stop else ''}")
             if explain:
                 for line in describe_flow(runtime, rule, event):
                     click.echo(f"      {line}")
+                for channel in (c for c in rule.channels if c in disabled):
+                    click.echo(f"      channel {channel}: disabled (enabled: false): nothing is sent to it")
         elif explain:
             click.echo(f"  ✗ {verdict.rule.name}: {verdict.reason}")
     if channels:
-        click.echo(f"channels: {', '.join(channels)}")
+        click.echo(f"channels: {', '.join(map(shown, channels))}")
+    for failure in failures:
+        click.echo(f"  ✗ template fails to render: {failure}")
+    if failures:
+        sys.exit(1)
 
 
 @cli.command()

@@ -444,6 +444,11 @@ def plugins(as_json: bool) -> None:
 @cli.command()
 @click.option("--broker", "broker_url", help="Broker URL (amqp://...); overrides rules.yaml. Empty = embedded queue.")
 @click.option(
+    "--queue",
+    help="RabbitMQ queue to consume; overrides broker.queue. Routers consuming one queue share its events.",
+)
+@click.option("--exchange", help="RabbitMQ exchange the queue is bound to; overrides broker.exchange.")
+@click.option(
     "--http",
     "http",
     default="127.0.0.1:8080",
@@ -485,6 +490,8 @@ def plugins(as_json: bool) -> None:
 @config_option
 def serve(
     broker_url: str | None,
+    queue: str | None,
+    exchange: str | None,
     http: str,
     log_format: str,
     log_level: str,
@@ -510,6 +517,8 @@ def serve(
     options = ServeOptions(
         config_path=resolve_config_path(config_path),
         broker_url=broker_url,
+        queue=queue,
+        exchange=exchange,
         http=None if http.lower() == "off" else http,
         shutdown_timeout=shutdown_timeout,
         watch=not no_watch,
@@ -562,6 +571,12 @@ def scrub_error(error: BaseException) -> str:
 )
 @click.option("--source", default="router-cli", show_default=True, help="The event's source.")
 @click.option(
+    "--id",
+    "event_id",
+    help="The event's id (default: a new UUID). Publishing the same id again delivers nothing twice.",
+)
+@click.option("--subject", help="The event's subject (CloudEvents), e.g. user/42.")
+@click.option(
     "--http",
     "http_url",
     default=None,
@@ -571,14 +586,18 @@ def scrub_error(error: BaseException) -> str:
     " (default 127.0.0.1:8080); used when no broker is configured.",
 )
 @click.option("--broker", "broker_url", help="Broker URL (amqp://...); overrides rules.yaml.")
+@click.option("--exchange", help="RabbitMQ exchange to publish to; overrides broker.exchange.")
 @config_option
 def publish(
     event_type: str,
     data_json: str | None,
     data_file: Path | None,
     source: str,
+    event_id: str | None,
+    subject: str | None,
     http_url: str | None,
     broker_url: str | None,
+    exchange: str | None,
     config_path: Path | None,
 ) -> None:
     """Publish an event of EVENT_TYPE and print its id.
@@ -604,21 +623,26 @@ def publish(
         fail("event data must be a JSON object")
     runtime = load_runtime(config_path)
     url = broker_url if broker_url is not None else runtime.config.broker.url
+    broker = runtime.config.broker
+    if exchange is not None:
+        broker = broker.model_copy(update={"exchange": exchange})
     try:
-        event_id = asyncio.run(
+        published = asyncio.run(
             publish_event(
                 event_type,
                 data,
                 source=source,
-                broker=runtime.config.broker,
+                broker=broker,
                 broker_url=url,
                 http_url=http_url,
                 ingest_auth=runtime.config.ingest.auth,  # the token or secret `router serve` requires
+                id=event_id,
+                subject=subject,
             )
         )
     except PublishError as error:
         fail(str(error))
-    click.echo(event_id)
+    click.echo(published)
 
 
 @cli.group()

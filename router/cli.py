@@ -683,8 +683,8 @@ def _run_dlq(config_path: Path | None, broker_url: str | None, action: Callable[
 @click.option("--broker", "broker_url", help="Broker URL; overrides rules.yaml.")
 @config_option
 def dlq_list(as_json: bool, limit: int, broker_url: str | None, config_path: Path | None) -> None:
-    """List dead letters: id, reason, rule, channel, attempts, last error."""
-    from router.engine.dlq import letter_as_dict
+    """List dead letters: id, time, reason, rule/channel, event id, attempts, last error."""
+    from router.engine.dlq import format_letters, letter_as_dict
 
     letters = _run_dlq(config_path, broker_url, lambda t: t.dlq_list(limit))
     if as_json:
@@ -693,9 +693,8 @@ def dlq_list(as_json: bool, limit: int, broker_url: str | None, config_path: Pat
     if not letters:
         click.echo("dead-letter queue is empty")
         return
-    for letter in letters:
-        target = "/".join(x for x in (letter.rule, letter.channel) if x) or "-"
-        click.echo(f"{letter.id}  {letter.reason:10} {target}  attempts={letter.attempts}  {letter.error}")
+    for line in format_letters(letters):
+        click.echo(line)
 
 
 @dlq.command(name="replay")

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # imported where used: start-up time (bench/bench_startup.py)
 F = TypeVar("F", bound=Callable[..., Any])
 
 MAX_PROBLEMS_SHOWN = 25
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def config_option(func: F) -> F:
@@ -460,7 +461,13 @@ def plugins(as_json: bool) -> None:
 @click.option(
     "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Log line format."
 )
-@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    help="DEBUG, INFO, WARNING or ERROR (any case).",
+    shell_complete=lambda ctx, param, incomplete: [x for x in LOG_LEVELS if x.startswith(incomplete.upper())],
+)
 @click.option(
     "--shutdown-timeout",
     type=float,
@@ -513,6 +520,8 @@ def serve(
     from router.app.server import serve as run_server
     from router.support.logs import configure_logging
 
+    if log_level.upper() not in LOG_LEVELS:  # a usage error, before anything starts
+        fail(f"--log-level: {log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     configure_logging("json" if log_format == "json" else "text", log_level)
     options = ServeOptions(
         config_path=resolve_config_path(config_path),

@@ -159,3 +159,13 @@ def test_explain_marks_disabled_channels(tmp_path: Path) -> None:
     assert "console (disabled)" not in result.output
     as_json = invoke("test", "--json", "event.json", cwd=tmp_path)
     assert '"disabled_channels": [\n    "chat"\n  ]' in as_json.output
+
+
+# -- A6: a bad --log-level is a usage error --------------------------------------------------
+
+
+def test_unknown_log_level_is_a_one_line_usage_error(tmp_path: Path) -> None:
+    invoke("init", cwd=tmp_path)
+    result = invoke("serve", "--log-level", "foo", "--http", "off", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert result.output == "error: --log-level: 'foo' is not one of DEBUG, INFO, WARNING, ERROR\n"

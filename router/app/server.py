@@ -242,7 +242,8 @@ class Server:
         log.error(
             "reload failed, keeping the previous configuration:\n%s",
             text,
-            extra={"fields": {"trigger": why, "problems": problems[:25]}},
+            # The text line shows the problems in the message; JSON lines carry them as a list.
+            extra={"fields": {"trigger": why, "problems": problems[:25]}, "text_hidden": ("problems",)},
         )
 
     def _watched(self) -> dict[Path, float]:

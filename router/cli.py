@@ -337,6 +337,14 @@ def render(
         fail("give either TEMPLATE or --rule NAME (see router render --help)")
     runtime = load_runtime(config_path)
     event = load_event_file(event_file)
+    schema = runtime.loaded.event_schemas.get(event.type)
+    problem = schema.check(event.data) if schema is not None else None
+    if problem is not None:  # as `router test`: the router would dead-letter it, nothing renders
+        fail(
+            f"{event_file}: does not match the schema declared for '{event.type}' in events: {problem}"
+            " (the router dead-letters it with reason schema; nothing is rendered)",
+            code=1,
+        )
     config = runtime.config
     if channel_name is not None and channel_name not in config.channels:
         fail(f"unknown channel '{channel_name}'{did_you_mean(channel_name, config.channels)}")

@@ -169,3 +169,34 @@ def test_unknown_log_level_is_a_one_line_usage_error(tmp_path: Path) -> None:
     result = invoke("serve", "--log-level", "foo", "--http", "off", cwd=tmp_path)
     assert result.exit_code == 2
     assert result.output == "error: --log-level: 'foo' is not one of DEBUG, INFO, WARNING, ERROR\n"
+
+
+# -- C4: `router render` applies the event schema as `router test` does ----------------------
+
+SCHEMA_RULES = """\
+version: 1
+events:
+  user.signed_up:
+    user: {id: integer, name: string}
+channels:
+  console: {type: console}
+rules:
+  - {name: greet, on: user.signed_up, template: greet, channels: [console]}
+"""
+
+
+def test_render_refuses_an_event_that_fails_its_schema_as_test_does(tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text(SCHEMA_RULES)
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "greet.j2").write_text("{% block body %}{{ data.user.name }}{% endblock %}")
+    (tmp_path / "bad.json").write_text('{"type": "user.signed_up", "data": {"user": {"id": "7", "name": "Ada"}}}')
+    (tmp_path / "good.json").write_text('{"type": "user.signed_up", "data": {"user": {"id": 7, "name": "Ada"}}}')
+    for args in (["--rule", "greet"], ["greet"]):
+        refused = invoke("render", *args, "--event", "bad.json", cwd=tmp_path)
+        assert refused.exit_code == 1, refused.output
+        assert "bad.json: does not match the schema declared for 'user.signed_up'" in refused.output
+        assert "data.user.id: expected integer, got string" in refused.output
+        assert "Ada" not in refused.output
+    assert invoke("test", "bad.json", cwd=tmp_path).exit_code == 1  # the same verdict
+    rendered = invoke("render", "--rule", "greet", "--event", "good.json", cwd=tmp_path)
+    assert rendered.exit_code == 0 and "Ada" in rendered.output

@@ -200,3 +200,38 @@ def test_render_refuses_an_event_that_fails_its_schema_as_test_does(tmp_path: Pa
     assert invoke("test", "bad.json", cwd=tmp_path).exit_code == 1  # the same verdict
     rendered = invoke("render", "--rule", "greet", "--event", "good.json", cwd=tmp_path)
     assert rendered.exit_code == 0 and "Ada" in rendered.output
+
+
+# -- A12: shell completion, as README documents it -------------------------------------------
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_documented_completion_scripts_are_generated(shell: str, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert f"_ROUTER_COMPLETE={shell}_source router" in readme
+    env = {**os.environ, "_ROUTER_COMPLETE": f"{shell}_source"}
+    code = "import sys; sys.argv[0] = 'router'; from router.cli import main; main()"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "_ROUTER_COMPLETE" in done.stdout
+
+
+def test_completion_offers_commands_and_log_levels(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = "from router.cli import main; main()"
+
+    def complete(words: str, cword: int) -> list[str]:
+        env = {**os.environ, "_ROUTER_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+        return [line.split(",", 1)[1] for line in done.stdout.splitlines()]
+
+    assert complete("router in", 1) == ["init"]
+    assert complete("router serve --log-level ", 3) == ["DEBUG", "INFO", "WARNING", "ERROR"]
+    assert "--subject" in complete("router publish --", 2)

@@ -235,3 +235,18 @@ def test_completion_offers_commands_and_log_levels(tmp_path: Path) -> None:
     assert complete("router in", 1) == ["init"]
     assert complete("router serve --log-level ", 3) == ["DEBUG", "INFO", "WARNING", "ERROR"]
     assert "--subject" in complete("router publish --", 2)
+
+
+# -- A3: the shipped rules.yaml names its queue and exchange from the environment --------------
+
+
+def test_shipped_config_reads_queue_and_exchange_with_the_defaults() -> None:
+    from router.config.loader import load_config
+    from router.plugins.manager import build_registry
+
+    shipped = Path(__file__).resolve().parent.parent / "rules.yaml"
+    registry = build_registry()
+    default = load_config(shipped, registry, env={}).config.broker
+    assert (default.queue, default.exchange) == ("router", "events")
+    chosen = load_config(shipped, registry, env={"ROUTER_QUEUE": "mine", "ROUTER_EXCHANGE": "ex"}).config.broker
+    assert (chosen.queue, chosen.exchange) == ("mine", "ex")

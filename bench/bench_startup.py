@@ -7,7 +7,7 @@ difference is what the router itself costs. Targets (issue 16, A1), above the ba
 ``--help`` and ``--version`` at most 0.15 s; ``check``, ``test`` and ``render`` on the shipped
 configuration at most 0.45 s. Exit status 1 when a command fails or a target is missed.
 
-    python bench/bench_startup.py [--runs 10] [--json bench/results/startup.json]
+    python bench/bench_startup.py [--runs 10] [--baseline /path/to/main] [--json bench/results/startup.json]
 
 A command that exits non-zero invalidates the run (a fast failure is not a fast start).
 Installed third-party plugins are not loaded (``ROUTER_LOAD_PLUGINS=''``) unless
@@ -24,6 +24,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,13 +54,31 @@ def run_once(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     """
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, timeout=60)
+    # -P: the working directory (this checkout) is not put on sys.path, so PYTHONPATH decides
+    # which checkout's router runs.
+    done = subprocess.run([sys.executable, "-P", *argv], cwd=ROOT, env=env, capture_output=True, timeout=60)
     elapsed = time.perf_counter() - started
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"BENCHMARK INVALID: {argv} exited {done.returncode}: {done.stderr.decode()[-500:]}")
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     return elapsed, cpu
+
+
+def variant_env(checkout: Path, cache: Path, *, with_plugins: bool) -> dict[str, str]:
+    """The environment of a run of the router in ``checkout``, with its own load cache."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(checkout)
+    env["ROUTER_CACHE"] = str(cache)  # two checkouts never read each other's cache entries
+    env.pop("ROUTER_CONFIG", None)
+    if not with_plugins:  # the router's own cost: built-ins only, not what else the venv installed
+        env["ROUTER_LOAD_PLUGINS"] = ""
+    # As an installed package runs: with bytecode caches (the warm-up run writes them, under a
+    # temporary prefix rather than in the checkouts). Under PYTHONDONTWRITEBYTECODE every module
+    # would be compiled from source on every run.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(cache.parent / "pycache")
+    return env
 
 
 def main() -> int:
@@ -69,22 +88,26 @@ def main() -> int:
     parser.add_argument(
         "--with-plugins", action="store_true", help="load every installed plugin (default: ROUTER_LOAD_PLUGINS='')"
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout of the router (e.g. the main branch) to run the same commands with, in the same"
+        " rounds, for a before/after comparison under the same load",
+    )
     args = parser.parse_args()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-    env.pop("ROUTER_CONFIG", None)
-    if not args.with_plugins:  # the router's own cost: built-ins only, not what else the venv installed
-        env["ROUTER_LOAD_PLUGINS"] = ""
-    # As an installed package runs: with bytecode caches (the warm-up run writes them). Under
-    # PYTHONDONTWRITEBYTECODE every module would be compiled from source on every run.
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    for _, argv, _ in COMMANDS:  # warm-up: bytecode, template cache, page cache
-        run_once(argv, env)
-    times: dict[str, list[float]] = {label: [] for label, _, _ in COMMANDS}
-    cpu: dict[str, list[float]] = {label: [] for label, _, _ in COMMANDS}
+    cache = Path(tempfile.mkdtemp(prefix="router-bench-startup-"))
+    env = variant_env(ROOT, cache / "this", with_plugins=args.with_plugins)
+    commands = [(label, argv, target, env) for label, argv, target in COMMANDS]
+    if args.baseline is not None:
+        base_env = variant_env(args.baseline.resolve(), cache / "baseline", with_plugins=args.with_plugins)
+        commands += [(f"{label} [baseline]", argv, None, base_env) for label, argv, _ in COMMANDS[1:]]
+    for _, argv, _, variant in commands:  # warm-up: bytecode, template cache, page cache
+        run_once(argv, variant)
+    times: dict[str, list[float]] = {label: [] for label, _, _, _ in commands}
+    cpu: dict[str, list[float]] = {label: [] for label, _, _, _ in commands}
     for _ in range(args.runs):
-        for label, argv, _ in COMMANDS:
-            wall, used = run_once(argv, env)
+        for label, argv, _, variant in commands:
+            wall, used = run_once(argv, variant)
             times[label].append(wall)
             cpu[label].append(used)
     base = statistics.median(times["python -c pass"])
@@ -92,10 +115,10 @@ def main() -> int:
     missed = []
     rows = []
     print(
-        f"{'command':24} {'median s':>9} {'min s':>7} {'max s':>7} {'above bare s':>13} {'x bare':>7}"
+        f"{'command':35} {'median s':>9} {'min s':>7} {'max s':>7} {'above bare s':>13} {'x bare':>7}"
         f" {'CPU s':>6} {'CPU above':>10} {'target':>8}"
     )
-    for label, _, target in COMMANDS:
+    for label, _, target, _ in commands:
         median = statistics.median(times[label])
         cpu_median = statistics.median(cpu[label])
         above = median - base
@@ -104,7 +127,7 @@ def main() -> int:
             missed.append(label)
         shown_target = "-" if target is None else f"<={target:.2f}{'' if ok else ' MISS'}"
         print(
-            f"{label:24} {median:9.3f} {min(times[label]):7.3f} {max(times[label]):7.3f}"
+            f"{label:35} {median:9.3f} {min(times[label]):7.3f} {max(times[label]):7.3f}"
             f" {above:13.3f} {median / base:7.1f} {cpu_median:6.3f} {cpu_median - cpu_base:10.3f} {shown_target:>8}"
         )
         rows.append(

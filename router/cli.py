@@ -530,9 +530,10 @@ def serve(
 
     if log_level.upper() not in LOG_LEVELS:  # a usage error, before anything starts
         fail(f"--log-level: {log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    path = resolve_config_path(config_path)  # no rules.yaml: exit 2 before logging is set up
     configure_logging("json" if log_format == "json" else "text", log_level)
     options = ServeOptions(
-        config_path=resolve_config_path(config_path),
+        config_path=path,
         broker_url=broker_url,
         queue=queue,
         exchange=exchange,

@@ -11,18 +11,20 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from router import __version__
-from router.config.loader import default_config_path
 from router.core.errors import ConfigError, RouterError
-from router.plugins.registry import Registry
+from router.core.version import __version__
+
+if TYPE_CHECKING:  # imported where used: start-up time (bench/bench_startup.py)
+    from router.plugins.registry import Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 MAX_PROBLEMS_SHOWN = 25
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def config_option(func: F) -> F:
@@ -63,7 +65,17 @@ def load_registry() -> Registry:
 
 
 def resolve_config_path(config_path: Path | None) -> Path:
-    return config_path if config_path is not None else default_config_path()
+    """The rules file to use; exit 2 with what to do when it does not exist."""
+    from router.config.loader import default_config_path
+
+    path = config_path if config_path is not None else default_config_path()
+    if not path.expanduser().exists():
+        where = "" if path.is_absolute() else f" (in {Path.cwd()})"
+        fail(
+            f"{path}: file does not exist{where}.\n"
+            "  Start one here with `router init`, or point to yours with -c PATH or $ROUTER_CONFIG."
+        )
+    return path
 
 
 def load_runtime(config_path: Path | None, registry: Registry | None = None) -> Any:
@@ -105,6 +117,29 @@ def load_event_file(path: Path) -> Any:
 @click.version_option(__version__, prog_name="router")
 def cli() -> None:
     """Route domain events to people: match rules, render templates, deliver to channels."""
+
+
+@cli.command()
+@click.argument("directory", required=False, default=".", type=click.Path(file_okay=False, path_type=Path))
+def init(directory: Path) -> None:
+    """Start a configuration in DIRECTORY (default: here): rules.yaml, a template, an event, cases.
+
+    The files pass `router check` and `router test --cases cases.yaml`. Nothing is overwritten:
+    when one of the files exists, nothing is written (exit 2).
+    """
+    from router.app.scaffold import init_project
+
+    try:
+        result = init_project(directory)
+    except OSError as error:
+        fail(f"cannot write in {directory}: {error.strerror}")
+    if result.existing:
+        shown = ", ".join(str(path) for path in result.existing)
+        fail(f"not overwriting existing files: {shown} (nothing was written)")
+    for path in result.written:
+        click.echo(f"wrote {path}")
+    cd = "" if directory == Path(".") else f"cd {directory} && "
+    click.echo(f"next: {cd}router check && router test --cases cases.yaml")
 
 
 @cli.command()
@@ -202,8 +237,6 @@ def test_command(
             fail(str(error))
         sys.exit(0 if ok else 1)
     assert event_file is not None
-    from router.flow.explain import describe_flow
-
     event = load_event_file(event_file)
     schema = runtime.loaded.event_schemas.get(event.type)
     problem = schema.check(event.data) if schema is not None else None
@@ -219,31 +252,53 @@ def test_command(
         sys.exit(1)
     verdicts = runtime.index.explain(event)
     rules, channels = _fired(verdicts)
+    if as_json or explain:  # only then: it imports the flow and pipeline modules (start-up time)
+        from router.flow.explain import describe_flow
+    from router.app.render_check import render_failures
+
+    # Routing alone passes a template with a typo: render what each fired rule would send.
+    failures = render_failures(runtime, [v.rule for v in verdicts if v.fired], event)
+    disabled = [c for c in channels if not runtime.channel_enabled(c)]
     if as_json:
         payload = {
             "event": {"id": event.id, "type": event.type, "source": event.source},
             "rules": rules,
             "channels": channels,
+            "disabled_channels": disabled,
             "verdicts": [_verdict_json(v) for v in verdicts],
             "flow": {v.rule.name: describe_flow(runtime, v.rule, event) for v in verdicts if v.fired},
+            "render_errors": [
+                {"rule": f.rule, "channel": f.channel, "channel_type": f.channel_type, "error": f.error}
+                for f in failures
+            ],
         }
         click.echo(json.dumps(payload, indent=2, default=str))
-        return
+        sys.exit(1 if failures else 0)
+
+    def shown(channel: str) -> str:
+        return f"{channel} (disabled)" if channel in disabled else channel
+
     click.echo(f"event {event.type} (id {event.id})")
     if not rules:
         click.echo("  no rule matched")
     for verdict in verdicts:
         if verdict.fired:
             rule = verdict.rule
-            target = ", ".join(rule.channels) if rule.job == "notify" else f"job {rule.job}"
+            target = ", ".join(map(shown, rule.channels)) if rule.job == "notify" else f"job {rule.job}"
             click.echo(f"  ✓ {rule.name} -> {target}{'  (stop)' if rule.stop else ''}")
             if explain:
                 for line in describe_flow(runtime, rule, event):
                     click.echo(f"      {line}")
+                for channel in (c for c in rule.channels if c in disabled):
+                    click.echo(f"      channel {channel}: disabled (enabled: false): nothing is sent to it")
         elif explain:
             click.echo(f"  ✗ {verdict.rule.name}: {verdict.reason}")
     if channels:
-        click.echo(f"channels: {', '.join(channels)}")
+        click.echo(f"channels: {', '.join(map(shown, channels))}")
+    for failure in failures:
+        click.echo(f"  ✗ template fails to render: {failure}")
+    if failures:
+        sys.exit(1)
 
 
 @cli.command()
@@ -282,6 +337,14 @@ def render(
         fail("give either TEMPLATE or --rule NAME (see router render --help)")
     runtime = load_runtime(config_path)
     event = load_event_file(event_file)
+    schema = runtime.loaded.event_schemas.get(event.type)
+    problem = schema.check(event.data) if schema is not None else None
+    if problem is not None:  # as `router test`: the router would dead-letter it, nothing renders
+        fail(
+            f"{event_file}: does not match the schema declared for '{event.type}' in events: {problem}"
+            " (the router dead-letters it with reason schema; nothing is rendered)",
+            code=1,
+        )
     config = runtime.config
     if channel_name is not None and channel_name not in config.channels:
         fail(f"unknown channel '{channel_name}'{did_you_mean(channel_name, config.channels)}")
@@ -401,6 +464,11 @@ def plugins(as_json: bool) -> None:
 @cli.command()
 @click.option("--broker", "broker_url", help="Broker URL (amqp://...); overrides rules.yaml. Empty = embedded queue.")
 @click.option(
+    "--queue",
+    help="RabbitMQ queue to consume; overrides broker.queue. Routers consuming one queue share its events.",
+)
+@click.option("--exchange", help="RabbitMQ exchange the queue is bound to; overrides broker.exchange.")
+@click.option(
     "--http",
     "http",
     default="127.0.0.1:8080",
@@ -412,7 +480,13 @@ def plugins(as_json: bool) -> None:
 @click.option(
     "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Log line format."
 )
-@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    help="DEBUG, INFO, WARNING or ERROR (any case).",
+    shell_complete=lambda ctx, param, incomplete: [x for x in LOG_LEVELS if x.startswith(incomplete.upper())],
+)
 @click.option(
     "--shutdown-timeout",
     type=float,
@@ -442,6 +516,8 @@ def plugins(as_json: bool) -> None:
 @config_option
 def serve(
     broker_url: str | None,
+    queue: str | None,
+    exchange: str | None,
     http: str,
     log_format: str,
     log_level: str,
@@ -463,10 +539,15 @@ def serve(
     from router.app.server import serve as run_server
     from router.support.logs import configure_logging
 
+    if log_level.upper() not in LOG_LEVELS:  # a usage error, before anything starts
+        fail(f"--log-level: {log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    path = resolve_config_path(config_path)  # no rules.yaml: exit 2 before logging is set up
     configure_logging("json" if log_format == "json" else "text", log_level)
     options = ServeOptions(
-        config_path=resolve_config_path(config_path),
+        config_path=path,
         broker_url=broker_url,
+        queue=queue,
+        exchange=exchange,
         http=None if http.lower() == "off" else http,
         shutdown_timeout=shutdown_timeout,
         watch=not no_watch,
@@ -519,6 +600,12 @@ def scrub_error(error: BaseException) -> str:
 )
 @click.option("--source", default="router-cli", show_default=True, help="The event's source.")
 @click.option(
+    "--id",
+    "event_id",
+    help="The event's id (default: a new UUID). Publishing the same id again delivers nothing twice.",
+)
+@click.option("--subject", help="The event's subject (CloudEvents), e.g. user/42.")
+@click.option(
     "--http",
     "http_url",
     default=None,
@@ -528,14 +615,18 @@ def scrub_error(error: BaseException) -> str:
     " (default 127.0.0.1:8080); used when no broker is configured.",
 )
 @click.option("--broker", "broker_url", help="Broker URL (amqp://...); overrides rules.yaml.")
+@click.option("--exchange", help="RabbitMQ exchange to publish to; overrides broker.exchange.")
 @config_option
 def publish(
     event_type: str,
     data_json: str | None,
     data_file: Path | None,
     source: str,
+    event_id: str | None,
+    subject: str | None,
     http_url: str | None,
     broker_url: str | None,
+    exchange: str | None,
     config_path: Path | None,
 ) -> None:
     """Publish an event of EVENT_TYPE and print its id.
@@ -561,21 +652,26 @@ def publish(
         fail("event data must be a JSON object")
     runtime = load_runtime(config_path)
     url = broker_url if broker_url is not None else runtime.config.broker.url
+    broker = runtime.config.broker
+    if exchange is not None:
+        broker = broker.model_copy(update={"exchange": exchange})
     try:
-        event_id = asyncio.run(
+        published = asyncio.run(
             publish_event(
                 event_type,
                 data,
                 source=source,
-                broker=runtime.config.broker,
+                broker=broker,
                 broker_url=url,
                 http_url=http_url,
                 ingest_auth=runtime.config.ingest.auth,  # the token or secret `router serve` requires
+                id=event_id,
+                subject=subject,
             )
         )
     except PublishError as error:
         fail(str(error))
-    click.echo(event_id)
+    click.echo(published)
 
 
 @cli.group()
@@ -616,8 +712,8 @@ def _run_dlq(config_path: Path | None, broker_url: str | None, action: Callable[
 @click.option("--broker", "broker_url", help="Broker URL; overrides rules.yaml.")
 @config_option
 def dlq_list(as_json: bool, limit: int, broker_url: str | None, config_path: Path | None) -> None:
-    """List dead letters: id, reason, rule, channel, attempts, last error."""
-    from router.engine.dlq import letter_as_dict
+    """List dead letters: id, time, reason, rule/channel, event id, attempts, last error."""
+    from router.engine.dlq import format_letters, letter_as_dict
 
     letters = _run_dlq(config_path, broker_url, lambda t: t.dlq_list(limit))
     if as_json:
@@ -626,9 +722,8 @@ def dlq_list(as_json: bool, limit: int, broker_url: str | None, config_path: Pat
     if not letters:
         click.echo("dead-letter queue is empty")
         return
-    for letter in letters:
-        target = "/".join(x for x in (letter.rule, letter.channel) if x) or "-"
-        click.echo(f"{letter.id}  {letter.reason:10} {target}  attempts={letter.attempts}  {letter.error}")
+    for line in format_letters(letters):
+        click.echo(line)
 
 
 @dlq.command(name="replay")

@@ -203,3 +203,36 @@ def test_describe_hides_the_token() -> None:
     channel = DiscordChannel("d", DiscordConfig(type="discord", url=URL))
     assert "Tok3n" not in channel.describe()
     assert channel.describe() == "d (discord webhook 112233445566, embeds)"
+
+
+async def test_plain_embed_carries_no_third_party_author_by_default(sink: HttpSink) -> None:
+    assert (await send(Message("Planet completed", "Alice finished Mars"))).ok
+    assert (await send(Message("Planet completed", "Alice finished Mars"), username="Mission Control")).ok
+    for request in sink.requests:
+        [embed] = request.json()["embeds"]
+        assert "author" not in embed, embed
+        assert "apprise" not in request.body.decode()
+
+
+async def test_embed_author_is_set_per_channel(sink: HttpSink) -> None:
+    author = {"name": "Ops", "url": "https://ops.example.com", "icon_url": "https://example.com/ops.png"}
+    assert (await send(Message("Heads up", "body"), author=author, avatar_url="https://example.com/bot.png")).ok
+    payload = sink.requests[0].json()
+    assert payload["embeds"][0]["author"] == author
+    assert payload["avatar_url"] == "https://example.com/bot.png"
+    assert (await send(Message("Heads up", "body"), author={"name": "Ops"})).ok
+    assert sink.requests[1].json()["embeds"][0]["author"] == {"name": "Ops"}
+
+
+def test_author_urls_must_be_http() -> None:
+    with pytest.raises(ValidationError, match="must be an http"):
+        DiscordConfig(type="discord", url=URL, author={"name": "x", "icon_url": "file:///etc/passwd"})
+
+
+async def test_preview_shows_no_third_party_author() -> None:
+    channel = DiscordChannel("discord-general", DiscordConfig(type="discord", url=URL))
+    try:
+        [body] = channel.preview(Message("t", "b")) or []
+    finally:
+        await channel.aclose()
+    assert "author" not in body["embeds"][0]

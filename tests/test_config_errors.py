@@ -378,7 +378,10 @@ def test_channel_specific_template_must_exist_for_every_channel_type(registry: R
 def test_missing_templates_folder(registry: Registry, folder: Path) -> None:
     text = f"templates: nowhere\n{CHANNELS}rules:\n  - {{name: a, on: x, template: t, channels: [ops]}}\n"
     problem = only(problems_of(text, registry, folder))
-    assert problem.message == "template 't' not found: the templates folder 'nowhere' does not exist"
+    assert problem.message == (
+        "template 't' not found: the templates folder 'nowhere' does not exist"
+        f" ({folder / 'nowhere'}; a relative folder is relative to rules.yaml)"
+    )
 
 
 def test_template_names_cannot_escape_the_folder(registry: Registry, folder: Path) -> None:

@@ -276,6 +276,9 @@ async def drive(
             assert time.monotonic() < deadline, f"dead letters missing:\n{router.logs()[-3000:]}"
             await asyncio.sleep(0.2)
 
+        # The authoring commands read rules.yaml: let them finish before it is broken below (on a
+        # loaded machine one could otherwise start late and read the broken file).
+        await asyncio.wait([authored], timeout=180)
         # A reload with an invalid config: the problems may name the variables, not their values.
         rules = (root / "rules.yaml").read_text()
         broken = rules

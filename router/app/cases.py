@@ -2,7 +2,8 @@
 
 A cases file is a YAML list; each case has a ``name``, an ``event`` (a path to a JSON file,
 relative to the cases file, or an inline mapping) and ``expect`` with ``rules`` and,
-optionally, ``channels`` (both compared as the exact ordered list that fires).
+optionally, ``channels`` (both compared as the exact ordered list that fires). Every fired
+rule's template is also rendered for each of its channels; a render error fails the case.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from router.app.render_check import render_failures
 from router.core.errors import RouterError
 from router.core.events import Event, event_from_object
 from router.runtime.runtime import Runtime
@@ -97,6 +99,8 @@ def evaluate(runtime: Runtime, case: Case, base: Path) -> CaseResult:
         problems.append(f"expected rules {case.expect.rules}, got {got}")
     if case.expect.channels is not None and channels != case.expect.channels:
         problems.append(f"expected channels {case.expect.channels}, got {channels}")
+    # A route is only as good as the message at its end: render what each fired rule sends.
+    problems.extend(f"template fails to render: {failure}" for failure in render_failures(runtime, fired, event))
     return CaseResult(case.name, not problems, rules, channels, "; ".join(problems))
 
 

@@ -38,6 +38,8 @@ class ServeOptions:
 
     config_path: Path
     broker_url: str | None = None
+    queue: str | None = None  # overrides broker.queue
+    exchange: str | None = None  # overrides broker.exchange
     http: str | None = "127.0.0.1:8080"
     shutdown_timeout: float = 30.0
     watch: bool = True
@@ -147,9 +149,9 @@ class Server:
 
     def _broker_config(self, runtime: Runtime) -> BrokerConfig:
         broker = runtime.config.broker
-        if self.options.broker_url is not None:
-            broker = broker.model_copy(update={"url": self.options.broker_url})
-        return broker
+        overrides = {"url": self.options.broker_url, "queue": self.options.queue, "exchange": self.options.exchange}
+        chosen = {key: value for key, value in overrides.items() if value is not None}
+        return broker.model_copy(update=chosen) if chosen else broker
 
     async def _start_http(self, engine: Engine, broker: BrokerConfig) -> web.AppRunner | None:
         if not self.options.http:
@@ -240,7 +242,8 @@ class Server:
         log.error(
             "reload failed, keeping the previous configuration:\n%s",
             text,
-            extra={"fields": {"trigger": why, "problems": problems[:25]}},
+            # The text line shows the problems in the message; JSON lines carry them as a list.
+            extra={"fields": {"trigger": why, "problems": problems[:25]}, "text_hidden": ("problems",)},
         )
 
     def _watched(self) -> dict[Path, float]:

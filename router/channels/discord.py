@@ -13,12 +13,13 @@ its ``color`` colours embeds that set none.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from router.channels.apprise.base import AppriseBackedChannel, AppriseChannelConfig, truncate, wrong_type_hint
 from router.channels.base import ChannelConfig, RateLimit
@@ -73,6 +74,23 @@ def parse_discord_url(url: str) -> DiscordWebhook:
     )
 
 
+class EmbedAuthor(BaseModel):
+    """The author line of an embed: ``{name, url?, icon_url?}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=256)
+    url: str | None = None
+    icon_url: str | None = None
+
+    @field_validator("url", "icon_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+
 class DiscordConfig(AppriseChannelConfig):
     """Options of a ``discord`` channel::
 
@@ -82,6 +100,7 @@ class DiscordConfig(AppriseChannelConfig):
       username: Router                # optional: the webhook's own name otherwise
       avatar_url: https://example.com/bot.png
       color: "#5865F2"                # embed colour
+      author: {name: Ops, url: https://ops.example.com, icon_url: https://example.com/ops.png}  # optional
       embeds: true                    # false: plain "title\nbody" content
       fields: false                   # true: markdown headings become embed fields
       timeout: 10s
@@ -97,6 +116,13 @@ class DiscordConfig(AppriseChannelConfig):
     avatar_url: str | None = Field(None, description="Image URL that overrides the webhook's avatar.")
     color: str | None = Field(
         None, description="Embed colour, '#5865F2' or a number; default: apprise's blue for info messages."
+    )
+    author: EmbedAuthor | None = Field(
+        None,
+        description=(
+            "The author line of a plain message's embed (name, optional url and icon_url); default: none."
+            " A template's {% block discord %} sets its own."
+        ),
     )
     embeds: bool = Field(
         True,
@@ -189,8 +215,25 @@ class DiscordChannel(AppriseBackedChannel):
 
             options["html_notify_map"] = {kind: self.config.color for kind in apprise.NotifyType}
         if self.config.username:
-            options["app_id"] = self.config.username  # the embed's author line
+            options["app_id"] = self.config.username  # apprise's sender name (User-Agent)
         return options
+
+    def _wrap_send(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        inner = super()._wrap_send(original)
+
+        def send(*args: Any, **kwargs: Any) -> Any:
+            # Apprise signs every embed it builds with its own author line (its app name and
+            # GitHub URL): a plain message carries the channel's `author`, or none.
+            built = args[0] if args else kwargs.get("payload")
+            if isinstance(built, dict):
+                for embed in built.get("embeds") or ():
+                    if isinstance(embed, dict):
+                        embed.pop("author", None)
+                        if self.config.author is not None:
+                            embed["author"] = self.config.author.model_dump(exclude_none=True)
+            return inner(*args, **kwargs)
+
+        return send
 
     def tune(self, plugin: Any) -> None:
         # Apprise waits out Discord's rate-limit window plus 10s of assumed clock skew; with

@@ -11,10 +11,9 @@ from __future__ import annotations
 import html
 import re
 from collections import OrderedDict
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-import apprise
 from pydantic import ConfigDict, Field, field_validator
 
 from router.channels.apprise.base import AppriseBackedChannel, AppriseChannelConfig, wrong_type_hint
@@ -23,6 +22,9 @@ from router.core.message import Message, Outcome
 from router.core.redact import redact_url
 from router.templating.native import RichPayload
 from router.templating.native.email import EmailMessage
+
+if TYPE_CHECKING:
+    import apprise
 
 RECIPIENT_OBJECTS_CACHED = 64
 """Apprise objects kept for per-message recipient sets (a reply to a user's feedback, say)."""

@@ -13,10 +13,9 @@ import asyncio
 import json
 import logging
 import re
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-import aiohttp
 from pydantic import ConfigDict, Field, field_validator
 
 from router.channels.base import Channel, ChannelConfig
@@ -24,6 +23,9 @@ from router.channels.classify import classify_exception, classify_status
 from router.core.durations import Duration
 from router.core.message import Message, Outcome
 from router.core.redact import install_log_filter, redact_url, register_secrets
+
+if TYPE_CHECKING:  # imported when the first request is sent: start-up time of every command
+    import aiohttp
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +136,8 @@ class WebhookChannel(Channel):
         return found
 
     def _get_session(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._session_loop is not loop:
             connector = aiohttp.TCPConnector(
@@ -163,6 +167,8 @@ class WebhookChannel(Channel):
             data, content_type = self._encode(message)
         except (TypeError, ValueError) as exc:
             return Outcome.permanent(f"message cannot be encoded ({type(exc).__name__})")
+        import aiohttp
+
         headers = {"Content-Type": content_type, **self.config.headers}
         key = message.meta.get(IDEMPOTENCY_META)
         if isinstance(key, str) and key and not self._own_key_header:

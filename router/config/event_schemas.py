@@ -34,18 +34,15 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, ValidationError, best_match
-from jsonschema.protocols import Validator
-from jsonschema.validators import validator_for
-from referencing import Registry, Resource
-from referencing.exceptions import Unresolvable
-from referencing.jsonschema import DRAFT202012
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from router.core.kinds import kind_of
 from router.core.suggest import closest
+
+if TYPE_CHECKING:  # jsonschema is imported where a schema is compiled: a configuration without
+    # `events:` (and `router --help`) does not pay its ~0.1 s import
+    from jsonschema.exceptions import SchemaError, ValidationError
+    from jsonschema.protocols import Validator
 
 SpecPath = tuple[str | int, ...]
 """A location inside the ``events:`` section, relative to it: event type, then keys."""
@@ -173,6 +170,8 @@ def compile_event(event_type: str, spec: Any, problems: list[SpecProblem]) -> Ev
     # No check_schema here: the compact form only yields valid schemas (a property test holds
     # it to that), and checking costs ~20 ms per event type at every load. A user's JSON
     # Schema, escape hatches included, is always checked.
+    from jsonschema import Draft202012Validator
+
     return EventSchema(event_type, compiled.schema, compiled.fields, Draft202012Validator(compiled.schema))
 
 
@@ -277,6 +276,10 @@ def _check_escape(
             problems.append(
                 SpecProblem((*where, *path, key), "only references within the schema ('#/$defs/...') are supported")
             )
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+    from jsonschema.validators import validator_for
+
     cls: type[Validator] = validator_for(raw, default=Draft202012Validator)
     dialect = raw.get("$schema")
     if dialect is not None and cls is Draft202012Validator and str(dialect).rstrip("#") != _DIALECT:
@@ -295,6 +298,10 @@ def _check_escape(
 
 def _check_references(raw: dict[str, Any], where: SpecPath, problems: list[SpecProblem]) -> None:
     """Resolve every local reference now, so a dangling one is a config error and not a runtime one."""
+    from referencing import Registry, Resource
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import DRAFT202012
+
     resource: Resource[Any] = Resource.from_contents(raw, default_specification=DRAFT202012)
     resolver = Registry().with_resource(_BASE_URI, resource).resolver(base_uri=_BASE_URI)
     for path, key, value in _walk_keys(raw):
@@ -481,6 +488,8 @@ def _describe_error(error: ValidationError) -> list[str]:
     if keyword in ("anyOf", "oneOf"):
         if not error.context:
             return [f"{where}: matches more than one of the allowed forms"]
+        from jsonschema.exceptions import best_match
+
         closest_error = best_match(error.context)
         return [f"{where}: matches none of the allowed forms (closest: {_describe_error(closest_error)[0]})"]
     if keyword is None or value is False:

@@ -472,7 +472,9 @@ class _ReferenceChecker:
             self._templates_dir_exists = self.templates_dir.is_dir()
         if not self._templates_dir_exists:
             self.add(
-                where, f"template '{name}' not found: the templates folder '{self.templates_label}' does not exist"
+                where,
+                f"template '{name}' not found: the templates folder '{self.templates_label}' does not exist"
+                f" ({self.templates_dir}; a relative folder is relative to rules.yaml)",
             )
             return
         available = self.templates()

@@ -47,3 +47,28 @@ def letter_as_dict(letter: DeadLetter, *, include_body: bool = False) -> dict[st
         data["body"] = body.decode("utf-8", errors="replace")
     data["size"] = len(body)
     return data
+
+
+LIST_COLUMNS = ("ID", "DEAD AT (UTC)", "REASON", "RULE/CHANNEL", "EVENT", "ATTEMPTS", "ERROR")
+
+
+def letter_row(letter: DeadLetter) -> tuple[str, ...]:
+    """One dead letter as the cells of a `router dlq list` line, in :data:`LIST_COLUMNS` order."""
+    from datetime import UTC, datetime
+
+    dead_at = "-"
+    if letter.dead_at is not None:
+        dead_at = datetime.fromtimestamp(letter.dead_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    target = "/".join(x for x in (letter.rule, letter.channel) if x) or "-"
+    # One line per letter: an error from a remote service may carry line breaks.
+    error = " ".join(letter.error.split()) or "-"
+    return (letter.id, dead_at, letter.reason, target, letter.event_id or "-", str(letter.attempts), error)
+
+
+def format_letters(letters: Sequence[DeadLetter]) -> list[str]:
+    """`router dlq list`: a header and one aligned line per letter (the error, last, is not padded)."""
+    rows = [LIST_COLUMNS, *(letter_row(letter) for letter in letters)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(LIST_COLUMNS) - 1)]
+    return [
+        "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]) for row in rows
+    ]

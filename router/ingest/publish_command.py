@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from router.config.models import BrokerConfig, IngestAuthSpec
-from router.core.events import Event, encode
+from router.core.events import MAX_ID_LENGTH, Event, encode
 from router.ingest.auth import client_headers
 from router.ingest.publisher import Publisher, PublishError
 
@@ -28,10 +28,27 @@ DEFAULT_HTTP = "http://127.0.0.1:8080"
 TYPE_PATTERN = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
 
 
-def new_event(event_type: str, data: dict[str, Any], *, source: str) -> Event:
+def new_event(
+    event_type: str, data: dict[str, Any], *, source: str, id: str | None = None, subject: str | None = None
+) -> Event:
+    """The event `router publish` sends; ``id`` defaults to a new UUID (the same id publishes the same event)."""
     if not TYPE_PATTERN.match(event_type):
         raise PublishError(f"invalid event type {event_type!r}: use dotted names like planet.completed")
-    return Event(type=event_type, id=uuid.uuid4().hex, source=source, time=datetime.now(UTC), data=data)
+    for name, value in (("--id", id), ("--source", source), ("--subject", subject)):
+        if value is None:
+            continue
+        if not value.strip():
+            raise PublishError(f"{name} cannot be empty")
+        if len(value) > MAX_ID_LENGTH or not value.isprintable():
+            raise PublishError(f"{name} must be printable text of at most {MAX_ID_LENGTH} characters")
+    return Event(
+        type=event_type,
+        id=id or uuid.uuid4().hex,
+        source=source,
+        time=datetime.now(UTC),
+        data=data,
+        subject=subject,
+    )
 
 
 async def publish_event(
@@ -43,13 +60,15 @@ async def publish_event(
     broker_url: str,
     http_url: str | None = None,
     ingest_auth: IngestAuthSpec | None = None,
+    id: str | None = None,
+    subject: str | None = None,
 ) -> str:
     """Publish and return the event id, once RabbitMQ confirmed it or the router answered 202.
 
     ``http_url`` is the embedded router's address: ``HOST:PORT`` as `router serve --http`
     takes it, or a URL. ``ingest_auth`` is the router's ``ingest.auth``, to authenticate with.
     """
-    event = new_event(event_type, data, source=source)
+    event = new_event(event_type, data, source=source, id=id, subject=subject)
     try:
         body = encode(event)
     except ValueError as error:  # NaN or Infinity in --data: not JSON, no consumer could read it

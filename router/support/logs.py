@@ -1,6 +1,8 @@
 """Structured logs: one line per event and per delivery outcome, as text or JSON.
 
 Callers pass the structured fields in ``extra={"fields": {...}}``; the formatters render them.
+``extra={"text_hidden": ("name", ...)}`` leaves fields out of text lines whose message already
+says the same in words (JSON lines keep every field).
 Field values are produced by the router itself (ids, names, outcomes, scrubbed reasons), never
 raw configuration values, so no secret reaches a log line.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any, Literal
@@ -43,16 +46,32 @@ class TextFormatter(logging.Formatter):
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         line = f"{stamp} {record.levelname.lower():7} {record.name}: {record.getMessage()}"
         fields = getattr(record, "fields", None)
+        hidden = getattr(record, "text_hidden", ())  # fields the message already shows, in words
         if isinstance(fields, dict) and fields:
-            line += " " + " ".join(f"{k}={_text_value(v)}" for k, v in fields.items())
+            shown = [f"{k}={_text_value(v)}" for k, v in fields.items() if k not in hidden]
+            if shown:
+                line += " " + " ".join(shown)
         if record.exc_info and record.exc_info[0] is not None:
             line += f" exception={record.exc_info[0].__name__}"
         return line
 
 
 def _text_value(value: Any) -> str:
+    """A field value on one line: bare when plain, else quoted with JSON's escapes.
+
+    Non-ASCII text (emoji, accents) stays as it is, to be read; what could break or disguise
+    the line (line breaks and other control characters, bidirectional overrides, a lone
+    surrogate) is escaped.
+    """
     text = str(value)
-    return json.dumps(text) if (" " in text or not text) else text
+    if text and text.isprintable() and " " not in text and '"' not in text:
+        return text
+    quoted = _BIDI.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(text, ensure_ascii=False))
+    return quoted.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
+"""Bidirectional embeddings, overrides and isolates: they can make a log line read differently."""
 
 
 def configure_logging(fmt: LogFormat = "text", level: str = "INFO") -> None:

@@ -7,6 +7,7 @@ names the template, the line and the filter.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -315,7 +316,10 @@ def pluralize(count: Any, singular: str, plural: str | None = None) -> str:
 # Characters escaped in the quoted scalar rather than written raw: those a YAML stream may not hold
 # (PyYAML's reader refuses them), YAML's own line breaks (NEL, LS, PS: a raw one would fold the
 # value or end the line) and the byte-order mark.
-_YAML_UNPRINTABLE = re.compile("[^\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
+# Compiled on first use: its Unicode ranges take ~20 ms to compile, at every command's start.
+@functools.cache
+def _yaml_unprintable() -> re.Pattern[str]:
+    return re.compile("[^\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
 
 
 def _yaml_escape(match: re.Match[str]) -> str:
@@ -352,7 +356,7 @@ def to_yaml(value: Any) -> str:
         return "{" + ", ".join(f"{to_yaml(str(key))}: {to_yaml(item)}" for key, item in value.items()) + "}"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(to_yaml(item) for item in value) + "]"
-    return _YAML_UNPRINTABLE.sub(_yaml_escape, json.dumps(str(value), ensure_ascii=False))
+    return _yaml_unprintable().sub(_yaml_escape, json.dumps(str(value), ensure_ascii=False))
 
 
 BUILTIN_FILTERS: dict[str, Callable[..., Any]] = {

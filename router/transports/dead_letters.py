@@ -83,6 +83,7 @@ class DeadLetters:
             H_ERROR: error,
             H_ROUTING_KEY: incoming.routing_key or "",
             H_CONTENT_TYPE: incoming.content_type or "",
+            H_ATTEMPTS: 1,  # handled once and refused: what its failure notification says too
         }
         if event is not None:  # `router dlq list` shows which event
             headers[H_EVENT_ID] = event.id

@@ -34,9 +34,8 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import apprise
 from pydantic import ConfigDict, Field
 
 from router.channels.apprise.capture import capture, classify_capture
@@ -45,6 +44,9 @@ from router.core.durations import Duration, format_duration
 from router.core.errors import ConfigError, Problem
 from router.core.message import Message, Outcome
 from router.core.redact import install_log_filter, register_secrets, scrub
+
+if TYPE_CHECKING:  # imported where a channel is built: start-up time of every command
+    import apprise
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +159,8 @@ class AppriseBackedChannel(Channel):
 
     def tag_filter(self) -> Any:
         """Which of the channel's URLs to notify (apprise's tag expression); all by default."""
+        import apprise
+
         return apprise.common.MATCH_ALL_TAG
 
     def native_payload(self, message: Message) -> dict[str, Any]:
@@ -188,6 +192,8 @@ class AppriseBackedChannel(Channel):
             "storage_mode": "memory",
             "service_timeout": 0,
         }
+        import apprise  # here, not at the top: it costs every command's start-up ~0.15 s
+
         options.update(self.asset_options())
         asset = apprise.AppriseAsset(**options)
         apobj = apprise.Apprise(asset=asset)

@@ -1,0 +1,49 @@
+"""Text log lines people read (issue 16, A11): emoji as themselves, one line, no repeated problems."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from router.support.logs import JsonFormatter, TextFormatter
+
+
+def record(msg: str, fields: dict[str, Any], **extra: Any) -> logging.LogRecord:
+    made = logging.LogRecord("router.dry_run", logging.INFO, __file__, 1, msg, (), None)
+    made.fields = fields
+    for key, value in extra.items():
+        setattr(made, key, value)
+    return made
+
+
+def test_dry_run_line_shows_emoji_and_accents_as_characters() -> None:
+    fields = {"rule": "planet", "title": "🪐 Planeta Concluído!", "body": "Um usuário concluiu 🎯"}
+    line = TextFormatter().format(record("dry run: would deliver", fields))
+    assert 'title="🪐 Planeta Concluído!" body="Um usuário concluiu 🎯"' in line
+    assert "\\u" not in line
+    assert "rule=planet " in line
+
+
+def test_values_that_could_break_or_disguise_the_line_are_escaped() -> None:
+    fields = {"a": "one\ntwo", "b": "x\u202eevil", "c": "lone\ud800", "d": "", "e": 'say"hi'}
+    line = TextFormatter().format(record("m", fields))
+    assert "\n" not in line and "\u202e" not in line
+    assert 'a="one\\ntwo"' in line
+    assert 'b="x\\u202eevil"' in line
+    assert 'c="lone\\ud800"' in line
+    assert 'd=""' in line and 'e="say\\"hi"' in line
+    line.encode("utf-8")  # writable to any UTF-8 stream
+
+
+def test_reload_failure_text_line_does_not_repeat_the_problems_as_json() -> None:
+    problems = ["rules.yaml:3:5: rules[0].tempalte: unknown key; did you mean 'template'?"]
+    made = record(
+        "reload failed, keeping the previous configuration:\n%s",
+        {"trigger": "file change", "problems": problems},
+        text_hidden=("problems",),
+    )
+    made.args = ("1 problem in the configuration:\n  " + problems[0],)
+    text = TextFormatter().format(made)
+    assert text.count("tempalte") == 1
+    assert text.endswith('trigger="file change"')
+    assert '"problems": [' in JsonFormatter().format(made).replace('"problems":[', '"problems": [')

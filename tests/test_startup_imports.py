@@ -1,0 +1,78 @@
+"""Start-up cost: what `router --help` and `router check` import (issue 16, A1).
+
+Timing lives in bench/bench_startup.py; these tests pin the structure that makes the
+commands fast: heavy libraries are imported only by the code that uses them, and the
+public API still resolves through the lazy re-exports in router/__init__.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+HEAVY = ["apprise", "aio_pika", "aiormq", "aiohttp", "jsonschema", "prometheus_client", "redis", "pydantic", "jinja2"]
+
+
+def _modules_after(code: str, *argv: str) -> set[str]:
+    """The heavy modules loaded after running ``code`` in a fresh interpreter at the repository root."""
+    probe = (
+        "import sys, json\n"
+        f"sys.argv = ['router', *{list(argv)!r}]\n"
+        "try:\n"
+        f"    {code}\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)), file=sys.stderr)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("ROUTER_CONFIG", None)
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    loaded: list[str] = json.loads(done.stderr.strip().splitlines()[-1])
+    return set(loaded)
+
+
+def test_help_and_version_import_nothing_heavy() -> None:
+    assert _modules_after("from router.cli import main; main()", "--help") == set()
+    assert _modules_after("from router.cli import main; main()", "--version") == set()
+    assert _modules_after("import router") == set()
+
+
+def test_check_on_the_shipped_config_skips_transport_and_delivery_libraries() -> None:
+    loaded = _modules_after("from router.cli import main; main()", "check")
+    assert loaded.isdisjoint({"apprise", "aio_pika", "aiormq", "aiohttp", "jsonschema", "prometheus_client", "redis"})
+
+
+def test_test_command_without_explain_skips_metrics() -> None:
+    loaded = _modules_after("from router.cli import main; main()", "test", "examples/planet_completed.json")
+    assert "prometheus_client" not in loaded and "apprise" not in loaded
+
+
+def test_public_api_still_imports_from_router() -> None:
+    import router
+    from router import Channel, ChannelConfig, Event, Message, Publisher, hookimpl
+
+    assert Channel.__module__ == "router.channels.base"
+    assert ChannelConfig.__name__ == "ChannelConfig"
+    assert Event.__module__ == "router.core.events"
+    assert Message.__module__ == "router.core.message"
+    assert Publisher.__module__ == "router.ingest.publisher"
+    assert callable(hookimpl)
+    for name in router.__all__:
+        assert getattr(router, name) is not None
+    assert set(router.__all__) <= set(dir(router))
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    import router
+
+    try:
+        router.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018
+    except AttributeError as error:
+        assert "NoSuchThing" in str(error)
+    else:
+        raise AssertionError("expected AttributeError")

@@ -167,6 +167,14 @@ class AppriseBackedChannel(Channel):
         """The body to post: ``native`` over the routing keys of the body apprise ``built``."""
         return {**native}
 
+    def finalize_post(self, body: dict[str, Any], *, native: bool) -> dict[str, Any]:
+        """The body actually posted, from the one apprise built or the merged native one.
+
+        The place for what must hold for every message (Discord: ``allowed_mentions``; Slack:
+        mention markup neutralised). ``body`` is the channel's own copy.
+        """
+        return body
+
     def is_message_post(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         """Whether a ``_send`` call posts the message (not an upload or a lookup)."""
         return not kwargs.get("attach")
@@ -235,12 +243,15 @@ class AppriseBackedChannel(Channel):
 
         def send(*args: Any, **kwargs: Any) -> Any:
             override = _override.get()
-            if override is None or not self.is_message_post(args, kwargs):
+            if not self.is_message_post(args, kwargs):
                 return original(*args, **kwargs)
             in_args = len(args) > position
             built = args[position] if in_args else kwargs.get("payload", {})
-            body = self.merge_native(built, override.native) if override.native is not None else built
-            if override.recorded is not None:
+            native = override.native if override is not None else None
+            body = self.merge_native(built, native) if native is not None else copy.copy(built)
+            # Every message post, native or apprise's: the channel has the last word on mentions.
+            body = self.finalize_post(body, native=native is not None)
+            if override is not None and override.recorded is not None:
                 override.recorded.append(copy.deepcopy(body))
                 return self.preview_result
             if in_args:

@@ -1,5 +1,6 @@
 """Machinery with no domain knowledge: metrics, logs, slots, deadlines, on-disk caches.
 
 Owns: :mod:`.metrics` (every Prometheus metric; hand-written exposition), :mod:`.logs`,
-:mod:`.slots`, :mod:`.deadlines`, :mod:`.disk_cache`. Imports only ``core``.
+:mod:`.slots`, :mod:`.deadlines`, :mod:`.disk_cache`, :mod:`.linear_regex`
+(RE2: regular expressions in linear time). Imports only ``core``.
 """

@@ -138,9 +138,9 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
                 check_size(len(sequence) * times, f"'*' repeating {len(sequence):,} by {times:,}")
         if _is_int(left) and _is_int(right):
             # Squaring a big number repeatedly ({% set b = a*a %}) doubles its size each time.
-            bits = left.bit_length() + right.bit_length()
-            if bits > POWER_BITS_LIMIT:
-                raise LimitExceeded(f"'*' would make a number of about {bits:,} bits, over {POWER_BITS_LIMIT:,}")
+            product_bits = left.bit_length() + right.bit_length()
+            if product_bits > POWER_BITS_LIMIT:
+                raise LimitExceeded(f"'*' would make a number of about {product_bits:,} bits, over {POWER_BITS_LIMIT:,}")
     elif operator == "**":
         if _is_int(left) and _is_int(right) and abs(left) > 1 and right > 0:
             bits = right * math.log2(abs(left))

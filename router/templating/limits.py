@@ -140,7 +140,9 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
             # Squaring a big number repeatedly ({% set b = a*a %}) doubles its size each time.
             product_bits = left.bit_length() + right.bit_length()
             if product_bits > POWER_BITS_LIMIT:
-                raise LimitExceeded(f"'*' would make a number of about {product_bits:,} bits, over {POWER_BITS_LIMIT:,}")
+                raise LimitExceeded(
+                    f"'*' would make a number of about {product_bits:,} bits, over {POWER_BITS_LIMIT:,}"
+                )
     elif operator == "**":
         if _is_int(left) and _is_int(right) and abs(left) > 1 and right > 0:
             bits = right * math.log2(abs(left))

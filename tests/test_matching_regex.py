@@ -57,3 +57,19 @@ def test_refusals_name_the_reason() -> None:
     assert "invalid regular expression: missing )" in str(regex_problem("(a"))
     with pytest.raises(RegexError, match=r"linear-time regex engine \(RE2\): invalid escape sequence"):
         compile_linear(r"(a)\1")
+
+
+def test_the_fast_search_path_is_in_use() -> None:
+    # google-re2's public search builds match objects (about 10x slower on short strings).
+    assert type(compile_linear("a+b")).__name__ == "_Search"
+
+
+def test_lone_surrogates_from_json_do_not_break_matching() -> None:
+    index = RuleIndex([rule("r", {"data.m": {"regex": "abc"}})])
+    assert index.match(event({"m": "\ud800abc"})) != []
+    assert index.match(event({"m": "\ud800xyz"})) == []
+
+
+def test_unicode_text_matches() -> None:
+    index = RuleIndex([rule("r", {"data.m": {"regex": "^Zoë .+ 東京$"}})])
+    assert index.match(event({"m": "Zoë in 東京"})) != []

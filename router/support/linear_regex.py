@@ -12,7 +12,7 @@ as ``\\d`` and ``\\w`` are ASCII in RE2 (``\\p{L}``/``\\p{Nd}`` give the Unicode
 from __future__ import annotations
 
 import re
-from typing import Protocol
+from typing import Any, Protocol
 
 import re2
 
@@ -37,16 +37,61 @@ def _options() -> re2.Options:
     options = re2.Options()
     options.log_errors = False  # RE2 would print every refused pattern to stderr
     options.max_mem = MAX_MEMORY
+    options.never_capture = True  # a condition asks only whether it matches
     return options
+
+
+_UNANCHORED = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
+_NO_MATCH = (-1, -1)
+
+
+class _Search:
+    """A yes/no search on RE2's compiled object, without the wrapper's match-object machinery.
+
+    google-re2's public ``search`` maps byte offsets back to characters for a match object:
+    16 us for a 24-character address against 1.5 us here. ``tests/test_matching_regex.py``
+    checks that this fast path is the one in use (it relies on the wrapper's ``_regexp``).
+    """
+
+    __slots__ = ("_match", "pattern")
+
+    def __init__(self, pattern: str, match: Any) -> None:
+        self.pattern = pattern
+        self._match = match
+
+    def search(self, text: str) -> object | None:
+        # surrogatepass: JSON may hold lone surrogates ("\ud800"); RE2 just never matches those bytes.
+        encoded = text.encode("utf-8", "surrogatepass")
+        return True if self._match(_UNANCHORED, encoded, 0, len(encoded))[0] != _NO_MATCH else None
 
 
 def compile_linear(pattern: str) -> LinearPattern:
     """``pattern`` compiled by RE2; raises :class:`RegexError` saying why it cannot be."""
     try:
-        compiled: LinearPattern = re2.compile(pattern, _options())
+        compiled = re2.compile(pattern, _options())
     except re2.error as exc:
         raise RegexError(_reason(pattern, exc)) from None
-    return compiled
+    match = getattr(getattr(compiled, "_regexp", None), "Match", None)
+    if match is not None and _UNANCHORED is not None:
+        return _Search(pattern, match)
+    return _Public(pattern, compiled)
+
+
+class _Public:
+    """The wrapper's public ``search`` (slower), if a google-re2 release drops the fast path."""
+
+    __slots__ = ("_compiled", "pattern")
+
+    def __init__(self, pattern: str, compiled: Any) -> None:
+        self.pattern = pattern
+        self._compiled = compiled
+
+    def search(self, text: str) -> object | None:
+        try:
+            found: object | None = self._compiled.search(text)
+        except UnicodeEncodeError:
+            found = self._compiled.search(text.encode("utf-8", "surrogatepass").decode("utf-8", "replace"))
+        return found
 
 
 def regex_problem(pattern: str) -> str | None:

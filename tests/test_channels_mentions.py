@@ -124,3 +124,12 @@ async def test_slack_opt_in_keeps_exactly_the_listed_mentions(sink: HttpSink) ->
     assert body["text"] == "<@U0123ABC> &lt;@U9999999&gt; <!subteam^S1|devs> &lt;!here&gt;"
     body = await post(sink, slack(mentions={"everyone": True}), Message("t", "b", payload=payload))
     assert body["text"] == "&lt;@U0123ABC&gt; &lt;@U9999999&gt; &lt;!subteam^S1|devs&gt; <!here>"
+
+
+@pytest.mark.parametrize("url", ["discord://1/abc", "slack://T1/B1/XYZ"])
+def test_the_generic_apprise_type_refuses_discord_and_slack_urls(url: str) -> None:
+    # Through `type: apprise` nothing would stop apprise's own mention detection.
+    from router.channels.apprise.url import AppriseConfig
+
+    with pytest.raises(ValidationError, match=r"use `type: (discord|slack)`"):
+        AppriseConfig(type="apprise", url=url)

@@ -1,6 +1,6 @@
 """What the router relies on inside apprise: fails loudly when an apprise upgrade changes it.
 
-pyproject.toml bounds apprise (``<2.4``); before raising the bound, run this file against the new
+pyproject.toml bounds apprise (``<3``); before raising the bound, run this file against the new
 version. Each test names the router code that depends on the fact it checks.
 """
 
@@ -48,6 +48,6 @@ def test_discord_mention_guess_is_what_the_channel_removes() -> None:
 
 
 def test_requests_is_the_http_layer_under_discord_and_slack() -> None:
-    # router/channels/classify.py install_requests_capture() classifies what HTTPAdapter.send returned.
+    # router/channels/apprise/capture.py wraps HTTPAdapter.send to classify what apprise received.
     for module in (inspect.getmodule(NotifyDiscord), inspect.getmodule(NotifySlack)):
         assert getattr(module, "requests", None) is requests

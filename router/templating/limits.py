@@ -370,11 +370,18 @@ def _json_layout_size(value: Any, width: int, limit: int) -> int:
     return total
 
 
+_CONTAINERS = (list, tuple, set, frozenset, dict)
+
+
 def check_printable(value: Any) -> Any:
-    """``value`` if printing it stays within the size limit (``{{ x }}``'s finalize hook)."""
-    if isinstance(value, (list, tuple, set, frozenset, dict)):
-        limit = _size_limit()
-        check_size(text_size(value, limit), "printing this value")
+    """``value`` if printing it stays within the size limit (``{{ x }}``'s finalize hook).
+
+    Called for every ``{{ }}``: strings and numbers, nearly every value, leave at the first test.
+    """
+    if value.__class__ is str or not isinstance(value, _CONTAINERS):
+        return value
+    limit = _size_limit()
+    check_size(text_size(value, limit), "printing this value")
     return value
 
 

@@ -126,6 +126,14 @@ def test_flask_style_globals_do_not_exist(tmp_path: Path) -> None:
         ('{% set s = "x"*999999 %}{{ [s]*300 }}', "printing this value"),
         ('{% set s = "x"*999999 %}{{ "" ~ [s]*300 }}', "printing this value"),
         ("{{ ['x'*999999, 'y'*999999]|sum(start='') }}", "'+' would make 1,999,998"),
+        # Filters and formats that print a whole container first.
+        ('{% set s = "x"*999999 %}{{ ([s]*300)|string|length }}', "printing this value"),
+        ('{% set s = "x"*999999 %}{{ ([s]*300)|pprint|length }}', "printing this value"),
+        ('{% set s = "x"*999999 %}{{ ([s]*300)|tojson|length }}', "printing this value"),
+        ('{% set s = "x"*999999 %}{{ ([s]*300)|upper|length }}', "printing this value"),
+        ('{% set s = "x"*999999 %}{{ ([s]*300)|indent|length }}', "printing this value"),
+        ('{% set s = "x"*999999 %}{{ ("%s" % ([s]*300,))|length }}', "printing this value"),
+        ('{% set s = "x"*999999 %}{{ "{}".format([s]*300)|length }}', "printing this value"),
     ],
 )
 def test_runaway_templates_are_cut_off(tmp_path: Path, source: str, expected: str) -> None:

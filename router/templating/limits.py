@@ -14,7 +14,8 @@ context variable by the renderer) that is checked:
   ``center``/``ljust``/``replace``/``join``... and the filters ``center``, ``indent``,
   ``format``, ``replace``, ``join`` (separators and items), ``wordwrap``, ``batch``
   (its fill), ``slice``, ``tojson`` (its indentation), the global ``lipsum``, and printing a
-  list or mapping with ``{{ }}`` or ``~``),
+  list or mapping with ``{{ }}``, ``~``, ``%``/``format()`` or a filter that turns its whole
+  input into text (``string``, ``pprint``, ``tojson``, ``upper``...)),
 - at every step of the ``sum`` filter, which is replaced (Python's ``sum`` of lists is
   quadratic).
 
@@ -152,6 +153,7 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
         if isinstance(left, _SEQUENCES) and isinstance(right, _SEQUENCES):
             check_size(len(left) + len(right), "'+'")
     elif operator == "%" and isinstance(left, str):
+        check_printable(right)  # "%s" % ([s] * 300,) prints the whole list
         check_percent_format(left, right)
 
 
@@ -179,6 +181,9 @@ _BRACE_SPEC = re.compile(r"\{[^{}]*:([^{}]*)\}|\{[^{}]*:[^{}]*\{")
 
 def check_brace_format(template: str, args: Iterable[Any]) -> None:
     """Refuse ``"{:999999999}".format(x)`` and nested widths from big arguments."""
+    args = list(args)
+    for item in args:
+        check_printable(item)  # "{}".format([s] * 300) prints the whole list
     nested = False
     for match in _BRACE_SPEC.finditer(template):
         spec = match.group(1)
@@ -385,13 +390,44 @@ def check_printable(value: Any) -> Any:
     return value
 
 
+# Built-in filters that turn their whole input into text first (``([s] * 300) | string``); `join`
+# counts its items in its own precheck.
+_STRINGIFYING = frozenset(
+    {
+        "capitalize", "center", "e", "escape", "forceescape", "format", "indent", "lower", "pprint",
+        "replace", "safe", "string", "striptags", "title", "tojson", "trim", "truncate", "upper", "urlencode",
+        "urlize", "wordcount", "wordwrap",
+    }
+)  # fmt: skip
+
+
+def _pre_printable(*args: Any, **kwargs: Any) -> None:
+    for value in (*args, *kwargs.values()):
+        check_printable(value)
+
+
+def _both(first: Callable[..., None], second: Callable[..., None] | None) -> Callable[..., None]:
+    if second is None:
+        return first
+
+    def check(*args: Any, **kwargs: Any) -> None:
+        first(*args, **kwargs)  # before the filter's own precheck, which may call str() on the value
+        second(*args, **kwargs)
+
+    return check
+
+
 def guard_filters(filters: dict[str, Callable[..., Any]]) -> None:
     """Put a size check in front of the built-in filters that can grow text a lot in one call."""
-    for name, check in _PRECHECKS.items():
+    for name in sorted(_STRINGIFYING | set(_PRECHECKS)):
         function = filters.get(name)
         if function is None or function is not JINJA_FILTERS.get(name) or not callable(function):
             continue  # a plugin's filter of that name has its own signature (and its own duty)
-        filters[name] = _prechecked(function, check)
+        printable = _pre_printable if name in _STRINGIFYING else None
+        check = _PRECHECKS.get(name)
+        combined = _both(printable, check) if printable is not None else check
+        assert combined is not None
+        filters[name] = _prechecked(function, combined)
     for name, replacement in _REPLACED.items():
         if filters.get(name) is JINJA_FILTERS.get(name):
             filters[name] = replacement

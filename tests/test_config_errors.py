@@ -517,3 +517,34 @@ def test_union_alternatives_are_folded_into_one_message() -> None:
     assert [(i.path, i.message) for i in issues] == [
         (("channels", "mail", "to"), "expected a string or a list, got an integer")
     ]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "construct"),
+    [
+        (r"^(\\w+)\\1$", r"invalid escape sequence: \1"),
+        ("(?<=a)b", "invalid perl operator: (?<="),
+        ("a(?!b)", "invalid perl operator: (?!"),
+        ("a++", "bad repetition operator: ++"),
+    ],
+)
+def test_a_regex_the_linear_engine_cannot_take_is_refused_where_written(
+    registry: Registry, folder: Path, pattern: str, construct: str
+) -> None:
+    # Conditions run on publisher-controlled data: backtracking constructs are refused, not risked.
+    text = doc(
+        f"""\
+    rules:
+      - name: a
+        on: x
+        when:
+          data.name: {{regex: "{pattern}"}}
+        template: planet_completed
+        channels: [ops]
+    """
+    )
+    problem = only(problems_of(text, registry, folder))
+    assert problem.path == "rules[0].when['data.name'].regex"
+    assert problem.message.startswith(f"not supported by the linear-time regex engine (RE2): {construct};")
+    assert "backreferences, lookahead/lookbehind" in problem.message
+    assert (problem.line, problem.column) == position(text, f'"{pattern}"')

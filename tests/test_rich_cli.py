@@ -92,6 +92,7 @@ def test_render_json_shows_the_rich_payload_as_posted(project: Path) -> None:
                 "fields": [{"name": "Learner", "value": 'Ann "A": B', "inline": True}],
             }
         ],
+        "allowed_mentions": {"parse": []},  # every post: the channel's mentions option (nobody)
     }
     # A plain message: the body apprise builds from title and body.
     assert slack["rich"] is False

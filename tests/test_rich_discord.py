@@ -124,7 +124,7 @@ async def test_content_mentions_never_ping_everyone_by_default(sink: HttpSink, t
     assert (await send(Message("t", "b", payload=payload)))[1].ok
     sent = sink.requests[0].json()
     assert sent["content"] == "hi @everyone"
-    assert sent["allowed_mentions"] == {"parse": ["users", "roles"]}
+    assert sent["allowed_mentions"] == {"parse": []}
 
 
 async def test_plain_template_is_sent_exactly_as_before(sink: HttpSink, tmp_path: Path) -> None:

@@ -112,6 +112,28 @@ def test_flask_style_globals_do_not_exist(tmp_path: Path) -> None:
         ("{{ ('\n' * 100000) | indent(100000) }}", "the indent filter"),
         ("{{ ('y' * 100000) | wordwrap(1, true, 'z' * 100000) }}", "the wordwrap filter"),
         ("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "RecursionError"),
+        # Issue 15: one built-in operation each, measured at 35 s, 40 s, 7 s, 2.5 GB, 341 MB, 816 MB.
+        ("{{ ([[0]]*100000)|sum(start=[])|length }}", "took longer than 1s"),
+        ("{{ lipsum(n=200000) }}", "lipsum() would make"),
+        (
+            "{% set a = 2**65536 %}" + "".join("{% set a = a*a %}" for _ in range(14)) + "{{ a % 10 }}",
+            "'*' would make a number of about 131,074 bits",
+        ),
+        ("{{ [1,[2,[3]]]|tojson(indent=100000000) }}", "the tojson filter's indentation"),
+        ('{% set s = "x"*999999 %}{{ ([s]*300)|join }}', "the join filter would make"),
+        ("{{ [1]|batch(50000000, 0)|list|length }}", "the batch filter's fill"),
+        ("{{ [1]|slice(50000000)|list|length }}", "the slice filter"),
+        ('{% set s = "x"*999999 %}{{ [s]*300 }}', "printing this value"),
+        ('{% set s = "x"*999999 %}{{ "" ~ [s]*300 }}', "printing this value"),
+        ("{{ ['x'*999999, 'y'*999999]|sum(start='') }}", "'+' would make 1,999,998"),
+        # Filters and formats that print a whole container first.
+        ('{% set s = "x"*999999 %}{{ ([s]*300)|string|length }}', "printing this value"),
+        ('{% set s = "x"*999999 %}{{ ([s]*300)|pprint|length }}', "printing this value"),
+        ('{% set s = "x"*999999 %}{{ ([s]*300)|tojson|length }}', "printing this value"),
+        ('{% set s = "x"*999999 %}{{ ([s]*300)|upper|length }}', "printing this value"),
+        ('{% set s = "x"*999999 %}{{ ([s]*300)|indent|length }}', "printing this value"),
+        ('{% set s = "x"*999999 %}{{ ("%s" % ([s]*300,))|length }}', "printing this value"),
+        ('{% set s = "x"*999999 %}{{ "{}".format([s]*300)|length }}', "printing this value"),
     ],
 )
 def test_runaway_templates_are_cut_off(tmp_path: Path, source: str, expected: str) -> None:
@@ -152,6 +174,17 @@ def test_ordinary_templates_are_unaffected(tmp_path: Path) -> None:
         "{% for k in data.user | dictsort %}{{ k[0] }}{% endfor %}"
     )
     assert render(tmp_path, source) == "1/2,2/2 ababab 1024 003.1    7 a1b 1, 2, 3 [1, 2, 3]   x  |nametags"
+
+
+def test_guarded_builtins_keep_their_results(tmp_path: Path) -> None:
+    source = (
+        "{{ [1, 2, 3]|sum }} {{ [[1], [2]]|sum(start=[]) }} {{ [{'n': 2}, {'n': 3}]|sum('n') }} "
+        "{{ [1, 2, 3]|batch(2, 0)|list }} {{ [1, 2, 3]|slice(2)|list }} {{ {'a': [1]}|tojson(indent=2) }} "
+        "{{ ['a', 'b']|join('-') }} {{ 3 * 4 }} {{ (2**100) * (2**100) == 2**200 }} {{ lipsum(2, false)|length > 0 }}"
+    )
+    assert render(tmp_path, source) == (
+        '6 [1, 2] 5 [[1, 2], [3, 0]] [[1, 2], [3]] {\n  "a": [\n    1\n  ]\n} a-b 12 True True'
+    )
 
 
 def test_undefined_loop_iterable_is_still_reported_by_name(tmp_path: Path) -> None:

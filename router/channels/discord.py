@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from router.channels.apprise.base import AppriseBackedChannel, AppriseChannelConfig, truncate, wrong_type_hint
 from router.channels.base import ChannelConfig, RateLimit
+from router.channels.mentions import DiscordMentions, discord_finalize
 from router.core.message import Message
 from router.templating.native import RichPayload
 from router.templating.native.discord import DiscordMessage
@@ -103,6 +104,10 @@ class DiscordConfig(AppriseChannelConfig):
       author: {name: Ops, url: https://ops.example.com, icon_url: https://example.com/ops.png}  # optional
       embeds: true                    # false: plain "title\nbody" content
       fields: false                   # true: markdown headings become embed fields
+      mentions:                       # optional: who may be pinged; nobody by default
+        users: ["123456789012345678"]
+        roles: []
+        everyone: false
       timeout: 10s
     """
 
@@ -138,11 +143,22 @@ class DiscordConfig(AppriseChannelConfig):
             "embed field, as apprise does; false keeps the body whole in the description."
         ),
     )
+    mentions: DiscordMentions | None = Field(
+        None,
+        description=(
+            "Who a message may ping: users and roles by ID, everyone: true for @everyone/@here. Default: "
+            "nobody; mentions are never taken from the rendered text (every post carries allowed_mentions)."
+        ),
+    )
 
     @field_validator("url")
     @classmethod
     def _valid_url(cls, value: str) -> str:
-        parse_discord_url(value)
+        if "ping" in parse_discord_url(value).query:
+            raise ValueError(
+                "the discord:// option ping= is not supported: list who may be pinged in the channel's "
+                "`mentions` option and write the mention in the template"
+            )
         return value.strip()
 
     @field_validator("avatar_url")
@@ -260,6 +276,12 @@ class DiscordChannel(AppriseBackedChannel):
                 if isinstance(embed, dict):
                     embed.setdefault("color", color)
         return payload
+
+    def finalize_post(self, body: dict[str, Any], *, native: bool) -> dict[str, Any]:
+        if not native and self.config.embeds:
+            # With embeds apprise's `content` is only its "👉 @..." line of mentions it found in the text.
+            body.pop("content", None)
+        return discord_finalize(body, self.config.mentions)
 
     def merge_native(self, built: dict[str, Any], native: dict[str, Any]) -> dict[str, Any]:
         # Apprise's body carries the webhook options (username, avatar, tts); its content/embeds go.

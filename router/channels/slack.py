@@ -27,6 +27,7 @@ from router.channels.apprise.base import (
     wrong_type_hint,
 )
 from router.channels.base import ChannelConfig, RateLimit
+from router.channels.mentions import SlackMentions, neutralise_slack
 from router.core.message import Message
 from router.templating.native import RichPayload
 from router.templating.native.slack import TEXT_LIMIT, SlackMessage
@@ -97,6 +98,7 @@ class SlackConfig(AppriseChannelConfig):
       icon: https://example.com/bot.png
       channel: "#ops"                 # only where the app may post elsewhere than its default
       blocks: true                    # false: a classic attachment
+      mentions: {users: [U0123ABCD]}  # optional: who may be pinged; nobody by default
       timeout: 10s
     """
 
@@ -118,6 +120,13 @@ class SlackConfig(AppriseChannelConfig):
         description=(
             "true: Block Kit, a header block (title, 150 characters) and a section (body, 3,000); "
             "false: a classic attachment, title and text, 40,000 characters in all."
+        ),
+    )
+    mentions: SlackMentions | None = Field(
+        None,
+        description=(
+            "Who a message may ping: users (U...) and user groups (roles: S...) by ID, everyone: true for "
+            "<!channel>/<!here>/<!everyone>. Default: nobody; any other mention markup in the text is escaped."
         ),
     )
 
@@ -212,6 +221,10 @@ class SlackChannel(AppriseBackedChannel):
             if fallback:
                 payload = {"text": truncate(fallback, TEXT_LIMIT), **payload}
         return payload
+
+    def finalize_post(self, body: dict[str, Any], *, native: bool) -> dict[str, Any]:
+        result: dict[str, Any] = neutralise_slack(body, self.config.mentions)
+        return result
 
     def is_message_post(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         # The message is posted as _send(url, payload); uploads and their lookups pass more.

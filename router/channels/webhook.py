@@ -5,6 +5,12 @@ connection pool as large as the channel's ``concurrency``: no thread, no per-mes
 session. Header values and the URL's credentials are secrets; reasons and logs show the
 URL as scheme and host only. Each request carries an ``Idempotency-Key`` header, stable per
 (event, rule, channel) across retries and redeliveries (a configured header of that name wins).
+
+Redirects: by default none is followed; a 3xx answer is a permanent failure naming its status
+and the host it points to (the message was not delivered). With ``follow_redirects:
+same-origin`` a redirect to the same scheme, host and port is followed (the same method, body
+and headers, up to :data:`MAX_REDIRECTS` hops); one to another origin is still a permanent
+failure, so the body and the configured (secret) headers never reach another origin.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import json
 import logging
 import re
 from typing import TYPE_CHECKING, ClassVar, Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urljoin, urlsplit
 
 from pydantic import ConfigDict, Field, field_validator
 
@@ -33,6 +39,9 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_META = "idempotency_key"  # set by the router's SkipIfSent stage (router/pipeline/idempotency.py)
 
 _BODY_LIMIT = 65_536
+MAX_REDIRECTS = 5
+"""Same-origin redirects followed for one send before it fails."""
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # Path segments this long and mixed are tokens (as in https://hooks.example.com/T0K3N...).
 _TOKEN_LIKE = re.compile(r"^(?=.*\d)(?=.*[A-Za-z])[A-Za-z0-9_\-.~]{16,}$")
@@ -61,6 +70,7 @@ class WebhookConfig(ChannelConfig):
       method: POST                    # PUT and PATCH too
       timeout: 10s
       concurrency: 32                 # also the size of the connection pool
+      follow_redirects: never         # or same-origin
     """
 
     # The URL and header values hold secrets: validation errors must not echo the input.
@@ -81,6 +91,14 @@ class WebhookConfig(ChannelConfig):
     )
     content_type: str = Field("application/json", description="Content-Type of payload: body.")
     verify_tls: bool = Field(True, description="Verify the server's TLS certificate.")
+    follow_redirects: Literal["never", "same-origin"] = Field(
+        "never",
+        description=(
+            "never: a 3xx answer is a permanent failure naming its status and target host; same-origin: "
+            "follow redirects to the same scheme, host and port (same method, body and headers, up to 5), "
+            "and fail on any other. The body and headers are never sent to another origin."
+        ),
+    )
 
     @field_validator("url")
     @classmethod
@@ -176,21 +194,44 @@ class WebhookChannel(Channel):
             # that keeps the keys it has processed turns at-least-once into exactly-once.
             headers[IDEMPOTENCY_HEADER] = key
         try:
-            session = self._get_session()
-            async with session.request(self.config.method, self.config.url, data=data, headers=headers) as response:
-                status = response.status
-                body = await _drain(response)
-                response_headers = dict(response.headers)
+            outcome = await self._request(data, headers)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             outcome = classify_exception(exc, timeout=self.config.timeout)
         except Exception as exc:  # a bug in aiohttp or here must not escape as a delivery failure
             logger.warning("channel %s: unexpected %s while sending", self.name, type(exc).__name__)
             outcome = Outcome.retryable(f"unexpected error ({type(exc).__name__})")
-        else:
-            outcome = classify_status(status, response_headers, body)
         if not outcome.ok:
             logger.debug("channel %s: %s (%s)", self.name, outcome.reason, outcome.status)
         return outcome
+
+    async def _request(self, data: bytes, headers: dict[str, str]) -> Outcome:
+        """The request, and the same-origin redirects the channel allows; the classified answer."""
+        session = self._get_session()
+        url = self.config.url
+        origin = _origin(url)
+        for _ in range(MAX_REDIRECTS + 1):
+            # allow_redirects=False: aiohttp would follow to any host, re-sending body and headers.
+            async with session.request(
+                self.config.method, url, data=data, headers=headers, allow_redirects=False
+            ) as response:
+                status = response.status
+                body = await _drain(response)
+                response_headers = dict(response.headers)
+                location = response.headers.get("Location")
+            if status not in _REDIRECTS or not location:
+                return classify_status(status, response_headers, body)
+            target = urljoin(url, location)
+            host = urlsplit(target).hostname or "?"
+            if self.config.follow_redirects == "never":
+                return Outcome.permanent(
+                    f"HTTP {status} redirect to {host} not followed (the channel's follow_redirects is never)"
+                )
+            if _origin(target) != origin:
+                return Outcome.permanent(
+                    f"HTTP {status} redirect to another origin ({host}) not followed: follow_redirects is same-origin"
+                )
+            url = target
+        return Outcome.permanent(f"more than {MAX_REDIRECTS} redirects (last HTTP {status})")
 
     async def aclose(self) -> None:
         """Close the session and its connection pool."""
@@ -201,3 +242,14 @@ class WebhookChannel(Channel):
 
     def describe(self) -> str:
         return f"{self.name} (webhook {self.config.method} {redact_url(self.config.url)})"
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port made explicit."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)

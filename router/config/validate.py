@@ -28,6 +28,7 @@ from router.config.job_options import channel_refs
 from router.config.models import RouterConfig, Rule
 from router.config.yamlsource import KeyPath, describe_type
 from router.core.suggest import did_you_mean
+from router.support.linear_regex import regex_problem
 
 
 @dataclass(frozen=True)
@@ -295,11 +296,9 @@ def _condition_issues(rule_path: KeyPath, raw_when: Any) -> list[Issue]:
                 if not isinstance(operand, str):
                     issues.append(Issue(where, f"expected a regular expression string, got {describe_type(operand)}"))
                     continue
-                try:
-                    re.compile(operand)
-                except re.error as exc:
-                    position = f" at position {exc.pos}" if exc.pos is not None else ""
-                    issues.append(Issue(where, f"invalid regular expression: {exc.msg}{position}"))
+                problem = regex_problem(operand)
+                if problem is not None:
+                    issues.append(Issue(where, problem))
             elif op in ("in", "not_in") and not isinstance(operand, list):
                 issues.append(Issue(where, f"'{op}' expects a list, got {describe_type(operand)}"))
             elif op == "exists" and not isinstance(operand, bool):

@@ -23,8 +23,10 @@ Conditions (a rule's ``when``)
       (``true != 1``), ``1 == 1.0``, lists and objects compare element by element.
     - ``lt``/``lte``/``gt``/``gte`` compare two numbers, two strings (by code point) or two
       timestamps; any other pairing is simply false, never an error.
-    - ``regex`` is ``re.search`` on strings only (a non-string is false); the pattern is
-      compiled once, when the index is built.
+    - ``regex`` is a search on strings only (a non-string is false), by RE2
+      (:mod:`router.support.linear_regex`): time linear in the text, whatever the pattern and
+      the data; a pattern RE2 cannot take (backreferences, lookaround) is a configuration
+      error. The pattern is compiled once, when the index is built.
     - ``contains``: substring for a string, strict membership for a list, key for an object.
     - YAML timestamps (``2024-05-01`` unquoted) become timestamps, comparable with ``time``;
       a date is midnight UTC and a timestamp without offset is UTC.
@@ -61,6 +63,7 @@ from router.core.events import Event
 from router.core.kinds import kind_of
 from router.core.suggest import closest
 from router.matching.paths import MISSING, Getter, compile_path, lookup, split_path
+from router.support.linear_regex import compile_linear, regex_problem
 
 ROOTS: Final = ("type", "id", "source", "time", "subject", "data", "routing_key", "headers")
 """The first segment of every ``when`` path."""
@@ -261,7 +264,7 @@ def _holds(operator: str, expected: Any, actual: Any) -> bool:
 def _prepare(operator: str, operand: Any) -> Any:
     """The operand as operators use it: timestamps in UTC, regexes compiled."""
     if operator == "regex":
-        return re.compile(operand)
+        return compile_linear(operand)
     if operator in ("in", "not_in"):
         return [_prepare_value(item) for item in operand]
     return _prepare_value(operand)
@@ -346,10 +349,9 @@ def condition_error(path: str, operator: str, operand: Any) -> str | None:
     elif operator == "regex":
         if not isinstance(operand, str):
             return f"{where} needs a regular expression string, got {_kind(operand)}"
-        try:
-            re.compile(operand)
-        except re.error as exc:
-            return f"{where}: invalid regular expression: {exc}"
+        problem = regex_problem(operand)
+        if problem is not None:
+            return f"{where}: {problem}"
     elif operator == "exists" and not isinstance(operand, bool):
         return f"{where} needs true or false, got {_kind(operand)}"
     if path.split(".")[0] == "data" and _holds_timestamp(operand):

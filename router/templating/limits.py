@@ -9,9 +9,15 @@ context variable by the renderer) that is checked:
 - at every iteration of a ``{% for %}`` loop and every ``~`` concatenation (the compiled
   template is rewritten to route them through guards, see :class:`LimitTransformer`),
 - on each chunk of output,
-- *before* the operations that can build a huge value in one step (``*``, ``**``, ``+``,
-  ``%``-formatting, ``str.format`` widths, ``center``/``ljust``/``replace``/``join``... and
-  the filters ``center``, ``indent``, ``format``, ``replace``, ``join``, ``wordwrap``).
+- *before* the operations that can build a huge value in one step (``*`` of sequences and
+  of numbers, ``**``, ``+``, ``%``-formatting, ``str.format`` widths,
+  ``center``/``ljust``/``replace``/``join``... and the filters ``center``, ``indent``,
+  ``format``, ``replace``, ``join`` (separators and items), ``wordwrap``, ``batch``
+  (its fill), ``slice``, ``tojson`` (its indentation), the global ``lipsum``, and printing a
+  list or mapping with ``{{ }}``, ``~``, ``%``/``format()`` or a filter that turns its whole
+  input into text (``string``, ``pprint``, ``tojson``, ``upper``...)),
+- at every step of the ``sum`` filter, which is replaced (Python's ``sum`` of lists is
+  quadratic).
 
 Nothing is killed: the check raises :class:`LimitExceeded` in the rendering code itself, which
 the renderer reports as a TemplateError naming the template and line.
@@ -31,9 +37,11 @@ from itertools import islice
 from typing import Any, TypeGuard
 
 import jinja2.exceptions as jexc
-from jinja2 import nodes
+from jinja2 import nodes, pass_environment
 from jinja2.filters import FILTERS as JINJA_FILTERS
+from jinja2.filters import make_attrgetter
 from jinja2.runtime import Undefined
+from jinja2.utils import generate_lorem_ipsum
 from jinja2.visitor import NodeTransformer
 
 from router.core.durations import format_duration
@@ -129,6 +137,13 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
         for sequence, times in ((left, right), (right, left)):
             if isinstance(sequence, _SEQUENCES) and _is_int(times):
                 check_size(len(sequence) * times, f"'*' repeating {len(sequence):,} by {times:,}")
+        if _is_int(left) and _is_int(right):
+            # Squaring a big number repeatedly ({% set b = a*a %}) doubles its size each time.
+            product_bits = left.bit_length() + right.bit_length()
+            if product_bits > POWER_BITS_LIMIT:
+                raise LimitExceeded(
+                    f"'*' would make a number of about {product_bits:,} bits, over {POWER_BITS_LIMIT:,}"
+                )
     elif operator == "**":
         if _is_int(left) and _is_int(right) and abs(left) > 1 and right > 0:
             bits = right * math.log2(abs(left))
@@ -138,6 +153,7 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
         if isinstance(left, _SEQUENCES) and isinstance(right, _SEQUENCES):
             check_size(len(left) + len(right), "'+'")
     elif operator == "%" and isinstance(left, str):
+        check_printable(right)  # "%s" % ([s] * 300,) prints the whole list
         check_percent_format(left, right)
 
 
@@ -165,6 +181,9 @@ _BRACE_SPEC = re.compile(r"\{[^{}]*:([^{}]*)\}|\{[^{}]*:[^{}]*\{")
 
 def check_brace_format(template: str, args: Iterable[Any]) -> None:
     """Refuse ``"{:999999999}".format(x)`` and nested widths from big arguments."""
+    args = list(args)
+    for item in args:
+        check_printable(item)  # "{}".format([s] * 300) prints the whole list
     nested = False
     for match in _BRACE_SPEC.finditer(template):
         spec = match.group(1)
@@ -235,9 +254,29 @@ def _pre_replace(eval_ctx: Any, value: Any, old: Any = "", new: Any = "", count:
     check_size(_replaced_size(str(value), str(old), str(new), count), "the replace filter")
 
 
-def _pre_join(eval_ctx: Any, value: Any, d: Any = "", *_: Any, **__: Any) -> None:
+def _pre_join(eval_ctx: Any, value: Any, d: Any = "", attribute: Any = None, *_: Any, **__: Any) -> None:
     if hasattr(value, "__len__") and not isinstance(value, (str, Undefined)):
-        check_size(len(str(d)) * len(value), "the join filter")
+        separators = len(str(d)) * len(value)
+        check_size(separators, "the join filter")
+        if attribute is None and isinstance(value, (list, tuple)):
+            # The items count too: ([s] * 300) | join is 300 times s, refused before it is built.
+            check_size(separators + text_size(value, _size_limit() - separators), "the join filter")
+
+
+def _pre_batch(value: Any, linecount: Any = 0, fill_with: Any = None, *_: Any, **__: Any) -> None:
+    if fill_with is not None and _is_int(linecount):
+        check_size(linecount, "the batch filter's fill")  # the last batch is filled to linecount
+
+
+def _pre_slice(eval_ctx: Any, value: Any, slices: Any = 0, *_: Any, **__: Any) -> None:
+    if _is_int(slices):
+        check_size(slices, "the slice filter")  # one list per slice, even empty
+
+
+def _pre_tojson(eval_ctx: Any, value: Any, indent: Any = None, *_: Any, **__: Any) -> None:
+    width = indent if _is_int(indent) else len(indent) if isinstance(indent, str) else 0
+    if width > 0:
+        check_size(_json_layout_size(value, width, _size_limit()), "the tojson filter's indentation")
 
 
 def _pre_wordwrap(
@@ -254,16 +293,144 @@ _PRECHECKS: dict[str, Callable[..., None]] = {
     "replace": _pre_replace,
     "join": _pre_join,
     "wordwrap": _pre_wordwrap,
+    "batch": _pre_batch,
+    "slice": _pre_slice,
+    "tojson": _pre_tojson,
 }
+
+
+@pass_environment
+def guarded_sum(environment: Any, iterable: Any, attribute: Any = None, start: Any = 0) -> Any:
+    """Jinja's ``sum``, one addition at a time: each checked like ``+`` and against the deadline.
+
+    Python's ``sum`` of lists (``sum(start=[])``) copies the total at every step: quadratic, and
+    out of reach of every other check.
+    """
+    if attribute is not None:
+        iterable = map(make_attrgetter(environment, attribute), iterable)
+    total = start
+    for item in iterable:
+        check_binop("+", total, item)
+        total = total + item
+        check_time()
+    return total
+
+
+_REPLACED: dict[str, Callable[..., Any]] = {"sum": guarded_sum}
+
+LIPSUM_WORD = 13
+"""Characters one lorem-ipsum word may take with its separator (the longest is 12)."""
+
+
+def guarded_lipsum(n: Any = 5, html: Any = True, min: Any = 20, max: Any = 100) -> Any:
+    """The global ``lipsum``, refused when ``n`` paragraphs of up to ``max`` words could pass the size limit."""
+    if _is_int(n) and _is_int(max):
+        check_size(n * (max + 1) * LIPSUM_WORD, "lipsum()")
+    return generate_lorem_ipsum(n=n, html=html, min=min, max=max)
+
+
+def guard_globals(globals_: dict[str, Any]) -> None:
+    """Replace the built-in globals whose one call can outgrow the limits (``lipsum``)."""
+    if globals_.get("lipsum") is generate_lorem_ipsum:
+        globals_["lipsum"] = guarded_lipsum
+
+
+def text_size(value: Any, limit: int) -> int:
+    """About how many characters ``str(value)`` makes (containers: their items' text), stopping past ``limit``.
+
+    Printing a container (``{{ [s] * 300 }}``, ``x ~ [s] * 300``) builds its whole text at once.
+    """
+    total = 0
+    stack = [value]
+    while stack and total <= limit:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item) + 2
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            total += 2 + 2 * len(item)
+            stack.extend(item)
+        elif isinstance(item, dict):
+            total += 2 + 4 * len(item)
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif _is_int(item):
+            total += item.bit_length() // 3 + 1
+        else:
+            total += 8
+    return total
+
+
+def _json_layout_size(value: Any, width: int, limit: int) -> int:
+    """Characters of line breaks and indentation ``json.dumps(value, indent=width)`` adds, stopping past ``limit``."""
+    total = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack and total <= limit:
+        item, depth = stack.pop()
+        children = list(item.values()) if isinstance(item, dict) else item if isinstance(item, (list, tuple)) else ()
+        if not children:
+            continue
+        # Each child on its own line one level in, then the closing bracket back at this level.
+        total += len(children) * (1 + (depth + 1) * width) + 1 + depth * width
+        stack.extend((child, depth + 1) for child in children)
+    return total
+
+
+_CONTAINERS = (list, tuple, set, frozenset, dict)
+
+
+def check_printable(value: Any) -> Any:
+    """``value`` if printing it stays within the size limit (``{{ x }}``'s finalize hook).
+
+    Called for every ``{{ }}``: strings and numbers, nearly every value, leave at the first test.
+    """
+    if value.__class__ is str or not isinstance(value, _CONTAINERS):
+        return value
+    limit = _size_limit()
+    check_size(text_size(value, limit), "printing this value")
+    return value
+
+
+# Built-in filters that turn their whole input into text first (``([s] * 300) | string``); `join`
+# counts its items in its own precheck.
+_STRINGIFYING = frozenset(
+    {
+        "capitalize", "center", "e", "escape", "forceescape", "format", "indent", "lower", "pprint",
+        "replace", "safe", "string", "striptags", "title", "tojson", "trim", "truncate", "upper", "urlencode",
+        "urlize", "wordcount", "wordwrap",
+    }
+)  # fmt: skip
+
+
+def _pre_printable(*args: Any, **kwargs: Any) -> None:
+    for value in (*args, *kwargs.values()):
+        check_printable(value)
+
+
+def _both(first: Callable[..., None], second: Callable[..., None] | None) -> Callable[..., None]:
+    if second is None:
+        return first
+
+    def check(*args: Any, **kwargs: Any) -> None:
+        first(*args, **kwargs)  # before the filter's own precheck, which may call str() on the value
+        second(*args, **kwargs)
+
+    return check
 
 
 def guard_filters(filters: dict[str, Callable[..., Any]]) -> None:
     """Put a size check in front of the built-in filters that can grow text a lot in one call."""
-    for name, check in _PRECHECKS.items():
+    for name in sorted(_STRINGIFYING | set(_PRECHECKS)):
         function = filters.get(name)
         if function is None or function is not JINJA_FILTERS.get(name) or not callable(function):
             continue  # a plugin's filter of that name has its own signature (and its own duty)
-        filters[name] = _prechecked(function, check)
+        printable = _pre_printable if name in _STRINGIFYING else None
+        check = _PRECHECKS.get(name)
+        combined = _both(printable, check) if printable is not None else check
+        assert combined is not None
+        filters[name] = _prechecked(function, combined)
+    for name, replacement in _REPLACED.items():
+        if filters.get(name) is JINJA_FILTERS.get(name):
+            filters[name] = replacement
     filters[ITER_FILTER] = guard_iter
     filters[CONCAT_FILTER] = guard_concat
 
@@ -310,7 +477,7 @@ def guard_iter(value: Any) -> Any:
 
 def guard_concat(parts: Iterable[Any]) -> str:
     """``a ~ b ~ c`` with the size of the result checked before it is built."""
-    texts = [str(part) for part in parts]
+    texts = [str(check_printable(part)) for part in parts]
     check_size(sum(len(text) for text in texts), "'~'")
     return "".join(texts)
 

@@ -44,8 +44,10 @@ from router.templating.limits import (
     check_binop,
     check_brace_format,
     check_call,
+    check_printable,
     collect,
     guard_filters,
+    guard_globals,
 )
 from router.templating.limits import current as _budget
 from router.templating.native import RichPayload, build_payload
@@ -456,10 +458,12 @@ class Templates:
             lstrip_blocks=True,
             auto_reload=False,  # a reload builds a new Templates; never stat files per render
             cache_size=-1,
+            finalize=check_printable,  # {{ a_list }} builds its whole text at once: sized first
         )
         for name, function in (filters or {}).items():
             self._env.filters[name] = _guard(name, function)
         guard_filters(self._env.filters)
+        guard_globals(self._env.globals)
         if self._cache is not None:
             # Tagged once the filters are in: their names are part of what an entry was compiled for.
             self._cache.tag = environment_tag(self._env.filters, self._env.tests)

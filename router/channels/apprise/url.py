@@ -69,6 +69,10 @@ def url_secrets(url: str) -> list[str]:
     return found
 
 
+_OWN_TYPES = {"discord": "discord", "slack": "slack"}
+"""Schemes with a channel type of their own, which controls mentions (router/channels/mentions.py)."""
+
+
 def check_apprise_url(url: str) -> None:
     """Raise ValueError (never quoting the URL's secrets) unless apprise can load ``url``."""
     import apprise
@@ -80,6 +84,12 @@ def check_apprise_url(url: str) -> None:
     if _plugin_class(schema.lower()) is None:
         hint = did_you_mean(schema.lower(), _known_schemas())
         raise ValueError(f"apprise does not know the scheme '{schema}://'{hint}")
+    if schema.lower() in _OWN_TYPES:
+        # Through the generic path apprise would turn @everyone/<@&id> in event data into pings.
+        own = _OWN_TYPES[schema.lower()]
+        raise ValueError(
+            f"use `type: {own}` for {schema}:// URLs: only that channel keeps event data from pinging anyone"
+        )
     secrets = url_secrets(text)
     register_secrets(*secrets)  # before apprise logs anything about this URL
     if _url_to_dict(text) is None:

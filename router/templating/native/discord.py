@@ -124,9 +124,9 @@ class AllowedMentions(Part):
     replied_user: bool | None = None
 
 
-DEFAULT_ALLOWED_MENTIONS: dict[str, Any] = {"parse": ["users", "roles"]}
-"""Mentions in ``content`` that ping, unless the template says otherwise: never @everyone / @here,
-which a value from data could otherwise carry."""
+DEFAULT_ALLOWED_MENTIONS: dict[str, Any] = {"parse": []}
+"""Mentions in ``content`` that ping: none. The channel replaces this with its ``mentions`` option
+when it posts (router/channels/mentions.py); a template's own ``allowed_mentions`` is replaced too."""
 
 
 class DiscordMessage(RichPayload):

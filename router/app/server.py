@@ -19,7 +19,8 @@ from aiohttp import web
 
 from router.app import gc_tuning as heap
 from router.config.models import BrokerConfig
-from router.core.errors import ConfigError
+from router.core import signing
+from router.core.errors import ConfigError, Problem
 from router.engine.engine import Engine, Generation
 from router.ingest.auth import IngestGuard
 from router.ingest.http import build_app, parse_host_port
@@ -67,6 +68,7 @@ class Server:
         for plugin in registry.errors:
             log.warning("plugin %s was not loaded: %s", plugin.name, plugin.error)
         runtime = build_runtime(self.options.config_path, registry)
+        install_record_keys(runtime)
         broker = self._broker_config(runtime)
         state = open_state_store(runtime.config.state.url)
         transport = open_transport(broker)
@@ -253,6 +255,16 @@ class Server:
             await asyncio.sleep(self.options.watch_interval)
             if self._watched() != self._snapshot:
                 await self.reload("file change")
+
+
+def install_record_keys(runtime: Runtime) -> None:
+    """Sign and verify retry records and dead letters with the key beside rules.yaml (or the
+    environment's): see router/core/signing.py. An unusable key stops the command (exit 2)."""
+    try:
+        keys = signing.load_keyring(runtime.loaded.path.parent / ".router")
+    except (ValueError, OSError) as error:
+        raise ConfigError([Problem(f"record signing key: {error}")]) from None
+    signing.install(keys)
 
 
 def watched_files_of_path(path: Path) -> dict[Path, float]:

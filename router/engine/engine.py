@@ -32,8 +32,8 @@ from router.core.delivery import Delivery
 from router.core.errors import DecodeError, TemplateError
 from router.core.events import Event, decode, encode
 from router.core.message import Message, Outcome
-from router.core.records import RetryRecord
-from router.engine.failures import Failure, FailureNotifier
+from router.core.records import ForgedRecord, RetryRecord
+from router.engine.failures import RULE_MARK, Failure, FailureNotifier
 from router.flow.control import FlowControl
 from router.flow.digest import with_digest_meta
 from router.flow.resume import Resume
@@ -42,6 +42,7 @@ from router.jobs.context import RuleJobContext
 from router.pipeline.backoff import retry_delay
 from router.pipeline.builder import build_pipeline
 from router.pipeline.chain import Next
+from router.pipeline.fold import FOLD_RULE
 from router.plugins.manager import Hooks
 from router.runtime.runtime import Runtime
 from router.state.base import StateStore
@@ -274,6 +275,10 @@ class Engine:
         runtime = generation.runtime
         try:
             record = RetryRecord.from_bytes(incoming.body)
+        except ForgedRecord as error:
+            # Kept as it came (never signed again): a replay cannot launder it into a delivery.
+            await self._dead_letter_poison(incoming, "forged", str(error))
+            return
         except DecodeError as error:
             await self._dead_letter_poison(incoming, "poison", str(error))
             return
@@ -294,6 +299,14 @@ class Engine:
         channel = record.channel or ""
         if channel not in runtime.config.channels or record.message is None:
             await self._dead_letter_record(record, "channel-removed", f"channel '{channel}' is no longer configured")
+            return
+        if record.rule != FOLD_RULE and RULE_MARK not in record.rule and rule is None:
+            await self._dead_letter_record(record, "rule-removed", f"rule '{record.rule}' is no longer configured")
+            return
+        if not routes_to(runtime, record.rule, channel):
+            await self._dead_letter_poison(
+                incoming, "forged", f"rule '{record.rule}' does not deliver to channel '{channel}'"
+            )
             return
         delivery = Delivery(
             event=record.event,
@@ -479,6 +492,25 @@ class Engine:
         )
         await self.transport.publish_event(encode(event), routing_key=type, content_type="application/cloudevents+json")
         return event.id
+
+
+def routes_to(runtime: Runtime, rule_name: str, channel: str) -> bool:
+    """Whether the configuration in force can produce a delivery of ``rule_name`` to ``channel``:
+    the rule lists it (a custom job may deliver to any channel), it is a failure notification of
+    the ``on_failure`` in force, or a fold summary (router/pipeline/fold.py)."""
+    if rule_name == FOLD_RULE:
+        return True  # the flusher folds any configured channel's deliveries
+    if rule_name == RULE_MARK or rule_name.startswith(f"{RULE_MARK}:"):
+        base, mark = "", RULE_MARK  # the notification of a message that had no rule (poison)
+    else:
+        base, mark, _ = rule_name.partition(f":{RULE_MARK}")
+    if mark:
+        spec = runtime.config.on_failure_for(runtime.rule(base) if base else None)
+        return spec is not None and channel in spec.channels
+    rule = runtime.rule(rule_name)
+    if rule is None:
+        return False
+    return rule.job != "notify" or channel in rule.channels
 
 
 async def close_generation(generation: Generation) -> None:

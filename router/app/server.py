@@ -18,6 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from router.app import gc_tuning as heap
+from router.app.watchdog import Watchdog, stall_after_from_env
 from router.config.models import BrokerConfig
 from router.core import signing
 from router.core.errors import ConfigError, Problem
@@ -60,6 +61,7 @@ class Server:
         self._retired: list[Generation] = []
         self._background: set[asyncio.Task[object]] = set()
         self._signals: list[signal.Signals] = []
+        self.watchdog: Watchdog | None = None
 
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT (or :meth:`stop`)."""
@@ -100,6 +102,7 @@ class Server:
             watcher = asyncio.create_task(self._watch()) if self.options.watch else None
             heap.settle()  # before the first message: its pause is part of start-up
             await transport.start(engine.handle, prefetch=broker.prefetch)
+            self._start_watchdog(engine)
             await engine.start()  # the digest flusher: buckets left open by a restart go out on time
             started = True
             kind = "RabbitMQ" if broker.url else f"embedded queue {broker.embedded_path}"
@@ -127,6 +130,18 @@ class Server:
             await state.close()
             if started:
                 log.info("router stopped")
+
+    def _start_watchdog(self, engine: Engine) -> None:
+        """Turn /readyz to 503 when the consumer stops making progress while messages wait."""
+        self.watchdog = Watchdog(
+            last_progress=lambda: engine.last_progress,
+            in_flight=lambda: engine.generation.in_flight,
+            depth=engine.transport.queue_depth,
+            stall_after=stall_after_from_env(),
+        )
+        task: asyncio.Task[object] = asyncio.create_task(self.watchdog.run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _drain(self, engine: Engine) -> None:
         """Wait for the messages in flight, on every configuration still in use, until the
@@ -160,7 +175,7 @@ class Server:
         app = build_app(
             transport=engine.transport,
             metrics=self.metrics,
-            is_ready=lambda: not self.stopping.is_set(),
+            is_ready=lambda: not self.stopping.is_set() and not (self.watchdog and self.watchdog.stalled),
             max_event_bytes=broker.max_body_bytes,
             # Asked per request: a reload's new token or limit applies to the next request.
             ingest=IngestGuard(lambda: engine.runtime.config, max_event_bytes=broker.max_body_bytes).settings,

@@ -46,6 +46,7 @@ from router.pipeline.fold import FOLD_RULE
 from router.plugins.manager import Hooks
 from router.runtime.runtime import Runtime
 from router.state.base import StateStore
+from router.support.isolation import is_router_cancellation
 from router.support.metrics import Metrics
 from router.transports.base import (
     H_ATTEMPTS,
@@ -114,6 +115,8 @@ class Engine:
         self.failures = FailureNotifier(self.metrics)
         self.dead_letters = DeadLetters(transport, self.metrics)
         self._tasks: set[asyncio.Task[None]] = set()
+        # When a message last started or finished being handled (app/watchdog.py: a stalled consumer).
+        self.last_progress = time.monotonic()
         self.flow = FlowControl(
             state=state, transport=transport, metrics=self.metrics, runtime=lambda: self.generation.runtime
         )
@@ -188,6 +191,7 @@ class Engine:
         """Process one message and acknowledge it, or requeue it if resolution failed."""
         generation = self.generation
         generation.enter()
+        self.last_progress = time.monotonic()
         self.metrics.in_flight.inc()
         self.metrics.events_received.labels(incoming.kind).inc()
         try:
@@ -196,7 +200,9 @@ class Engine:
                     await self._handle_retry(generation, incoming)
                 else:
                     await self._handle_event(generation, incoming)
-            except Exception as error:
+            except BaseException as error:  # BaseException too: a plugin's SystemExit must not end the process
+                if is_router_cancellation(error):
+                    raise
                 self.metrics.events_requeued.inc()
                 log.error(
                     "could not resolve message, requeued: %s",
@@ -209,6 +215,7 @@ class Engine:
             if incoming.ack is not None:
                 await incoming.ack()
         finally:
+            self.last_progress = time.monotonic()
             self.metrics.in_flight.dec()
             generation.leave()
 
@@ -350,7 +357,9 @@ class Engine:
             kind = "job" if admitted.events else "event"
             await self._dead_letter_event(event, rule, "render", str(error), attempt, kind=kind, resume=admitted)
             return
-        except Exception as error:
+        except BaseException as error:  # plugin code: CancelledError or SystemExit fail the job like any error
+            if is_router_cancellation(error):
+                raise
             reason = f"job {rule.job} raised {type(error).__name__}"
             await self._job_failed(runtime, event, rule, attempt, reason, admitted)
             return

@@ -47,6 +47,7 @@ from router.plugins.manager import Hooks
 from router.runtime.runtime import Runtime
 from router.state.base import StateStore
 from router.support.isolation import is_router_cancellation
+from router.support.log_limit import LogLimiter
 from router.support.metrics import Metrics
 from router.transports.base import (
     H_ATTEMPTS,
@@ -61,6 +62,7 @@ from router.transports.dead_letters import DeadLetters
 log = logging.getLogger("router.engine")
 
 JOB_DONE_SUFFIX = ":job"
+REQUEUE_LOG_INTERVAL = 10.0  # seconds between two "could not resolve" lines for the same failure
 
 
 class ResolutionError(Exception):
@@ -115,6 +117,7 @@ class Engine:
         self.failures = FailureNotifier(self.metrics)
         self.dead_letters = DeadLetters(transport, self.metrics)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._requeue_log = LogLimiter(REQUEUE_LOG_INTERVAL)
         # When a message last started or finished being handled (app/watchdog.py: a stalled consumer).
         self.last_progress = time.monotonic()
         self.flow = FlowControl(
@@ -204,11 +207,17 @@ class Engine:
                 if is_router_cancellation(error):
                     raise
                 self.metrics.events_requeued.inc()
-                log.error(
-                    "could not resolve message, requeued: %s",
-                    type(error).__name__,
-                    extra={"fields": {"kind": incoming.kind, "error": type(error).__name__}},
-                )
+                # One line per kind of failure per interval: a full disk fails every message alike.
+                suppressed = self._requeue_log.allow((incoming.kind, type(error).__name__))
+                if suppressed is not None:
+                    log.error(
+                        "could not resolve message, requeued: %s%s",
+                        type(error).__name__,
+                        f" ({suppressed} more like it since the last line)" if suppressed else "",
+                        extra={
+                            "fields": {"kind": incoming.kind, "error": type(error).__name__, "suppressed": suppressed}
+                        },
+                    )
                 if incoming.requeue is not None:
                     await incoming.requeue()
                 return

@@ -29,6 +29,7 @@ from router.plugins.manager import Hooks, build_registry, get_plugin_manager
 from router.runtime.runtime import Runtime, build_runtime
 from router.state import open_state_store
 from router.support.metrics import Metrics
+from router.support.private_files import sqlite_files, warn_if_exposed
 from router.transports import open_transport
 
 log = logging.getLogger("router.serve")
@@ -83,6 +84,7 @@ class Server:
         try:
             await state.open()
             await transport.connect()
+            warn_if_exposed(private_paths(runtime, state, transport))
             hooks = Hooks(pm, metrics=self.metrics)
             engine = Engine(
                 runtime,
@@ -270,6 +272,18 @@ class Server:
             await asyncio.sleep(self.options.watch_interval)
             if self._watched() != self._snapshot:
                 await self.reload("file change")
+
+
+def private_paths(runtime: Runtime, *stores: object) -> list[Path]:
+    """The files and folders of this router that may hold events, messages or keys: the folder
+    `.router` beside rules.yaml (key, cache, default queue), and each SQLite file in use."""
+    folder = runtime.loaded.path.parent / ".router"
+    paths = [folder, folder / signing.KEY_FILE, folder / "cache"]
+    for store in stores:
+        path = getattr(store, "path", None)  # SqliteStateStore, EmbeddedTransport
+        if isinstance(path, (str, Path)) and str(path) != ":memory:":
+            paths += sqlite_files(Path(path))  # not its folder: that may be the project's own
+    return paths
 
 
 def install_record_keys(runtime: Runtime) -> None:

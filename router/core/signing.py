@@ -22,6 +22,7 @@ A process that never installs a key ring (a library user, a test) gets a random 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -129,8 +130,20 @@ def load_keyring(folder: Path, env: Mapping[str, str] | None = None) -> KeyRing:
     return KeyRing(keys[0], keys[1:])
 
 
+def _make_private_dirs(folder: Path) -> None:
+    # core cannot import support/private_files.py: the same, for the key's folder.
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+            os.chmod(path, 0o700)
+
+
 def _read_or_create(path: Path) -> list[str]:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _make_private_dirs(path.parent)
     try:
         # O_EXCL: two processes starting at once agree on the first one's key.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -54,6 +54,7 @@ from router.state.base import (
     gcra_slot,
 )
 from router.state.ledger_index import LedgerIndex
+from router.support.private_files import create_private_file
 
 T = TypeVar("T")
 
@@ -238,7 +239,8 @@ class SqliteStateStore(StateStore):
         if self._thread is not None:
             return
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # 0600 before SQLite opens it: its -wal and -shm files take the database file's mode.
+            create_private_file(Path(self.path))
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
         self._closed = loop.create_future()

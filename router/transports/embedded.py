@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from router.support.private_files import create_private_file
 from router.transports.base import (
     H_DEAD_AT,
     DeadLetter,
@@ -370,7 +371,8 @@ class EmbeddedTransport(Transport):
         if self._worker.running:
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # 0600 before SQLite opens it: its -wal and -shm files take the database file's mode.
+            create_private_file(self.path)
         except OSError as exc:
             raise TransportError(f"cannot create the folder of the embedded queue {self.path}: {exc}") from None
         await self._worker.start()

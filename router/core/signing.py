@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from router.core.errors import DecodeError
+from router.core.redact import register_secrets
 
 MAGIC = b"RR1."
 KEY_FILE = "record.key"
@@ -115,8 +116,9 @@ def load_keyring(folder: Path, env: Mapping[str, str] | None = None) -> KeyRing:
     if configured:
         if len(configured) < MIN_KEY_CHARS:
             raise ValueError(f"{ENV_KEY} must be at least {MIN_KEY_CHARS} characters")
-        previous = [k.strip().encode() for k in env.get(ENV_PREVIOUS, "").split(",") if k.strip()]
-        return KeyRing(configured.encode(), previous)
+        previous_text = [k.strip() for k in env.get(ENV_PREVIOUS, "").split(",") if k.strip()]
+        register_secrets(configured, *previous_text)  # scrubbed from logs and output like any secret
+        return KeyRing(configured.encode(), [k.encode() for k in previous_text])
     path = folder / KEY_FILE
     lines = _read_or_create(path)
     keys = []
@@ -125,6 +127,7 @@ def load_keyring(folder: Path, env: Mapping[str, str] | None = None) -> KeyRing:
             keys.append(bytes.fromhex(line))
         except ValueError:
             raise ValueError(f"{path}:{number}: not a hex key") from None
+    register_secrets(*lines)
     if not keys or any(len(k) < MIN_KEY_CHARS for k in keys):
         raise ValueError(f"{path}: expected one hex key of at least {MIN_KEY_CHARS} bytes per line")
     return KeyRing(keys[0], keys[1:])

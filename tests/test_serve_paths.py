@@ -40,7 +40,7 @@ async def test_serve_and_dlq_from_another_directory_use_the_files_beside_rules_y
         router = await RouterProcess(elsewhere, args=("-c", config)).start()
         try:
             await post_events(router, {"type": "planet.completed", "id": "evt-1", "data": {"n": 1}})
-            await router.wait_for_log(lambda r: r.get("outcome") == "dead")
+            await router.wait_for_log(lambda r: r.get("outcome") == "failed")
         finally:
             await router.stop()
         assert (project / ".router" / "queue.db").exists() and (project / "state.db").exists()

@@ -680,9 +680,14 @@ def dlq() -> None:
 
 
 def _open_dlq_transport(config_path: Path | None, broker_url: str | None) -> Any:
+    from router.app.server import install_record_keys
     from router.transports import open_transport
 
     runtime = load_runtime(config_path)
+    try:
+        install_record_keys(runtime)  # replayed records are verified, then signed again
+    except ConfigError as error:
+        fail(format_config_error(error))
     broker = runtime.config.broker
     if broker_url is not None:
         broker = broker.model_copy(update={"url": broker_url})
@@ -737,7 +742,12 @@ def dlq_replay(ids: tuple[str, ...], replay_all: bool, broker_url: str | None, c
 
     if bool(ids) == replay_all:
         fail("give dead-letter IDS or --all")
-    letters = _run_dlq(config_path, broker_url, lambda t: replay(t, None if replay_all else list(ids)))
+    from router.core.signing import ForgedRecord
+
+    try:
+        letters = _run_dlq(config_path, broker_url, lambda t: replay(t, None if replay_all else list(ids)))
+    except ForgedRecord as error:
+        fail(f"{error} (inspect it with `router dlq list --json`; `router dlq purge` removes it)", code=1)
     missing = sorted(set(ids) - {x.id for x in letters})
     click.echo(f"replayed {len(letters)} dead letter{'s' if len(letters) != 1 else ''}")
     if missing:

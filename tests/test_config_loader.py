@@ -55,7 +55,7 @@ def test_design_example_loads(registry: Registry) -> None:
     assert loaded.path == (DATA / "design_rules.yaml").absolute()
     assert loaded.templates_dir == (DATA / "templates").resolve()
     assert config.broker.url == ""  # ${ROUTER_BROKER_URL:-} with the variable unset
-    assert config.state.url == "sqlite:///.router/state.db"
+    assert config.state.url == f"sqlite:///{DATA}/.router/state.db"  # anchored to the folder of rules.yaml
     assert config.defaults.retry.backoff == 2.0
     assert config.defaults.retry.max_backoff == 600.0
     first, audit = config.rules

@@ -146,3 +146,73 @@ def test_outcome_constructors(status: str) -> None:
     outcome = {"sent": Outcome.sent(), "retry": Outcome.retryable("x", 3), "failed": Outcome.permanent("y")}[status]
     assert outcome.status == status
     assert outcome.ok == (status == "sent")
+
+
+class RecordingTransport:
+    """Only what ChannelConcurrency uses of a transport: schedule_retry, recorded."""
+
+    def __init__(self) -> None:
+        self.scheduled: list[tuple[bytes, float]] = []
+
+    async def schedule_retry(self, record: bytes, *, delay: float, headers: dict[str, object]) -> float:
+        self.scheduled.append((record, delay))
+        return delay
+
+
+async def test_a_full_channel_defers_further_deliveries_as_signed_records_without_waiting() -> None:
+    from router.core.records import RetryRecord
+    from router.pipeline.concurrency import DEFER_META
+
+    transport = RecordingTransport()
+    stage = ChannelConcurrency({"slow": 2}, transport=transport, metrics=Metrics())  # type: ignore[arg-type]
+    release = asyncio.Event()
+
+    async def terminal(d: Delivery) -> Outcome:
+        await release.wait()
+        return Outcome.sent()
+
+    busy = [asyncio.create_task(stage(delivery("slow"), terminal)) for _ in range(2)]
+    await asyncio.sleep(0)
+    later = [delivery("slow") for _ in range(3)]
+    for item in later:
+        item.attempt = 2
+    outcomes = await asyncio.wait_for(asyncio.gather(*(stage(d, terminal) for d in later)), 1)  # never waits
+    assert [o.status for o in outcomes] == ["skipped"] * 3
+    assert all("concurrency limit" in o.reason for o in outcomes)
+    records = [RetryRecord.from_bytes(body) for body, _ in transport.scheduled]
+    assert [(r.channel, r.attempt, r.message.meta[DEFER_META]) for r in records if r.message] == [("slow", 1, 1)] * 3
+    delays = [delay for _, delay in transport.scheduled]
+    assert delays == sorted(delays) and delays[0] < delays[-1], "each deferral takes a later turn"
+
+    release.set()
+    await asyncio.gather(*busy)
+    back = delivery("slow")
+    assert records[0].message is not None
+    back.message = records[0].message
+    assert (await stage(back, sent_terminal)).ok
+    assert DEFER_META not in back.message.meta, "the mark is not content: removed before sending"
+
+
+async def test_before_delivery_hooks_do_not_run_again_on_a_deferred_delivery() -> None:
+    from router import hookimpl
+    from router.pipeline.concurrency import DEFER_META
+    from router.pipeline.hooks import DeliveryHooks
+    from router.plugins.manager import Hooks, get_plugin_manager
+
+    class Footer:
+        @hookimpl
+        def before_delivery(self, delivery: Delivery) -> None:
+            delivery.message = Message(
+                delivery.message.title, delivery.message.body + " -- footer", delivery.message.meta
+            )
+
+    pm = get_plugin_manager(load_entry_points=False)
+    pm.register(Footer(), name="footer")
+    stage = DeliveryHooks(Hooks(pm))
+    first = delivery()
+    await stage(first, sent_terminal)
+    assert first.message.body == "b -- footer"
+    returning = delivery()
+    returning.message = Message("t", "b -- footer", {DEFER_META: 1})
+    await stage(returning, sent_terminal)
+    assert returning.message.body == "b -- footer"

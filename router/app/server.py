@@ -18,8 +18,10 @@ from pathlib import Path
 from aiohttp import web
 
 from router.app import gc_tuning as heap
+from router.app.watchdog import Watchdog, stall_after_from_env
 from router.config.models import BrokerConfig
-from router.core.errors import ConfigError
+from router.core import signing
+from router.core.errors import ConfigError, Problem
 from router.engine.engine import Engine, Generation
 from router.ingest.auth import IngestGuard
 from router.ingest.http import build_app, parse_host_port
@@ -27,6 +29,7 @@ from router.plugins.manager import Hooks, build_registry, get_plugin_manager
 from router.runtime.runtime import Runtime, build_runtime
 from router.state import open_state_store
 from router.support.metrics import Metrics
+from router.support.private_files import sqlite_files, warn_if_exposed
 from router.transports import open_transport
 
 log = logging.getLogger("router.serve")
@@ -61,6 +64,7 @@ class Server:
         self._retired: list[Generation] = []
         self._background: set[asyncio.Task[object]] = set()
         self._signals: list[signal.Signals] = []
+        self.watchdog: Watchdog | None = None
 
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT (or :meth:`stop`)."""
@@ -69,6 +73,7 @@ class Server:
         for plugin in registry.errors:
             log.warning("plugin %s was not loaded: %s", plugin.name, plugin.error)
         runtime = build_runtime(self.options.config_path, registry)
+        install_record_keys(runtime)
         broker = self._broker_config(runtime)
         state = open_state_store(runtime.config.state.url)
         transport = open_transport(broker)
@@ -81,6 +86,7 @@ class Server:
         try:
             await state.open()
             await transport.connect()
+            warn_if_exposed(private_paths(runtime, state, transport))
             hooks = Hooks(pm, metrics=self.metrics)
             engine = Engine(
                 runtime,
@@ -100,6 +106,7 @@ class Server:
             watcher = asyncio.create_task(self._watch()) if self.options.watch else None
             heap.settle()  # before the first message: its pause is part of start-up
             await transport.start(engine.handle, prefetch=broker.prefetch)
+            self._start_watchdog(engine)
             await engine.start()  # the digest flusher: buckets left open by a restart go out on time
             started = True
             kind = "RabbitMQ" if broker.url else f"embedded queue {broker.embedded_path}"
@@ -127,6 +134,18 @@ class Server:
             await state.close()
             if started:
                 log.info("router stopped")
+
+    def _start_watchdog(self, engine: Engine) -> None:
+        """Turn /readyz to 503 when the consumer stops making progress while messages wait."""
+        self.watchdog = Watchdog(
+            last_progress=lambda: engine.last_progress,
+            in_flight=lambda: engine.generation.in_flight,
+            depth=engine.transport.queue_depth,
+            stall_after=stall_after_from_env(),
+        )
+        task: asyncio.Task[object] = asyncio.create_task(self.watchdog.run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _drain(self, engine: Engine) -> None:
         """Wait for the messages in flight, on every configuration still in use, until the
@@ -160,7 +179,7 @@ class Server:
         app = build_app(
             transport=engine.transport,
             metrics=self.metrics,
-            is_ready=lambda: not self.stopping.is_set(),
+            is_ready=lambda: not self.stopping.is_set() and not (self.watchdog and self.watchdog.stalled),
             max_event_bytes=broker.max_body_bytes,
             # Asked per request: a reload's new token or limit applies to the next request.
             ingest=IngestGuard(lambda: engine.runtime.config, max_event_bytes=broker.max_body_bytes).settings,
@@ -256,6 +275,28 @@ class Server:
             await asyncio.sleep(self.options.watch_interval)
             if self._watched() != self._snapshot:
                 await self.reload("file change")
+
+
+def private_paths(runtime: Runtime, *stores: object) -> list[Path]:
+    """The files and folders of this router that may hold events, messages or keys: the folder
+    `.router` beside rules.yaml (key, cache, default queue), and each SQLite file in use."""
+    folder = runtime.loaded.path.parent / ".router"
+    paths = [folder, folder / signing.KEY_FILE, folder / "cache"]
+    for store in stores:
+        path = getattr(store, "path", None)  # SqliteStateStore, EmbeddedTransport
+        if isinstance(path, (str, Path)) and str(path) != ":memory:":
+            paths += sqlite_files(Path(path))  # not its folder: that may be the project's own
+    return paths
+
+
+def install_record_keys(runtime: Runtime) -> None:
+    """Sign and verify retry records and dead letters with the key beside rules.yaml (or the
+    environment's): see router/core/signing.py. An unusable key stops the command (exit 2)."""
+    try:
+        keys = signing.load_keyring(runtime.loaded.path.parent / ".router")
+    except (ValueError, OSError) as error:
+        raise ConfigError([Problem(f"record signing key: {error}")]) from None
+    signing.install(keys)
 
 
 def watched_files_of_path(path: Path) -> dict[Path, float]:

@@ -130,6 +130,7 @@ def _load(
     problems = _located(doc, issues, substituted.secrets)
     if problems or config is None:
         raise ConfigError(problems)
+    config = resolve_paths(config, base_dir)
     return LoadedConfig(
         config=config,
         path=path,
@@ -138,6 +139,25 @@ def _load(
         job_options=[references.job_options[i] for i in range(len(config.rules))],
         event_schemas=references.event_schemas,
     )
+
+
+def resolve_paths(config: RouterConfig, base_dir: Path) -> RouterConfig:
+    """Anchor the embedded queue's file and a relative ``sqlite:///`` state URL to ``base_dir``.
+
+    ``base_dir`` is the folder of rules.yaml: every command (``router serve``, ``router dlq ...``)
+    then opens the same files whatever its working directory, instead of creating new, empty ones.
+    """
+    broker, state = config.broker, config.state
+    queue = Path(broker.embedded_path).expanduser()
+    if not queue.is_absolute():
+        broker = broker.model_copy(update={"embedded_path": os.path.abspath(base_dir / queue)})
+    prefix = "sqlite:///"
+    rest = state.url[len(prefix) :] if state.url.startswith(prefix) else ""
+    if rest and rest != ":memory:" and not rest.startswith("/"):
+        state = state.model_copy(update={"url": prefix + os.path.abspath(base_dir / rest)})
+    if broker is config.broker and state is config.state:
+        return config
+    return config.model_copy(update={"broker": broker, "state": state})
 
 
 def _within(path: KeyPath, ancestor: KeyPath) -> bool:

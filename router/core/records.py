@@ -2,7 +2,8 @@
 
 A record holds the event (CloudEvents JSON), the rule and, for a delivery, the channel and the
 message as rendered on the first attempt (a retry sends what the first attempt tried to send,
-even if templates changed meanwhile). A job record may carry a batch of ``events`` (a digest:
+even if templates changed meanwhile). Records are signed when written and verified when read
+(router/core/signing.py): one that does not verify raises :class:`ForgedRecord`. A job record may carry a batch of ``events`` (a digest:
 the job runs once for all of them) and, in ``extra["flow"]``, how far flow control got.
 """
 
@@ -15,6 +16,9 @@ from typing import Any, Literal
 from router.core.errors import DecodeError
 from router.core.events import Event, decode, encode
 from router.core.message import Message
+from router.core.signing import ForgedRecord, ring
+
+__all__ = ["ForgedRecord", "RecordKind", "RetryRecord"]
 
 RecordKind = Literal["delivery", "job"]
 
@@ -34,6 +38,7 @@ class RetryRecord:
     events: list[Event] = field(default_factory=list)  # a digest's batch, in order
 
     def to_bytes(self) -> bytes:
+        """The record, signed with this process's key (router/core/signing.py)."""
         payload: dict[str, Any] = {
             "v": 1,
             "kind": self.kind,
@@ -52,13 +57,15 @@ class RetryRecord:
             payload["extra"] = self.extra
         if self.events:
             payload["events"] = [json.loads(encode(event)) for event in self.events]
-        return json.dumps(payload, separators=(",", ":"), default=str).encode()
+        return ring().sign(json.dumps(payload, separators=(",", ":"), default=str).encode())
 
     @classmethod
     def from_bytes(cls, body: bytes) -> RetryRecord:
-        """Parse a record; raises DecodeError when it is not one."""
+        """Verify and parse a record; raises ForgedRecord (a DecodeError) when its signature does
+        not verify, DecodeError when it is not a record."""
+        signed = ring().open(body)
         try:
-            payload = json.loads(body)
+            payload = json.loads(signed)
             if not isinstance(payload, dict) or payload.get("v") != 1:
                 raise DecodeError("not a version 1 retry record")
             kind = payload["kind"]

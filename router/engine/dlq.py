@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from router.core.errors import DecodeError
-from router.core.records import RetryRecord
+from router.core.records import ForgedRecord, RetryRecord
 from router.transports.base import H_CONTENT_TYPE, H_KIND, H_ROUTING_KEY, DeadLetter, Transport
 
 
@@ -16,13 +16,21 @@ async def replay(transport: Transport, ids: Sequence[str] | None) -> list[DeadLe
 
     An event (poison, render failure) is published again with its original routing key; a
     delivery or job goes back as a retry that runs at once, starting again at attempt 1.
+
+    A delivery or job whose record does not verify (router/core/signing.py: forged, or signed
+    with a key no longer held) is never replayed: :class:`ForgedRecord` naming the letter is
+    raised and it stays in the queue (letters replayed before it are gone from it).
     """
 
     async def republish(letter: DeadLetter) -> None:
         kind = str(letter.headers.get(H_KIND, "event"))
-        if kind in ("delivery", "job"):
+        if letter.reason == "forged":
+            raise ForgedRecord(f"dead letter {letter.id} not replayed: it was refused as forged ({letter.error})")
+        if kind in ("delivery", "job", "retry"):  # "retry": a record kept as it came
             try:
                 record = RetryRecord.from_bytes(letter.body)
+            except ForgedRecord as error:
+                raise ForgedRecord(f"dead letter {letter.id} not replayed: {error}") from None
             except DecodeError:
                 record = None
             if record is not None:

@@ -32,8 +32,8 @@ from router.core.delivery import Delivery
 from router.core.errors import DecodeError, TemplateError, UnknownChannelError
 from router.core.events import Event, decode, encode
 from router.core.message import Message, Outcome
-from router.core.records import RetryRecord
-from router.engine.failures import Failure, FailureNotifier
+from router.core.records import ForgedRecord, RetryRecord
+from router.engine.failures import RULE_MARK, Failure, FailureNotifier
 from router.flow.control import FlowControl
 from router.flow.digest import with_digest_meta
 from router.flow.resume import Resume
@@ -42,9 +42,12 @@ from router.jobs.context import RuleJobContext, ScopedJobState
 from router.pipeline.backoff import retry_delay
 from router.pipeline.builder import build_pipeline
 from router.pipeline.chain import Next
+from router.pipeline.fold import FOLD_RULE
 from router.plugins.manager import Hooks
 from router.runtime.runtime import Runtime
 from router.state.base import StateStore
+from router.support.isolation import is_router_cancellation
+from router.support.log_limit import LogLimiter
 from router.support.metrics import Metrics
 from router.transports.base import (
     H_ATTEMPTS,
@@ -59,6 +62,7 @@ from router.transports.dead_letters import DeadLetters
 log = logging.getLogger("router.engine")
 
 JOB_DONE_SUFFIX = ":job"
+REQUEUE_LOG_INTERVAL = 10.0  # seconds between two "could not resolve" lines for the same failure
 # Namespace of the default ids of events jobs publish (uuid5 of event id, rule and position).
 _FOLLOW_UP_NAMESPACE = uuid.UUID("0f5b6c1e-3d2a-5b7e-9a41-6f1c2d3e4b5a")
 
@@ -115,6 +119,9 @@ class Engine:
         self.failures = FailureNotifier(self.metrics)
         self.dead_letters = DeadLetters(transport, self.metrics)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._requeue_log = LogLimiter(REQUEUE_LOG_INTERVAL)
+        # When a message last started or finished being handled (app/watchdog.py: a stalled consumer).
+        self.last_progress = time.monotonic()
         self.flow = FlowControl(
             state=state, transport=transport, metrics=self.metrics, runtime=lambda: self.generation.runtime
         )
@@ -189,6 +196,7 @@ class Engine:
         """Process one message and acknowledge it, or requeue it if resolution failed."""
         generation = self.generation
         generation.enter()
+        self.last_progress = time.monotonic()
         self.metrics.in_flight.inc()
         self.metrics.events_received.labels(incoming.kind).inc()
         try:
@@ -197,19 +205,28 @@ class Engine:
                     await self._handle_retry(generation, incoming)
                 else:
                     await self._handle_event(generation, incoming)
-            except Exception as error:
+            except BaseException as error:  # BaseException too: a plugin's SystemExit must not end the process
+                if is_router_cancellation(error):
+                    raise
                 self.metrics.events_requeued.inc()
-                log.error(
-                    "could not resolve message, requeued: %s",
-                    type(error).__name__,
-                    extra={"fields": {"kind": incoming.kind, "error": type(error).__name__}},
-                )
+                # One line per kind of failure per interval: a full disk fails every message alike.
+                suppressed = self._requeue_log.allow((incoming.kind, type(error).__name__))
+                if suppressed is not None:
+                    log.error(
+                        "could not resolve message, requeued: %s%s",
+                        type(error).__name__,
+                        f" ({suppressed} more like it since the last line)" if suppressed else "",
+                        extra={
+                            "fields": {"kind": incoming.kind, "error": type(error).__name__, "suppressed": suppressed}
+                        },
+                    )
                 if incoming.requeue is not None:
                     await incoming.requeue()
                 return
             if incoming.ack is not None:
                 await incoming.ack()
         finally:
+            self.last_progress = time.monotonic()
             self.metrics.in_flight.dec()
             generation.leave()
 
@@ -276,6 +293,10 @@ class Engine:
         runtime = generation.runtime
         try:
             record = RetryRecord.from_bytes(incoming.body)
+        except ForgedRecord as error:
+            # Kept as it came (never signed again): a replay cannot launder it into a delivery.
+            await self._dead_letter_poison(incoming, "forged", str(error))
+            return
         except DecodeError as error:
             await self._dead_letter_poison(incoming, "poison", str(error))
             return
@@ -296,6 +317,14 @@ class Engine:
         channel = record.channel or ""
         if channel not in runtime.config.channels or record.message is None:
             await self._dead_letter_record(record, "channel-removed", f"channel '{channel}' is no longer configured")
+            return
+        if record.rule != FOLD_RULE and RULE_MARK not in record.rule and rule is None:
+            await self._dead_letter_record(record, "rule-removed", f"rule '{record.rule}' is no longer configured")
+            return
+        if not routes_to(runtime, record.rule, channel):
+            await self._dead_letter_poison(
+                incoming, "forged", f"rule '{record.rule}' does not deliver to channel '{channel}'"
+            )
             return
         delivery = Delivery(
             event=record.event,
@@ -345,7 +374,9 @@ class Engine:
                 event, rule, "unknown-channel", str(error), attempt, kind="job", resume=admitted
             )
             return
-        except Exception as error:
+        except BaseException as error:  # plugin code: CancelledError or SystemExit fail the job like any error
+            if is_router_cancellation(error):
+                raise
             reason = f"job {rule.job} raised {type(error).__name__}"
             await self._job_failed(runtime, event, rule, attempt, reason, admitted)
             return
@@ -495,6 +526,25 @@ class Engine:
         )
         await self.transport.publish_event(encode(event), routing_key=type, content_type="application/cloudevents+json")
         return event.id
+
+
+def routes_to(runtime: Runtime, rule_name: str, channel: str) -> bool:
+    """Whether the configuration in force can produce a delivery of ``rule_name`` to ``channel``:
+    the rule lists it (a custom job may deliver to any channel), it is a failure notification of
+    the ``on_failure`` in force, or a fold summary (router/pipeline/fold.py)."""
+    if rule_name == FOLD_RULE:
+        return True  # the flusher folds any configured channel's deliveries
+    if rule_name == RULE_MARK or rule_name.startswith(f"{RULE_MARK}:"):
+        base, mark = "", RULE_MARK  # the notification of a message that had no rule (poison)
+    else:
+        base, mark, _ = rule_name.partition(f":{RULE_MARK}")
+    if mark:
+        spec = runtime.config.on_failure_for(runtime.rule(base) if base else None)
+        return spec is not None and channel in spec.channels
+    rule = runtime.rule(rule_name)
+    if rule is None:
+        return False
+    return rule.job != "notify" or channel in rule.channels
 
 
 def follow_up_id(event_id: str, rule: str, n: int) -> str:

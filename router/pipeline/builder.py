@@ -76,6 +76,7 @@ def build_pipeline(
                 on_fold=on_fold,
             )
         )
-    stages.append(ChannelConcurrency(limits))
+    # A full channel defers its further deliveries as durable records: it never holds intake.
+    stages.append(ChannelConcurrency(limits, transport=transport, metrics=metrics))
     terminal: Next = DryRun() if dry_run else Send(channels.__getitem__, metrics, timeout=send_timeout)
     return chain(stages, terminal)

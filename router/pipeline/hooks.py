@@ -5,6 +5,8 @@ from __future__ import annotations
 from router.core.delivery import Delivery
 from router.core.message import Outcome
 from router.pipeline.chain import Next
+from router.pipeline.concurrency import DEFER_META
+from router.pipeline.pacing import SLOT_META
 from router.plugins.manager import Hooks
 
 
@@ -16,9 +18,16 @@ class DeliveryHooks:
 
     async def __call__(self, delivery: Delivery, next: Next) -> Outcome:
         hooks = self.hooks
-        if hooks.has_before_delivery:  # with no implementation, not even a coroutine is made
+        # with no implementation, not even a coroutine is made; a delivery coming back from a
+        # deferral (pacing, a full channel) carries the message the hooks already changed.
+        if hooks.has_before_delivery and not _deferred(delivery):
             await hooks.before_delivery(delivery)
         outcome = await next(delivery)
         if hooks.has_delivery_finished:
             await hooks.delivery_finished(delivery, outcome)
         return outcome
+
+
+def _deferred(delivery: Delivery) -> bool:
+    meta = delivery.message.meta
+    return DEFER_META in meta or SLOT_META in meta

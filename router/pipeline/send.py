@@ -10,6 +10,7 @@ from router.channels.base import Channel
 from router.core.delivery import Delivery
 from router.core.message import Outcome
 from router.support.deadlines import Deadlines
+from router.support.isolation import is_router_cancellation
 from router.support.metrics import Metrics
 
 log = logging.getLogger("router.delivery")
@@ -33,7 +34,9 @@ class Send:
                 outcome = await channel.send(delivery.message)
         except TimeoutError:
             outcome = Outcome.retryable(f"channel did not answer within {self.timeout:g}s")
-        except Exception as error:  # a plugin bug must not take the router down
+        except BaseException as error:  # a plugin bug (even CancelledError, SystemExit) must not take the router down
+            if is_router_cancellation(error):
+                raise
             # Only the type: a plugin's exception text may carry its URL or token.
             outcome = Outcome.retryable(f"channel raised {type(error).__name__}")
             log.warning(

@@ -33,6 +33,7 @@ from router.core.suggest import did_you_mean
 from router.jobs.base import Job
 from router.plugins import hookspecs
 from router.plugins.registry import PluginInfo, Registry
+from router.support.isolation import is_router_cancellation
 
 PROJECT = "router"
 ENTRY_POINT_GROUP = "router"
@@ -445,8 +446,16 @@ class Hooks:
             result = _call_impl(impl, kwargs)
             if inspect.isawaitable(result):
                 result = await result
-        except Exception:
-            log.exception("plugin %r raised in %s; skipped", impl.plugin_name, hook_name)
+        except BaseException as error:
+            # CancelledError, SystemExit, ... from plugin code fail the hook like any exception.
+            if is_router_cancellation(error):
+                raise
+            log.error(
+                "plugin %r raised in %s; skipped",
+                impl.plugin_name,
+                hook_name,
+                exc_info=(type(error), error, error.__traceback__),
+            )
             self._failed(impl)
             return False, None
         return True, result

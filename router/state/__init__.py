@@ -21,7 +21,7 @@ def open_state_store(
 ) -> StateStore:
     """Build the store for ``url``; call ``await store.open()`` (or ``async with``) before use.
 
-    ``sqlite:///relative.db`` (relative to the current directory), ``sqlite:////abs/path.db``,
+    ``sqlite:///relative.db`` (relative to the current directory; the config loader has already anchored rules.yaml's to its folder), ``sqlite:////abs/path.db``,
     ``sqlite:///:memory:``, or ``redis://host:port/db`` (also ``rediss://`` and ``unix://``),
     whose keys all start with ``prefix``.
     """

@@ -51,6 +51,7 @@ from router.state.base import (
     gcra_slot,
 )
 from router.state.ledger_index import LedgerIndex
+from router.support.private_files import create_private_file
 from router.support.sqlite_worker import SqliteWorker
 
 T = TypeVar("T")
@@ -220,7 +221,8 @@ class SqliteStateStore(StateStore):
         if self._worker.running:
             return
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # 0600 before SQLite opens it: its -wal and -shm files take the database file's mode.
+            create_private_file(Path(self.path))
         self._last_purge = self._clock()
         await self._worker.start()
         if self.path != ":memory:":

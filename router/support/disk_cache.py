@@ -18,6 +18,8 @@ import os
 import stat
 from pathlib import Path
 
+from router.support.private_files import make_private_dirs
+
 log = logging.getLogger(__name__)
 
 _OFF = ("off", "0", "false", "no")
@@ -44,7 +46,7 @@ def usable(directory: Path) -> bool:
 @functools.lru_cache(maxsize=64)
 def _usable(directory: str) -> bool:
     try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        make_private_dirs(Path(directory))  # every folder it creates 0700, `.router` included
         info = os.stat(directory)
     except OSError as exc:
         log.debug("cache %s not used: %s", directory, exc)

@@ -379,7 +379,7 @@ class Metrics:
         )
         self.channel_deferred = LabelledCounter(
             "router_channel_deferred",
-            "Deliveries put off as durable records to wait for the channel's rate limit.",
+            "Deliveries put off as durable records to wait for the channel's rate limit or concurrency limit.",
             ["channel"],
             registry=r,
         )

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from router.support.private_files import create_private_file
 from router.support.sqlite_worker import Op, SharedStatement, SqliteWorker
 from router.transports.base import (
     H_DEAD_AT,
@@ -52,6 +53,8 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
+REQUEUE_PAUSE_MIN = 0.05
+REQUEUE_PAUSE_MAX = 1.0
 _MAX_BATCH = 1024  # calls per transaction: bounds how long one commit holds the write lock
 _PAGE = 200  # dead letters read per query when replaying
 
@@ -178,6 +181,11 @@ class _Lease:
         if self.settled:
             return
         self.settled = True
+        # Held back (keeping its prefetch slot) while requeues repeat with no ack in between:
+        # a full disk or a state store down then slows consumption instead of spinning.
+        pause = self.transport._requeue_pause()
+        if pause:
+            await asyncio.sleep(pause)
         self.transport._requeued(self.row)
 
 
@@ -203,6 +211,7 @@ class EmbeddedTransport(Transport):
         self._tasks: set[asyncio.Task[None]] = set()
         self._ready: deque[_Row] = deque()
         self._unacked = 0
+        self._requeues = 0  # requeues since the last ack: the disk or the state store is failing
         self._cursor = 0  # highest event id taken into memory
         self._held_retries: set[int] = set()  # retry ids in memory (ready, handed out, or being deleted)
         self._new_data = False
@@ -221,7 +230,8 @@ class EmbeddedTransport(Transport):
         if self._worker.running:
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # 0600 before SQLite opens it: its -wal and -shm files take the database file's mode.
+            create_private_file(self.path)
         except OSError as exc:
             raise TransportError(f"cannot create the folder of the embedded queue {self.path}: {exc}") from None
         await self._worker.start()
@@ -287,7 +297,10 @@ class EmbeddedTransport(Transport):
         next_due: float | None = None
         while True:
             self._wake.clear()
-            while self._ready and self._unacked < self._prefetch:
+            # While requeues repeat with no ack (a full disk, the state store down), one message
+            # at a time probes for recovery instead of the whole prefetch failing in a loop.
+            limit = self._prefetch if self._requeues <= 1 else 1
+            while self._ready and self._unacked < limit:
                 self._hand_out(self._ready.popleft())
             if self._new_data:
                 self._new_data = False
@@ -380,7 +393,16 @@ class EmbeddedTransport(Transport):
             log.exception("handling a %s message failed; requeueing it", incoming.kind)
             await lease.requeue()
 
+    def _requeue_pause(self) -> float:
+        """Seconds to hold a requeued row: 0 at first, then 50 ms doubling to 1 s while nothing is acked
+        (as the RabbitMQ transport does)."""
+        self._requeues += 1
+        if self._requeues <= 1:
+            return 0.0
+        return float(min(REQUEUE_PAUSE_MAX, REQUEUE_PAUSE_MIN * 2.0 ** (self._requeues - 2)))
+
     async def _acked(self, row: _Row) -> None:
+        self._requeues = 0
         self._unacked -= 1
         self._signal(new_data=False)
         try:

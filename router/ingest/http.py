@@ -3,9 +3,12 @@
 POST /events   one event or a JSON array of events -> 202 {"ids": [...]} once durably
                enqueued (RabbitMQ: confirmed publish; embedded: committed); 400 with the
                reason (and the index of the bad event); 401 when ``ingest.auth`` is set and the
-               request does not carry the token or signature; 413 above the size limits; 503
-               when the transport cannot take them (retrying is safe: ids are stable). A single
-               event may also come in CloudEvents HTTP binary mode (``ce-*`` headers).
+               request does not carry the token or signature; 408 when the body is too slow;
+               413 above the size limits; 503 with Retry-After when the transport cannot take
+               them, the queue holds ``ingest.max_queued_events`` or too many bodies are being
+               read (retrying is safe for events that carry their own id; one without an id
+               gets a fresh one per request). A single event may also come in CloudEvents HTTP
+               binary mode (``ce-*`` headers).
 GET  /healthz  the process is up
 GET  /readyz   the transport is connected and a configuration is loaded
 GET  /metrics  Prometheus text format
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from collections.abc import Callable, Mapping
 
 from aiohttp import web
@@ -63,7 +67,10 @@ def parse_events(
     """Decode a request body (one event object or an array of them) into validated events.
 
     ``headers`` (``ce-*`` attributes of CloudEvents binary mode) and ``content_type`` apply to
-    a single event; an array is always a list of self-describing events.
+    a single event; an array is always a list of self-describing events. An event without an
+    id gets a fresh unique one (returned in the 202): two genuine posts of the same content are
+    two events. (A message consumed from RabbitMQ without an id keeps an id derived from its
+    content instead, so that a redelivery is recognised: see router/core/events.py.)
     """
     try:
         payload = parse_json(raw, "body")
@@ -81,11 +88,14 @@ def parse_events(
         item_bytes = raw if single else json.dumps(item, separators=(",", ":")).encode()
         if len(item_bytes) > max_event_bytes:
             raise IngestError(413, f"{where} is {len(item_bytes)} bytes, above the limit of {max_event_bytes}")
+        # The id of an event that names none is derived from ``body_for_id``: random bytes make
+        # it a fresh unique id in the same format (32 hex digits).
+        fresh = secrets.token_bytes(16)
         try:
             if single:
-                event = event_from_object(item, body_for_id=item_bytes, headers=headers, content_type=content_type)
+                event = event_from_object(item, body_for_id=fresh, headers=headers, content_type=content_type)
             else:
-                event = event_from_object(item, body_for_id=item_bytes)
+                event = event_from_object(item, body_for_id=fresh)
             events.append(event)
         except DecodeError as error:
             raise IngestError(400, f"{where}: {error}") from None

@@ -241,6 +241,7 @@ async def test_body_budget_answers_503_with_retry_after(serve: Callable[[str], A
                 async with session.post(f"{router.url}/events", data=b'{"type": "a.b"}') as response:
                     if response.status == 503:
                         assert response.headers["Retry-After"] == "1"
+                        assert response.headers.get("Connection", "").lower() == "close"
                         assert "max_reading_bytes" in (await response.json())["error"]
                         break
                 assert time.monotonic() < deadline, "the budget never refused"
@@ -373,3 +374,11 @@ def test_default_timeouts_are_ten_seconds_or_less() -> None:
 
     defaults = IngestConfig()
     assert defaults.header_timeout <= 10 and defaults.body_timeout <= 30
+
+
+def test_the_connection_cap_stays_below_the_open_file_limit() -> None:
+    from router.ingest.connections import RESERVED_FILES, connection_cap
+
+    assert connection_cap(1000, 1024) == 1024 - RESERVED_FILES
+    assert connection_cap(1000, 65536) == 1000
+    assert connection_cap(1000, 100) == 1  # never zero: the port still answers

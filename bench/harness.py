@@ -381,6 +381,8 @@ class RouterProcess(Process):
         loop: str = "default",  # or auto, uvloop, asyncio: `router serve --loop`
         profile: Path | None = None,
         env: dict[str, str] | None = None,
+        watch: bool = False,  # True: `router serve`'s default (polls rules.yaml and templates)
+        py_spy_options: Sequence[str] = (),
     ) -> None:
         self.http_port = free_port()
         args = [
@@ -394,8 +396,9 @@ class RouterProcess(Process):
             f"127.0.0.1:{self.http_port}",
             "--log-level",
             log_level,
-            "--no-watch",
         ]
+        if not watch:
+            args.append("--no-watch")
         environment = {"ROUTER_LOAD_PLUGINS": "router-bench-plugin", **(env or {})}
         if loop != "default":
             args += ["--loop", loop]
@@ -410,6 +413,7 @@ class RouterProcess(Process):
                 str(profile),
                 "--rate",
                 "250",
+                *py_spy_options,
                 "--",
                 *args,
             ]

@@ -15,4 +15,5 @@ quick=("$@")
   python bench/bench_embedded.py --batch 1 --clients 16 --events 5000 "${quick[@]}"
   python bench/bench_scale.py "${quick[@]}"
   python bench/bench_backlog.py "${quick[@]}"
+  python bench/bench_alertmanager.py "${quick[@]}"  # skipped when Alertmanager is not installed
 } 2>&1 | tee bench/results/run_all.log

@@ -293,6 +293,18 @@ def render(
         if rule.template is None:
             fail(f"rule '{rule_name}' has no template (its job is {rule.job})")
         channels = [channel_name] if channel_name else list(rule.channels)
+        if not channels:
+            # A job rule without `channels:` renders for the channels its `with:` names
+            # (ChannelRef fields), as the job's ctx.render(channel) would; else for none.
+            from router.config.job_options import channel_refs
+
+            named = (name for _, name in channel_refs(runtime.job_options(rule)))
+            channels = list(dict.fromkeys(name for name in named if name in config.channels))
+        if not channels and not as_json:
+            click.echo(
+                f"rule '{rule.name}' runs job '{rule.job}' and names no channel:"
+                " rendered as the job's ctx.render() sees it, without a channel type"
+            )
     else:
         assert template is not None
         if not runtime.templates.exists(template):
@@ -316,11 +328,10 @@ def render(
                         result["payloads"] = bodies
                 results.append(result)
         else:
-            from router.templating.templates import build_context
-
-            assert template is not None
-            rendered = runtime.templates.render(template, build_context(event, rule=rule))
-            results.append({"channel": "", "title": rendered.title, "body": rendered.body})
+            # No channel: the template as no channel type sees it (a job rule's ctx.render()).
+            batch = [event] if rule.digest is not None else None
+            plain = runtime.render(rule, None, event, template=template, events=batch)
+            results.append({"channel": "", "title": plain.title, "body": plain.body})
     except TemplateError as error:
         fail(str(error))
     if as_json:

@@ -9,11 +9,8 @@ from email.utils import format_datetime
 
 import pytest
 
+from router.channels.apprise.capture import Capture, HttpExchange, RefusedRecipients, classify_capture
 from router.channels.classify import (
-    Capture,
-    HttpExchange,
-    RefusedRecipients,
-    classify_capture,
     classify_exception,
     classify_smtp_exception,
     classify_status,

@@ -139,7 +139,7 @@ async def test_exhausted_retries_notify_once(harness_factory: Factory, sinks: An
     assert "reason=exhausted" in body and "attempts=2" in body and "HTTP 503 Service Unavailable" in body
     await settled(h)
     assert len(bad.requests) == 2, "attempts: 2 sends twice"
-    assert counter(h, "deliveries", "bad", "retry") == 1 and counter(h, "deliveries", "bad", "dead") == 1
+    assert counter(h, "deliveries", "bad", "retry") == 1 and counter(h, "deliveries", "bad", "failed") == 1
     assert len(ops.requests) == 1 and counter(h, "deliveries", "ops", "sent") == 1
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from router.transports.amqp import _Acks, _Settlement
+from router.transports.amqp.acks import Acks, Settlement
 
 
 class Broker:
@@ -38,7 +38,7 @@ class Broker:
 
 async def test_acks_made_while_a_flush_is_writing_never_ack_a_tag_twice() -> None:
     broker = Broker(6)
-    acks = _Acks(broker)
+    acks = Acks(broker)
     for tag in range(1, 7):
         acks.received(tag)
     broker.draining.clear()  # a busy connection: each write waits
@@ -67,10 +67,10 @@ class Delivered:
 
 async def test_acks_made_while_a_requeue_is_on_its_way_do_not_span_it() -> None:
     broker = Broker(3)
-    acks = _Acks(broker)
+    acks = Acks(broker)
     for tag in (1, 2, 3):
         acks.received(tag)
-    requeue = asyncio.create_task(_Settlement(Delivered(broker), 1, acks).requeue())  # type: ignore[arg-type]
+    requeue = asyncio.create_task(Settlement(Delivered(broker), 1, acks).requeue())  # type: ignore[arg-type]
     await asyncio.sleep(0)  # the requeue of 1 has started, its nack not yet written
     acks.ack(2)
     acks.ack(3)
@@ -81,7 +81,7 @@ async def test_acks_made_while_a_requeue_is_on_its_way_do_not_span_it() -> None:
 
 
 async def test_requeues_back_off_while_nothing_is_acked_and_reset_on_an_ack() -> None:
-    acks = _Acks(Broker(1))
+    acks = Acks(Broker(1))
     pauses = [acks.requeue_pause() for _ in range(8)]
     assert pauses[0] == 0.0
     assert pauses[1:] == sorted(pauses[1:]) and pauses[-1] == 1.0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -110,6 +112,23 @@ PATTERN_CASES = [
     ("**.*", "a.b.c", True),
     ("a.**.b.**", "a.x.b.y.b", True),
     ("a.b", "a.c", False),
+    # '/' is a segment boundary too (Inngest-style types), and the separator before a wildcard counts.
+    ("challenging/**", "challenging/challenge.posted", True),
+    ("challenging/**", "challenging", True),
+    ("challenging/**", "challenging.posted", False),
+    ("challenging/**", "challengingx/a", False),
+    ("challenging/*", "challenging/challenge", True),
+    ("challenging/*", "challenging/challenge.posted", False),
+    ("space/completed.*", "space/completed.planet", True),
+    ("space/completed.*", "space.completed.planet", False),
+    ("space/*.planet", "space/completed.planet", True),
+    ("*/completed.planet", "space/completed.planet", True),
+    ("**.planet", "space/completed.planet", True),
+    ("**/completed.**", "space/completed.planet", True),
+    ("**", "space/completed.planet", True),
+    ("a.**", "a/b", False),
+    ("space/completed.planet", "space/completed.planet", True),
+    ("space/completed.planet", "space.completed.planet", False),
 ]
 
 
@@ -144,6 +163,9 @@ def test_valid_patterns(pattern: str) -> None:
         ("a.b**", "whole segments"),
         ("a.#", "RabbitMQ syntax"),
         ("a b", "whitespace"),
+        ("a//b", "empty segment"),
+        ("a/", "empty segment"),
+        ("challenging/challenge*", "whole segments"),
     ],
 )
 def test_invalid_patterns(pattern: str, message: str) -> None:
@@ -427,3 +449,29 @@ def test_explain_gives_one_verdict_per_rule_with_reasons() -> None:
 def test_explain_failure_reasons(condition: dict[str, Any], data: dict[str, Any], reason: str) -> None:
     (verdict,) = RuleIndex([rule("r", "a", {"data.v": condition})]).explain(event("a", data))
     assert (verdict.matched, verdict.reason) == (False, reason)
+
+
+def _documented_pattern_rows() -> list[tuple[str, list[str], list[str]]]:
+    """The rows of docs/configuration.md's pattern table: (pattern, matches, does not match)."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text(encoding="utf-8")
+    section = doc[doc.index("### `on`: event type patterns") : doc.index("### `when`: conditions")]
+    rows = []
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`"):
+            spans = [re.findall(r"`([^`]+)`", cell) for cell in cells]
+            rows.append((spans[0][0], spans[1], spans[2]))
+    return rows
+
+
+@pytest.mark.parametrize(("pattern", "matching", "other"), _documented_pattern_rows())
+def test_the_documented_pattern_table_is_true(pattern: str, matching: list[str], other: list[str]) -> None:
+    index = RuleIndex([rule("r", pattern)])
+    for event_type in matching:
+        assert names(index.match(event(event_type))) == ["r"], (pattern, event_type)
+    for event_type in other:
+        assert index.match(event(event_type)) == [], (pattern, event_type)
+
+
+def test_the_documented_pattern_table_has_the_domain_glob() -> None:
+    assert "challenging/**" in [row[0] for row in _documented_pattern_rows()]

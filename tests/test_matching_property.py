@@ -16,7 +16,9 @@ from router.matching.index import RuleIndex, compile_pattern, naive_match, patte
 
 
 def dotted(alphabet: list[str], max_size: int) -> st.SearchStrategy[str]:
-    return st.lists(st.sampled_from(alphabet), min_size=1, max_size=max_size).map(".".join)
+    """Names of 1..max_size segments, each separated by '.' or '/' (both are segment boundaries)."""
+    parts = st.lists(st.tuples(st.sampled_from([".", "/"]), st.sampled_from(alphabet)), min_size=1, max_size=max_size)
+    return parts.map(lambda drawn: drawn[0][1] + "".join(separator + segment for separator, segment in drawn[1:]))
 
 
 # A tiny alphabet makes patterns and types meet often, so most rules are candidates.
@@ -145,3 +147,14 @@ def test_compiled_pattern_agrees_with_reference(pattern: str, event_type: str) -
     assert compile_pattern(pattern)(event_type) is expected
     index = RuleIndex([Rule.model_validate({"name": "r", "on": pattern, "channels": ["c"]})])
     assert bool(index.match(Event(event_type, "e", "s", datetime(2024, 1, 1, tzinfo=UTC), {}))) is expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["a", "b"]), dotted(["a", "b", "c"], 4))
+def test_a_domain_glob_takes_every_type_of_that_domain(domain: str, event_type: str) -> None:
+    # `on: "<domain>/**"` takes the domain itself and every `<domain>/...` type, and nothing else.
+    index = RuleIndex([Rule.model_validate({"name": "r", "on": f"{domain}/**", "channels": ["c"]})])
+    event = Event(event_type, "e", "s", datetime(2024, 1, 1, tzinfo=UTC), {})
+    expected = event_type == domain or event_type.startswith(domain + "/")
+    assert bool(index.match(event)) is expected
+    assert pattern_matches(f"{domain}/**", event_type) is expected

@@ -104,7 +104,7 @@ async def test_dead_letters_after_the_last_attempt_with_reason(
         router = await RouterProcess(tmp_path).start()
         routers.append(router)
         await publish_amqp(rabbitmq_url, names["exchange"], [event(1)])
-        await router.wait_for_log(lambda r: r.get("outcome") == "dead")
+        await router.wait_for_log(lambda r: r.get("outcome") == "failed")
         assert len(down.requests) == 2
         listed = subprocess.run(
             [ROUTER, "dlq", "list", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True

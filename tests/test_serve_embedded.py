@@ -182,7 +182,7 @@ async def test_dead_letter_is_listed_and_replayed_on_the_embedded_queue(
         router = await RouterProcess(tmp_path).start()
         routers.append(router)
         await post_events(router, {"type": "planet.completed", "id": "evt-1", "data": {"n": 1}})
-        await router.wait_for_log(lambda r: r.get("outcome") == "dead")
+        await router.wait_for_log(lambda r: r.get("outcome") == "failed")
         assert len(down.requests) == 2
 
         listed = await run_cli(tmp_path, "dlq", "list", "--json")

@@ -342,7 +342,7 @@ async def test_every_metric_the_issue_lists_is_exported_after_traffic(tmp_path: 
     assert value(families, "router_rules_matched", rule="audit") == 1
     assert value(families, "router_deliveries", channel="ok", outcome="sent") == 1
     assert value(families, "router_deliveries", channel="flaky", outcome="retry") == 1
-    assert value(families, "router_deliveries", channel="broken", outcome="dead") == 1
+    assert value(families, "router_deliveries", channel="broken", outcome="failed") == 1
     assert value(families, "router_retries_scheduled", channel="flaky") == 1
     assert value(families, "router_dead_letters", reason="permanent") == 1
     assert value(families, "router_config_reloads", result="success") == 1

@@ -472,3 +472,14 @@ def test_digest_context_has_events_and_count(folder: Callable[..., Templates]) -
     )
     rendered = templates.render("digest", build_context(batch[-1], events=batch))
     assert rendered == Rendered(title="3 signups", body="- Ann (e0)\n- Bob (e1)\n- Cy (e2)")
+
+
+def test_now_is_the_time_of_rendering_in_utc(folder: Callable[..., Templates]) -> None:
+    templates = folder(**{"t.j2": "{{ now.isoformat() }}|{{ event.time.isoformat() }}"})
+    before = datetime.now(UTC)
+    rendered = templates.render("t", build_context(make_event()))
+    after = datetime.now(UTC)
+    now, event_time = rendered.body.split("|")
+    assert before <= datetime.fromisoformat(now) <= after
+    assert datetime.fromisoformat(now).utcoffset() is not None
+    assert now != event_time  # not the event's time

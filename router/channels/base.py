@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from router.config.channel_options import UNLIMITED as UNLIMITED  # re-exported: the plugin API
 from router.config.channel_options import ChannelConfig as ChannelConfig
 from router.config.channel_options import RateLimit as RateLimit
+from router.config.channel_options import config_secrets
 from router.core.message import Message as Message  # re-exported: the plugin API
 from router.core.message import Outcome as Outcome
 from router.core.message import OutcomeStatus as OutcomeStatus
+from router.core.redact import register_secrets
 
 if TYPE_CHECKING:
     from router.templating.native import RichPayload
@@ -42,6 +44,9 @@ class Channel(ABC):
     def __init__(self, name: str, config: ChannelConfig) -> None:
         self.name = name
         self.config = config
+        # Secret options (pydantic SecretStr, a plugin's included) are scrubbed from logs and
+        # dead letters from here on, as the built-ins' own secrets are.
+        register_secrets(*config_secrets(config))
 
     @abstractmethod
     async def send(self, message: Message) -> Outcome:

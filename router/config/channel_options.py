@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
 from router.core.durations import Duration
 
@@ -57,3 +57,60 @@ class ChannelConfig(BaseModel):
             "message instead of queueing it; default: on for discord and slack, off otherwise."
         ),
     )
+
+
+COMMON_OPTIONS = tuple(ChannelConfig.model_fields)
+"""The options every channel accepts: ``type`` and those above; a plugin's Config may not change their meaning."""
+
+
+def redefined_common_options(config: type[ChannelConfig]) -> list[str]:
+    """What ``config`` (a plugin's Config) changes in the meaning of an option every channel accepts.
+
+    A Config may give such an option another default; another type or other bounds would make
+    the same key mean something else for one channel type (the router reads these options
+    itself), so each one found is described here, and the channel is refused at registration.
+    """
+    problems: list[str] = []
+    for name in COMMON_OPTIONS:
+        base = ChannelConfig.model_fields[name]
+        field = config.model_fields.get(name)
+        if field is None:
+            problems.append(f"'{name}' is removed")
+        elif field.annotation != base.annotation:
+            problems.append(
+                f"'{name}' is redefined as {_type_name(field.annotation)} (it is {_type_name(base.annotation)})"
+            )
+        elif field.metadata != base.metadata:
+            problems.append(f"'{name}' is redefined with other bounds or validators (only its default may change)")
+    return problems
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def config_secrets(config: BaseModel) -> list[str]:
+    """Every ``SecretStr`` value in ``config`` (nested models, lists and mappings included).
+
+    A channel registers them for scrubbing when it is built (router.channels.base), so a plugin's
+    secret options are kept out of logs, dead letters and failure notifications like the built-ins'.
+    """
+    found: list[str] = []
+
+    def walk(value: Any, depth: int) -> None:
+        if isinstance(value, SecretStr):
+            found.append(value.get_secret_value())
+        elif depth >= 6:  # options are shallow; a deeper structure is not walked further
+            return
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name, None), depth + 1)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item, depth + 1)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item, depth + 1)
+
+    walk(config, 0)
+    return [secret for secret in found if secret]

@@ -44,6 +44,7 @@ from referencing import Registry, Resource
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
+from router.core.kinds import kind_of
 from router.core.suggest import closest
 
 SpecPath = tuple[str | int, ...]
@@ -521,14 +522,4 @@ def show_path(path: SpecPath) -> str:
 
 
 def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "a mapping" if isinstance(value, dict) else type(value).__name__
+    return kind_of(value)

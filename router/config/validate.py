@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from router.config.catalog import Catalog
 from router.config.channel_options import ChannelConfig
 from router.config.event_schemas import EventSchema, compile_events
+from router.config.job_options import channel_refs
 from router.config.models import RouterConfig, Rule
 from router.config.yamlsource import KeyPath, describe_type
 from router.core.suggest import did_you_mean
@@ -436,9 +437,15 @@ class _ReferenceChecker:
         options = {} if options is None else options
         if isinstance(options, dict):
             try:
-                self.result.job_options[index] = job.With.model_validate(options)
+                validated = job.With.model_validate(options)
             except ValidationError as exc:
                 self.result.issues.extend(issues_from_validation_error(exc, job.With, options, (*path, "with")))
+            else:
+                self.result.job_options[index] = validated
+                # Fields the job marks with ChannelRef name channels: checked like `channels:`.
+                for where, channel in channel_refs(validated):
+                    if channel not in self.channels:
+                        self.add((*path, "with", *where), self._unknown("channel", channel, self.channels))
         # Only for an otherwise valid rule: a misspelt `template` key is already reported.
         if valid and job_name == _DEFAULT_JOB and not raw.get("template"):
             self.add(path, "missing required key 'template' (the notify job renders it)")
@@ -542,7 +549,7 @@ def check_events(checker: _ReferenceChecker) -> None:
     for event_type in section:
         if not isinstance(event_type, str):
             continue
-        if any(segment in ("*", "**") for segment in event_type.split(".")):
+        if any(segment in ("*", "**") for segment in re.split(r"[./]", event_type)):
             checker.add(
                 ("events", event_type),
                 "a schema is declared for one exact event type; patterns ('*', '**') are not allowed here",

@@ -25,6 +25,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from router.core.errors import ConfigError, Problem
+from router.core.kinds import kind_of
 from router.support import disk_cache
 
 KeyPath = tuple[str | int, ...]
@@ -161,21 +162,7 @@ def _from_yaml(mark: Any) -> Mark:
 
 def describe_type(value: Any) -> str:
     """A value's YAML-level type with an article (``a string``), safe to show: it never reveals the value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return f"a value of type {type(value).__name__}"
+    return kind_of(value, integers=True)
 
 
 class _Builder:

@@ -62,3 +62,17 @@ class TemplateError(RouterError):
 
 class DecodeError(RouterError):
     """A message body could not be decoded into an Event (a poison message)."""
+
+
+class UnknownChannelError(RouterError):
+    """A job rendered for or delivered to a channel that is not configured.
+
+    Permanent: a retry cannot configure the channel, so the job is dead-lettered at once
+    (reason ``unknown-channel``) with the channel's name; fix rules.yaml, then replay it.
+    """
+
+    def __init__(self, rule: str, channel: str, known: list[str]) -> None:
+        self.rule = rule
+        self.channel = channel
+        listing = ", ".join(sorted(known)) or "none"
+        super().__init__(f"rule '{rule}': unknown channel '{channel}' (configured: {listing})")

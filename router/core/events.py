@@ -45,6 +45,7 @@ from typing import Any, Final
 from urllib.parse import unquote
 
 from router.core.errors import DecodeError
+from router.core.kinds import kind_of
 
 
 @dataclass(slots=True)
@@ -264,26 +265,13 @@ def _from_structured(
     received_at: datetime | None,
     id_basis: Callable[[], bytes],
 ) -> Event:
-    version = obj.get("specversion")
-    if version is None:
+    if obj.get("specversion") is None:
         raise DecodeError("CloudEvents event has no 'specversion'")
-    if version != "1.0":
-        raise DecodeError(f"unsupported CloudEvents specversion {_short(version)} (only '1.0' is accepted)")
-    event_type = _event_type(obj.get("type"), "type", routing_key)
     if "data_base64" in obj and obj.get("data") is None:
-        data = _base64_data(obj["data_base64"])
-    else:
-        data = _data(obj.get("data"), "data")
-    return Event(
-        type=event_type,
-        id=_event_id(obj.get("id"), "id", event_type, id_basis),
-        source=_source(obj.get("source"), "source"),
-        time=_time(obj.get("time"), "time", received_at),
-        data=data,
-        subject=_subject(obj.get("subject"), "subject"),
-        routing_key=routing_key,
-        headers=_copy_headers(headers),
-    )
+        return _cloudevent(
+            obj, "", lambda: _base64_data(obj["data_base64"]), headers, routing_key, received_at, id_basis
+        )
+    return _cloudevent(obj, "", lambda: _data(obj.get("data"), "data"), headers, routing_key, received_at, id_basis)
 
 
 def _from_binary(
@@ -294,24 +282,39 @@ def _from_binary(
     routing_key: str | None,
     received_at: datetime | None,
 ) -> Event:
-    version = attributes["specversion"]
-    if version != "1.0":
-        raise DecodeError(f"unsupported CloudEvents specversion {_short(version)} in headers (only '1.0' is accepted)")
-    event_type = _event_type(attributes.get("type"), "type header", routing_key)
-
     def id_basis() -> bytes:
         # The attributes are part of the event in binary mode: two messages with the same data
         # but different subjects are different events.
         described = sorted((k, str(v)) for k, v in attributes.items() if k != "id")
         return json.dumps(described, ensure_ascii=False).encode("utf-8") + b"\0" + body
 
+    return _cloudevent(attributes, " header", lambda: data, headers, routing_key, received_at, id_basis)
+
+
+def _cloudevent(
+    attributes: Mapping[str, Any],
+    where: str,
+    data: Callable[[], dict[str, Any]],
+    headers: Mapping[str, Any] | None,
+    routing_key: str | None,
+    received_at: datetime | None,
+    id_basis: Callable[[], bytes],
+) -> Event:
+    """The one constructor of a CloudEvents event, structured (``where=""``) or binary (``" header"``)."""
+    version = attributes["specversion"]
+    if version != "1.0":
+        raise DecodeError(
+            f"unsupported CloudEvents specversion {_short(version)}{where and ' in headers'} (only '1.0' is accepted)"
+        )
+    event_type = _event_type(attributes.get("type"), f"type{where}", routing_key)
+    payload = data()  # before the other attributes, so a bad event names the same problem first
     return Event(
         type=event_type,
-        id=_event_id(attributes.get("id"), "id header", event_type, id_basis),
-        source=_source(attributes.get("source"), "source header"),
-        time=_time(attributes.get("time"), "time header", received_at),
-        data=data,
-        subject=_subject(attributes.get("subject"), "subject header"),
+        id=_event_id(attributes.get("id"), f"id{where}", event_type, id_basis),
+        source=_source(attributes.get("source"), f"source{where}"),
+        time=_time(attributes.get("time"), f"time{where}", received_at),
+        data=payload,
+        subject=_subject(attributes.get("subject"), f"subject{where}"),
         routing_key=routing_key,
         headers=_copy_headers(headers),
     )
@@ -610,19 +613,7 @@ def _json_default(value: Any) -> Any:
 
 def _kind(value: Any) -> str:
     """How a JSON value is described in error messages: 'an array', 'a string'..."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return f"a {type(value).__name__}"
+    return kind_of(value, json=True)
 
 
 def _short(value: Any, limit: int = 40) -> str:

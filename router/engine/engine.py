@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from router.channels.base import Channel
 from router.config.models import Rule
 from router.core.delivery import Delivery
-from router.core.errors import DecodeError, TemplateError
+from router.core.errors import DecodeError, TemplateError, UnknownChannelError
 from router.core.events import Event, decode, encode
 from router.core.message import Message, Outcome
 from router.core.records import RetryRecord
@@ -38,7 +38,7 @@ from router.flow.control import FlowControl
 from router.flow.digest import with_digest_meta
 from router.flow.resume import Resume
 from router.jobs.base import Job
-from router.jobs.context import RuleJobContext
+from router.jobs.context import RuleJobContext, ScopedJobState
 from router.pipeline.backoff import retry_delay
 from router.pipeline.builder import build_pipeline
 from router.pipeline.chain import Next
@@ -59,6 +59,8 @@ from router.transports.dead_letters import DeadLetters
 log = logging.getLogger("router.engine")
 
 JOB_DONE_SUFFIX = ":job"
+# Namespace of the default ids of events jobs publish (uuid5 of event id, rule and position).
+_FOLLOW_UP_NAMESPACE = uuid.UUID("0f5b6c1e-3d2a-5b7e-9a41-6f1c2d3e4b5a")
 
 
 class ResolutionError(Exception):
@@ -337,6 +339,12 @@ class Engine:
             kind = "job" if admitted.events else "event"
             await self._dead_letter_event(event, rule, "render", str(error), attempt, kind=kind, resume=admitted)
             return
+        except UnknownChannelError as error:
+            # No retry can configure the channel: dead-lettered at once, replayable once it exists.
+            await self._dead_letter_event(
+                event, rule, "unknown-channel", str(error), attempt, kind="job", resume=admitted
+            )
+            return
         except Exception as error:
             reason = f"job {rule.job} raised {type(error).__name__}"
             await self._job_failed(runtime, event, rule, attempt, reason, admitted)
@@ -354,25 +362,33 @@ class Engine:
         events: tuple[Event, ...],
     ) -> RuleJobContext:
         runtime = generation.runtime
+        channels = runtime.config.channels
+        published = 0  # publishes of this run, for their default ids
 
-        def render(channel: str, template: str | None) -> Message:
+        def render(channel: str | None, template: str | None) -> Message:
+            if channel is not None and channel not in channels:
+                raise UnknownChannelError(rule.name, channel, list(channels))
             message = runtime.render(rule, channel, event, template=template, events=events or None)
             return with_digest_meta(message, events)
 
         async def deliver(channel: str, message: Message) -> Outcome:
-            if channel not in runtime.config.channels:
-                raise ValueError(f"rule '{rule.name}': unknown channel '{channel}'")
+            if channel not in channels:
+                raise UnknownChannelError(rule.name, channel, list(channels))
             delivery = Delivery(event, rule.name, channel, runtime.channel_type(channel), message, attempt=1)
             return await self.run_delivery(generation, delivery)
 
-        async def publish(type: str, data: dict[str, Any]) -> str:
-            return await self.publish(type, data, source=f"router/{rule.name}")
+        async def publish(type: str, data: dict[str, Any], id: str | None = None) -> str:
+            nonlocal published
+            published += 1
+            # A retried run publishes under the same ids, so what its first try published is recognised.
+            event_id = id if id is not None else follow_up_id(event.id, rule.name, published)
+            return await self.publish(type, data, source=f"router/{rule.name}", id=event_id)
 
         return RuleJobContext(
             event=event,
             rule=rule,
             options=options,
-            state=self.state,
+            state=ScopedJobState(self.state, rule.job),
             render=render,
             deliver=deliver,
             publish=publish,
@@ -468,17 +484,22 @@ class Engine:
         except Exception as error:
             raise ResolutionError(f"transport write failed: {type(error).__name__}") from error
 
-    async def publish(self, type: str, data: dict[str, Any], *, source: str = "router") -> str:
-        """Publish a new event (from a job, the CLI or HTTP ingest); returns its id."""
+    async def publish(self, type: str, data: dict[str, Any], *, source: str = "router", id: str | None = None) -> str:
+        """Publish a new event (from a job, the CLI or HTTP ingest); returns its id (random unless given)."""
         event = Event(
             type=type,
-            id=uuid.uuid4().hex,
+            id=id if id is not None else uuid.uuid4().hex,
             source=source,
             time=datetime.now(UTC),
             data=data,
         )
         await self.transport.publish_event(encode(event), routing_key=type, content_type="application/cloudevents+json")
         return event.id
+
+
+def follow_up_id(event_id: str, rule: str, n: int) -> str:
+    """The default id of the ``n``-th event a job publishes for ``(event_id, rule)``: stable across retries."""
+    return uuid.uuid5(_FOLLOW_UP_NAMESPACE, f"{event_id}\x00{rule}\x00{n}").hex
 
 
 async def close_generation(generation: Generation) -> None:

@@ -214,7 +214,7 @@ def _context(runtime: Runtime, failure: Failure, details: dict[str, Any]) -> dic
     if failure.event is not None:
         context = build_context(failure.event, rule=rule)
     else:
-        context = {"event": None, "data": {}, "rule": {}}
+        context = {"event": None, "data": {}, "now": datetime.now(UTC), "rule": {}}
     if rule is None:
         context["rule"] = {"name": failure.rule} if failure.rule else {}
     context["failure"] = details

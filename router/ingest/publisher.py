@@ -162,23 +162,22 @@ class Publisher:
                 raise PublishError("the publisher is closed")
             if self._connection is not None:
                 return
-            import aio_pika
-            from aio_pika.abc import ExchangeType
+            # aio-pika loads only when publishing over AMQP
+            from router.transports.amqp import connection as amqp_connection
 
             where = redact_url(self._url)
             try:
-                connection = await aio_pika.connect_robust(
+                connection = await amqp_connection.open_connection(
                     self._url,
+                    name=f"router publisher ({self.source})",
                     timeout=self.connect_timeout,
                     reconnect_interval=self.reconnect_interval,
-                    client_properties={"connection_name": f"router publisher ({self.source})"},
                 )
             except Exception as exc:
                 raise PublishError(f"cannot connect to RabbitMQ at {where}: {self._scrub(exc)}") from None
             try:
-                # on_return_raises: a mandatory message nobody can route raises instead of vanishing.
-                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-                exchange = await channel.declare_exchange(self.exchange_name, ExchangeType.TOPIC, durable=True)
+                channel = await amqp_connection.open_confirmed_channel(connection)
+                exchange = await amqp_connection.declare_events_exchange(channel, self.exchange_name)
             except Exception as exc:
                 await connection.close()
                 raise PublishError(

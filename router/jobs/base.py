@@ -20,13 +20,34 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class JobState(Protocol):
+    """The state a job may keep: small, stable, and shared by every router on the same store.
+
+    Keys are the job's own: they are kept apart from the router's keys and from other jobs'
+    (each job name has its own namespace). Records expire; nothing here is kept forever.
+    """
+
+    async def first_seen(self, key: str, window: float) -> bool:
+        """True the first time ``key`` is seen; False for ``window`` seconds after that."""
+        ...
+
+    async def is_marked(self, key: str) -> bool:
+        """True when :meth:`mark` recorded ``key`` and the record has not expired."""
+        ...
+
+    async def mark(self, key: str, ttl: float) -> None:
+        """Record ``key`` for ``ttl`` seconds; durable once this returns."""
+        ...
+
+
 class JobContext(Protocol):
     """What a job's ``handle`` receives: the event, the rule and the router's services."""
 
     event: Event
     rule: Rule
     options: BaseModel  # the rule's `with:` block, validated by the job's model
-    state: Any  # the state store (router.state); None where no store is running
+    state: JobState  # the job's own keys in the router's state store
+    attempt: int  # 1 for the first run of this job for this event, 2 for its first retry, ...
 
     @property
     def events(self) -> Sequence[Event]:
@@ -34,15 +55,20 @@ class JobContext(Protocol):
         ...
 
     def render(self, channel: str | None = None, template: str | None = None) -> Message:
-        """Render the rule's template (or ``template``) as ``channel`` would receive it."""
+        """Render the rule's template (or ``template``) as ``channel`` would receive it.
+
+        Without ``channel``: as the rule's first channel receives it, or (a rule without
+        ``channels:``) as no channel type sees it. An unknown channel raises
+        :class:`router.UnknownChannelError`.
+        """
         ...
 
     async def deliver(self, channel: str, message: Message) -> Outcome:
         """Deliver ``message`` to the configured channel ``channel`` with the router's guarantees."""
         ...
 
-    async def publish(self, type: str, data: dict[str, Any]) -> str:
-        """Publish a follow-up event; returns its id."""
+    async def publish(self, type: str, data: dict[str, Any], id: str | None = None) -> str:
+        """Publish a follow-up event; returns its id (by default stable across retries of this run)."""
         ...
 
 

@@ -1,10 +1,14 @@
 """The compiled rule index: which rules an event fires, fast, and why (``explain``).
 
 Patterns (a rule's ``on``)
-    Segments separated by ``.``. ``*`` matches exactly one segment; ``**`` matches any number
-    of segments, including none (RabbitMQ's ``#``): ``a.**`` matches ``a``, ``a.b`` and
-    ``a.b.c``; ``**`` alone matches every type. Wildcards are whole segments (``a*`` is an
-    error), segments are never empty. A list of patterns matches if any of them does.
+    Segments separated by ``.`` or ``/`` (Inngest-style types: ``space/completed.planet`` has
+    the segments ``space``, ``completed`` and ``planet``). ``*`` matches exactly one segment;
+    ``**`` matches any number of segments, including none (RabbitMQ's ``#``): ``a.**`` matches
+    ``a``, ``a.b`` and ``a.b.c``; ``challenging/**`` matches ``challenging`` and every
+    ``challenging/...`` type; ``**`` alone matches every type. The separator written before a
+    wildcard is the one the type must have there: ``a.*`` matches ``a.b``, not ``a/b``, and
+    ``a/**`` matches ``a/b.c``, not ``a.b``. Wildcards are whole segments (``a*`` is an error),
+    a pattern's segments are never empty. A list of patterns matches if any of them does.
 
 Conditions (a rule's ``when``)
     Keys are dotted paths into the event as :meth:`Event.as_dict` shows it: ``type``, ``id``,
@@ -54,6 +58,7 @@ from typing import Any, Final
 from router.config.models import OPERATORS, Rule
 from router.core.errors import ConfigError, Problem
 from router.core.events import Event
+from router.core.kinds import kind_of
 from router.core.suggest import closest
 from router.matching.paths import MISSING, Getter, compile_path, lookup, split_path
 
@@ -67,8 +72,10 @@ DEFAULT_CACHE_SIZE: Final = 4096
 
 Check = Callable[[Event], bool]
 
-# A literal segment: the characters an event type may hold (see router.core.events).
-_LITERAL_RE = re.compile(r"[^\s.*#\x00-\x1f\x7f]+")
+# A literal segment: the characters an event type may hold (see router.core.events), less the separators.
+_LITERAL_RE = re.compile(r"[^\s./*#\x00-\x1f\x7f]+")
+# '.' and '/' both end a segment; the separator is kept with the segment it precedes.
+_SEPARATOR_RE = re.compile(r"([./])")
 
 
 # -- patterns --------------------------------------------------------------------------------
@@ -80,9 +87,12 @@ def pattern_error(pattern: str) -> str | None:
         return f"a pattern must be a string, got {type(pattern).__name__}"
     if not pattern:
         return "a pattern cannot be empty (use '**' to match every event type)"
-    for segment in pattern.split("."):
+    for segment in _SEPARATOR_RE.split(pattern)[::2]:
         if not segment:
-            return f"pattern '{pattern}' has an empty segment (two dots in a row, or a leading or trailing dot)"
+            return (
+                f"pattern '{pattern}' has an empty segment"
+                " (two separators ('.' or '/') in a row, or a leading or trailing one)"
+            )
         if segment in ("*", "**"):
             continue
         if segment == "#":
@@ -94,16 +104,31 @@ def pattern_error(pattern: str) -> str | None:
     return None
 
 
+def tokens(text: str) -> list[str]:
+    """``text`` as segments, each with the separator before it (``"."`` for the first).
+
+    ``"space/completed.planet"`` -> ``[".space", "/completed", ".planet"]``: a wildcard token
+    such as ``"/**"`` matches only where the type has that separator.
+    """
+    parts = _SEPARATOR_RE.split(text)
+    return ["." + parts[0], *(parts[i] + parts[i + 1] for i in range(1, len(parts), 2))]
+
+
+def is_wildcard(pattern: str) -> bool:
+    """Whether ``pattern`` has a ``*`` or ``**`` segment (else it names one exact type)."""
+    return any(token[1:] in ("*", "**") for token in tokens(pattern))
+
+
 def pattern_matches(pattern: str, event_type: str) -> bool:
     """Whether ``event_type`` matches ``pattern`` (the reference semantics; slow but plain)."""
-    return _glob(_segments(pattern), event_type.split("."))
+    return _glob(_segments(pattern), tokens(event_type))
 
 
 def _segments(pattern: str) -> list[str]:
-    # '**.**' means what '**' means; collapsing them keeps backtracking from compounding.
+    # '**.**' means what '.**' means; collapsing them keeps backtracking from compounding.
     segments: list[str] = []
-    for segment in pattern.split("."):
-        if not (segment == "**" and segments and segments[-1] == "**"):
+    for segment in tokens(pattern):
+        if not (segment[1:] == "**" and segments and segments[-1] == segment):
             segments.append(segment)
     return segments
 
@@ -112,25 +137,33 @@ def _glob(pattern: list[str], segments: list[str]) -> bool:
     if not pattern:
         return not segments
     head, rest = pattern[0], pattern[1:]
-    if head == "**":
-        return any(_glob(rest, segments[i:]) for i in range(len(segments) + 1))
+    separator, text = head[0], head[1:]
+    if text == "**":
+        # None, or a first segment after this separator and then any segments at all.
+        if _glob(rest, segments):
+            return True
+        if not segments or segments[0][0] != separator:
+            return False
+        return any(_glob(rest, segments[i:]) for i in range(1, len(segments) + 1))
     if not segments:
         return False
-    return (head == "*" or head == segments[0]) and _glob(rest, segments[1:])
+    matched = segments[0][0] == separator if text == "*" else head == segments[0]
+    return matched and _glob(rest, segments[1:])
 
 
 def compile_pattern(pattern: str) -> Callable[[str], bool]:
     """``pattern`` as a predicate on event types, via one regex (for scans; the index uses a trie)."""
-    # Every segment is matched with its leading dot, against "." + type, so that '**' can
-    # stand for zero segments without leaving a dangling dot behind.
+    # Every segment is matched with its separator in front, against "." + type, so that '**'
+    # can stand for zero segments without leaving a dangling separator behind.
     parts = []
     for segment in _segments(pattern):
-        if segment == "**":
-            parts.append(r"(?:\.[^.]+)*")
-        elif segment == "*":
-            parts.append(r"\.[^.]+")
+        separator, text = re.escape(segment[0]), segment[1:]
+        if text == "**":
+            parts.append(rf"(?:{separator}[^./]*(?:[./][^./]*)*)?")
+        elif text == "*":
+            parts.append(rf"{separator}[^./]*")
         else:
-            parts.append(r"\." + re.escape(segment))
+            parts.append(re.escape(segment))
     fullmatch = re.compile("".join(parts)).fullmatch
     return lambda event_type: fullmatch("." + event_type) is not None
 
@@ -357,19 +390,7 @@ def rule_problems(rules: Sequence[Rule]) -> list[Problem]:
 
 
 def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if _is_number(value):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return f"a {type(value).__name__}"
+    return kind_of(value)
 
 
 # -- compiled rules -------------------------------------------------------------------------
@@ -695,45 +716,69 @@ class _Plan:
 
 
 class _Node:
-    """A node of the pattern trie; ``dstar`` nodes also consume any segment themselves."""
+    """A node of the pattern trie, keyed by tokens (see :func:`tokens`).
+
+    ``star`` and ``dstar`` are keyed by the separator written before the wildcard. A ``**``
+    node is reached without consuming anything (none), or by consuming one segment after its
+    separator; only then may it consume any further segment itself (``inside``).
+    """
 
     __slots__ = ("children", "dstar", "is_dstar", "star", "terminal")
 
     def __init__(self, is_dstar: bool = False) -> None:
         self.children: dict[str, _Node] = {}
-        self.star: _Node | None = None
-        self.dstar: _Node | None = None
+        self.star: dict[str, _Node] = {}
+        self.dstar: dict[str, _Node] = {}
         self.is_dstar = is_dstar
         self.terminal: list[int] = []
 
     def insert(self, segments: list[str], position: int) -> None:
         node = self
         for segment in segments:
-            if segment == "**":
-                if node.dstar is None:
-                    node.dstar = _Node(is_dstar=True)
-                node = node.dstar
-            elif segment == "*":
-                if node.star is None:
-                    node.star = _Node()
-                node = node.star
+            separator, text = segment[0], segment[1:]
+            if text == "**":
+                node = node.dstar.setdefault(separator, _Node(is_dstar=True))
+            elif text == "*":
+                node = node.star.setdefault(separator, _Node())
             else:
                 node = node.children.setdefault(segment, _Node())
         node.terminal.append(position)
 
 
-def _closure(nodes: Iterable[_Node]) -> list[_Node]:
-    """``nodes`` plus every node reachable through ``**`` without consuming a segment."""
-    seen: dict[int, _Node] = {}
-    stack = list(nodes)
+_State = tuple[_Node, bool]  # a trie node, and whether a '**' node has consumed a segment
+
+
+def _closure(states: Iterable[_State]) -> list[_State]:
+    """``states`` plus every ``**`` node reachable from them without consuming a segment."""
+    seen: dict[tuple[int, bool], _State] = {}
+    stack = list(states)
     while stack:
-        node = stack.pop()
-        if id(node) in seen:
+        state = stack.pop()
+        key = (id(state[0]), state[1])
+        if key in seen:
             continue
-        seen[id(node)] = node
-        if node.dstar is not None:
-            stack.append(node.dstar)
+        seen[key] = state
+        stack.extend((dstar, False) for dstar in state[0].dstar.values())
     return list(seen.values())
+
+
+def _step(states: list[_State], segment: str) -> list[_State]:
+    """The states after consuming ``segment`` (a token) from ``states``."""
+    separator = segment[0]
+    following: list[_State] = []
+    for node, inside in states:
+        child = node.children.get(segment)
+        if child is not None:
+            following.append((child, False))
+        star = node.star.get(separator)
+        if star is not None:
+            following.append((star, False))
+        dstar = node.dstar.get(separator)
+        if dstar is not None:
+            following.append((dstar, True))
+        if node.is_dstar and inside:
+            following.append((node, True))
+    return following
 
 
 # -- the index --------------------------------------------------------------------------------
@@ -789,9 +834,8 @@ class RuleIndex:
         self._trie = _Node()
         for position, rule in enumerate(self.rules):
             for pattern in dict.fromkeys(rule.on):
-                segments = pattern.split(".")
-                if "*" in segments or "**" in segments:
-                    self._trie.insert(segments, position)
+                if is_wildcard(pattern):
+                    self._trie.insert(_segments(pattern), position)
                 else:
                     self._exact.setdefault(pattern, []).append(position)
         self._cache_size = max(1, cache_size)
@@ -836,22 +880,12 @@ class RuleIndex:
 
     def _candidate_positions(self, event_type: str) -> list[int]:
         positions = set(self._exact.get(event_type, ()))
-        states = _closure([self._trie])
-        for segment in event_type.split("."):
-            following: list[_Node] = []
-            for node in states:
-                child = node.children.get(segment)
-                if child is not None:
-                    following.append(child)
-                if node.star is not None:
-                    following.append(node.star)
-                if node.is_dstar:
-                    following.append(node)
-            if not following:
-                states = []
+        states = _closure([(self._trie, False)])
+        for segment in tokens(event_type):
+            states = _closure(_step(states, segment))
+            if not states:
                 break
-            states = _closure(following)
-        for node in states:
+        for node, _inside in states:
             positions.update(node.terminal)
         return sorted(positions)
 

@@ -57,7 +57,7 @@ class Resolve:
         self.metrics.deliveries.labels(delivery.channel, action).inc()
         if log.isEnabledFor(logging.INFO):  # skip building the fields: at WARNING this line costs nothing
             self._log(delivery, outcome, action, started)
-        if action == "dead" and self.on_dead is not None:
+        if action == "failed" and self.on_dead is not None:
             # After the dead letter is durable and logged: a notification's own lines follow it.
             await self.on_dead(delivery, dead_reason(outcome), outcome.reason)
         return outcome
@@ -80,6 +80,9 @@ class Resolve:
         )
 
     async def resolve(self, delivery: Delivery, outcome: Outcome) -> str:
+        """What became of the delivery, in the words of ``Outcome.status`` (one vocabulary for logs,
+        metrics and the API): ``sent``, ``retry`` (scheduled), ``failed`` (dead-lettered: permanent or
+        out of attempts), ``skipped``, or ``dry_run`` (a skip under dry run, told apart)."""
         if outcome.status == "sent":
             await self.state.mark_sent(delivery.key, self.sent_ttl)
             return "sent"
@@ -94,7 +97,7 @@ class Resolve:
             self.metrics.retries_scheduled.labels(delivery.channel).inc()
             return "retry"
         await self.dead_letters.delivery(delivery, dead_reason(outcome), outcome.reason)
-        return "dead"
+        return "failed"
 
 
 def dead_reason(outcome: Outcome) -> str:

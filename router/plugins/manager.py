@@ -25,6 +25,7 @@ from pluggy import HookImpl
 from pydantic import BaseModel
 
 from router.channels.base import Channel, ChannelConfig
+from router.config.channel_options import redefined_common_options
 from router.core.delivery import Delivery
 from router.core.events import Event
 from router.core.message import Message, Outcome
@@ -271,6 +272,13 @@ class _ChannelCollector(_Collector):
             return
         if inspect.isabstract(cls):
             _add_error(self.info, f"register_channels: {cls.__name__} does not implement {_abstract(cls)}")
+            return
+        if conflicts := redefined_common_options(cls.Config):
+            _add_error(
+                self.info,
+                f"register_channels: {cls.__name__}.Config changes options every channel accepts"
+                f" ({'; '.join(conflicts)}); give the plugin's own option another name",
+            )
             return
         self.stage(type_name, cls)
 

@@ -68,7 +68,7 @@ class Runtime:
     def render(
         self,
         rule: Rule,
-        channel: str,
+        channel: str | None,
         event: Event,
         *,
         template: str | None = None,
@@ -76,11 +76,16 @@ class Runtime:
     ) -> Message:
         """Render ``rule``'s template (or ``template``) exactly as ``channel`` receives it.
 
-        Raises TemplateError when the template fails.
+        ``channel=None``: as no channel type sees it (no channel block, no channel limits); what
+        a job of a rule without ``channels:`` gets from ``ctx.render()``. Raises TemplateError
+        when the template fails.
         """
         name = template or rule.template
         if name is None:
             raise TemplateError(f"rule '{rule.name}' has no template to render")
+        if channel is None:
+            plain = self.templates.render(name, build_context(event, rule=rule, events=events))
+            return Message(title=plain.title, body=plain.body, meta=message_meta(event, rule, ""))
         channel_type = self.channel_type(channel)
         channel_class = self.registry.channels[channel_type]
         context = build_context(

@@ -28,14 +28,11 @@ holds it the index is off and every read goes to the database.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import json
 import logging
 import os
-import queue
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,6 +51,7 @@ from router.state.base import (
     gcra_slot,
 )
 from router.state.ledger_index import LedgerIndex
+from router.support.sqlite_worker import SqliteWorker
 
 T = TypeVar("T")
 
@@ -138,20 +136,6 @@ _PURGE = (
 _Op = Callable[[sqlite3.Connection, float], T]
 
 
-@dataclass(slots=True)
-class _Call:
-    op: _Op[Any]
-    future: asyncio.Future[Any]
-    loop: asyncio.AbstractEventLoop
-    # One SQL statement: SQLite undoes a failing statement by itself, so no savepoint is needed.
-    single: bool = False
-    # A single statement that only reads: answered as soon as it ran, not after the batch's
-    # commit (an fsync, milliseconds on many disks). It sees what is committed plus the
-    # batch's earlier writes; if that commit then fails, those writers fail and are retried,
-    # so the answer is never one the store goes back on for good.
-    read: bool = False
-
-
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
     if future.done():  # cancelled, or a read already answered before its batch failed
         return
@@ -174,13 +158,6 @@ def _settle_group(futures: list[asyncio.Future[Any]], group: asyncio.Future[Any]
         return
     error = group.exception()
     _settle_all([(future, error is None, error) for future in futures])
-
-
-def _post(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    """Settle ``future`` from the worker thread, on its own loop."""
-    # A closed loop raises RuntimeError: nobody is waiting any more.
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(_settle, future, ok, value)
 
 
 def sqlite_path_from_url(url: str) -> str:
@@ -210,9 +187,14 @@ class SqliteStateStore(StateStore):
         self.path = str(path)
         self._clock = clock
         self._purge_interval = purge_interval
-        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._closed: asyncio.Future[None] | None = None
+        self._last_purge = clock()
+        self._worker = SqliteWorker(
+            connect=self._connect,
+            name="router-state-sqlite",
+            max_batch=_MAX_BATCH,
+            closed_error=lambda: RuntimeError("the state store is not open; call open() first"),
+            between_batches=self._purge_when_due,
+        )
         # Delivery leases live in this process's memory, shared by every store on the same file:
         # a SQLite store serves one process, and a lease must die with the process that held it
         # (a restarted router then waits for nothing). Not written to disk: no cost per send.
@@ -235,22 +217,12 @@ class SqliteStateStore(StateStore):
     # lifecycle
 
     async def open(self) -> None:
-        if self._thread is not None:
+        if self._worker.running:
             return
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        loop = asyncio.get_running_loop()
-        ready: asyncio.Future[None] = loop.create_future()
-        self._closed = loop.create_future()
-        self._thread = threading.Thread(
-            target=self._worker, args=(loop, ready, self._closed), name="router-state-sqlite", daemon=True
-        )
-        self._thread.start()
-        try:
-            await ready
-        except BaseException:
-            self._thread = None
-            raise
+        self._last_purge = self._clock()
+        await self._worker.start()
         if self.path != ":memory:":
             self._reader = self._open_reader()
         self._attach_index()
@@ -343,18 +315,14 @@ class SqliteStateStore(StateStore):
         return conn
 
     async def close(self) -> None:
-        if self._thread is None or self._closed is None:
+        if not self._worker.running:
             return
         self._flush_marks()  # marks made in this pass go ahead of the stop
         await self._detach_index()
         if self._reader is not None:
             self._reader.close()
             self._reader = None
-        thread, closed = self._thread, self._closed
-        self._thread = None
-        self._queue.put(None)  # queued after every pending call, so those finish first
-        await closed
-        await asyncio.to_thread(thread.join)
+        await self._worker.stop()  # after every pending call, so those finish first
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
@@ -372,90 +340,11 @@ class SqliteStateStore(StateStore):
             raise
         return conn
 
-    def _worker(
-        self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None], closed: asyncio.Future[None]
-    ) -> None:
-        try:
-            conn = self._connect()
-        except Exception as exc:
-            _post(loop, ready, False, exc)
-            _post(loop, closed, True, None)
-            return
-        _post(loop, ready, True, None)
-        last_purge = self._clock()
-        try:
-            while True:
-                first = self._queue.get()
-                if first is None:
-                    return
-                batch = [first]
-                stop = False
-                while len(batch) < _MAX_BATCH:
-                    try:
-                        more = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        stop = True
-                        break
-                    batch.append(more)
-                self._run_batch(conn, batch)
-                if stop:
-                    return
-                now = self._clock()
-                if now - last_purge >= self._purge_interval:
-                    last_purge = now
-                    self._purge(conn, now)
-        finally:
-            conn.close()
-            _post(loop, closed, True, None)
-
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Call]) -> None:
-        results: list[tuple[bool, Any]] = []
-        reads: list[tuple[_Call, tuple[bool, Any]]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for call in batch:
-                if call.single:
-                    try:
-                        result: tuple[bool, Any] = (True, call.op(conn, self._clock()))
-                    except Exception as exc:
-                        result = (False, exc)
-                    results.append(result)
-                    if call.read:
-                        reads.append((call, result))
-                    continue
-                conn.execute("SAVEPOINT op")
-                try:
-                    value = call.op(conn, self._clock())
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    results.append((False, exc))
-                else:
-                    conn.execute("RELEASE op")
-                    results.append((True, value))
-            if reads:
-                self._settle_calls(reads)
-            conn.execute("COMMIT")
-        except Exception as exc:
-            # The transaction as a whole failed (disk full, I/O error): nothing in it happened.
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            results = [(False, exc)] * len(batch)
-        answered = {id(call) for call, _ in reads}
-        self._settle_calls([pair for pair in zip(batch, results, strict=True) if id(pair[0]) not in answered])
-
-    @staticmethod
-    def _settle_calls(calls: list[tuple[_Call, tuple[bool, Any]]]) -> None:
-        # One wake-up of each waiting loop per batch, not one per call: every
-        # call_soon_threadsafe writes to the loop's self-pipe and costs it a pass.
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for call, (ok, value) in calls:
-            by_loop.setdefault(call.loop, []).append((call.future, ok, value))
-        for loop, settled in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-                loop.call_soon_threadsafe(_settle_all, settled)
+    def _purge_when_due(self, conn: sqlite3.Connection) -> None:
+        now = self._clock()
+        if now - self._last_purge >= self._purge_interval:
+            self._last_purge = now
+            self._purge(conn, now)
 
     def _purge(self, conn: sqlite3.Connection, now: float) -> None:
         try:
@@ -472,12 +361,8 @@ class SqliteStateStore(StateStore):
     async def _call(self, op: _Op[T], *, single: bool = False, read: bool = False) -> T:
         """Run ``op`` in the worker's next transaction; ``single``: it runs exactly one SQL
         statement; ``read``: a single statement that writes nothing (answered before the commit)."""
-        if self._thread is None:
-            raise RuntimeError("the state store is not open; call open() first")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Call(op, future, loop, single or read, read))
-        return await future
+        clock = self._clock
+        return await self._worker.call(lambda conn: op(conn, clock()), single=single, read=read)
 
     async def purge_expired(self) -> int:
         def op(conn: sqlite3.Connection, now: float) -> int:
@@ -518,7 +403,7 @@ class SqliteStateStore(StateStore):
 
     async def mark_sent(self, key: str, ttl: float) -> None:
         check_positive("ttl", ttl)
-        if self._thread is None:
+        if not self._worker.running:
             raise RuntimeError("the state store is not open; call open() first")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
@@ -546,7 +431,7 @@ class SqliteStateStore(StateStore):
         if not marks:
             return
         futures = [future for _, _, future in marks]
-        if self._thread is None:
+        if not self._worker.running:
             error = RuntimeError("the state store closed before the delivery was recorded")
             _settle_all([(future, False, error) for future in futures])
             return
@@ -559,11 +444,10 @@ class SqliteStateStore(StateStore):
             else:
                 conn.executemany(_UPSERT_SENT, [(key, now + ttl) for key, ttl in rows])
 
-        loop = futures[0].get_loop()
-        group: asyncio.Future[None] = loop.create_future()
-        group.add_done_callback(lambda done: _settle_group(futures, done))
+        clock = self._clock
         # One statement: a failure undoes at most its own row, and then every caller is told.
-        self._queue.put(_Call(op, group, loop, single=True))
+        group = self._worker.submit(lambda conn: op(conn, clock()), single=True)
+        group.add_done_callback(lambda done: _settle_group(futures, done))
 
     async def sent_many(self, keys: Sequence[str]) -> set[str]:
         unique = list(dict.fromkeys(keys))

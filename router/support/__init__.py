@@ -1,5 +1,6 @@
 """Machinery with no domain knowledge: metrics, logs, slots, deadlines, on-disk caches.
 
 Owns: :mod:`.metrics` (every Prometheus metric; hand-written exposition), :mod:`.logs`,
-:mod:`.slots`, :mod:`.deadlines`, :mod:`.disk_cache`. Imports only ``core``.
+:mod:`.slots`, :mod:`.deadlines`, :mod:`.disk_cache`, :mod:`.sqlite_worker` (the one SQLite writer
+thread, shared by the state store and the embedded queue). Imports only ``core``.
 """

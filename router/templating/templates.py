@@ -18,6 +18,7 @@ import re
 import types
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -99,7 +100,7 @@ def build_context(
     channel: Mapping[str, Any] | None = None,
     events: Sequence[Event] | None = None,
 ) -> dict[str, Any]:
-    """The variables a template sees: ``event``, ``data``, ``rule``, ``channel`` and, for digests, ``events`` and ``count``.
+    """The variables a template sees: ``event``, ``data``, ``now``, ``rule``, ``channel`` and, for digests, ``events`` and ``count``.
 
     ``channel`` keeps only ``name``, ``type`` and ``markdown`` (the dialect for the
     ``escape_markdown`` filter): channel options hold secrets and never reach a template.
@@ -107,6 +108,8 @@ def build_context(
     context: dict[str, Any] = {
         "event": _event_view(event),
         "data": event.data,
+        # When the message is rendered (UTC): a retry resends the message as first rendered.
+        "now": datetime.now(UTC),
         "rule": (
             {
                 "name": rule.name,

@@ -1,6 +1,6 @@
 """The transport interface: where events come from, where retries wait and dead letters go.
 
-Two implementations pass one contract suite: ``amqp.py`` (RabbitMQ via aio-pika, production)
+Two implementations pass one contract suite: ``amqp/`` (RabbitMQ via aio-pika, production)
 and ``embedded.py`` (a SQLite-backed queue in the process, the default with no broker).
 
 The engine sees only this interface. A transport hands it :class:`Incoming` messages and

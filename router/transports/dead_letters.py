@@ -9,9 +9,12 @@ dead; this module decides *what* is written.
 
 from __future__ import annotations
 
+import dataclasses
+
 from router.core.delivery import Delivery
 from router.core.events import Event, encode
 from router.core.records import RetryRecord
+from router.core.redact import registered_secrets, scrub
 from router.support.metrics import Metrics
 from router.transports.base import (
     H_ATTEMPTS,
@@ -28,6 +31,12 @@ from router.transports.base import (
 )
 
 Headers = dict[str, object]
+
+
+def clean_error(error: str) -> str:
+    """``error`` as a dead letter keeps it: registered secrets (channels' secret options, a
+    plugin's included) masked and URLs cut to scheme and host, as failure notifications show it."""
+    return scrub(error, registered_secrets()) if error else error
 
 
 def delivery_headers(delivery: Delivery) -> Headers:
@@ -66,6 +75,7 @@ class DeadLetters:
 
     async def message(self, incoming: Incoming, reason: str, error: str, *, event: Event | None = None) -> None:
         """A message as it came: undecodable, oversize, or decoded but refused (``event``: schema)."""
+        error = clean_error(error)
         headers: Headers = {
             **{k: v for k, v in incoming.headers.items() if not str(k).startswith("x-router-")},
             H_KIND: "event" if incoming.kind == "event" else "retry",
@@ -82,6 +92,7 @@ class DeadLetters:
 
     async def event(self, event: Event, rule: str, reason: str, error: str, attempt: int) -> None:
         """A rule that failed on an event (its template or a key did not render): the event, for a replay."""
+        error = clean_error(error)
         headers: Headers = {
             **self._rule_headers("event", event, rule, reason, error, attempt),
             H_ROUTING_KEY: event.routing_key or event.type,
@@ -92,6 +103,9 @@ class DeadLetters:
 
     async def record(self, record: RetryRecord, reason: str, error: str) -> None:
         """A job or digest that failed for good, or a record whose rule or channel is gone: the record itself."""
+        error = clean_error(error)
+        if record.last_error:
+            record = dataclasses.replace(record, last_error=clean_error(record.last_error))
         if record.kind == "delivery" and record.message is not None and record.channel is not None:
             delivery = Delivery(record.event, record.rule, record.channel, "", record.message, record.attempt)
             await self.delivery(delivery, reason, error)
@@ -105,12 +119,14 @@ class DeadLetters:
 
     async def delivery(self, delivery: Delivery, reason: str, error: str) -> None:
         """One delivery that failed for good, with its record (so ``router dlq replay`` can send it again)."""
+        error = clean_error(error)
         headers = {**delivery_headers(delivery), H_REASON: reason, H_ERROR: error}
         await self.transport.dead_letter(delivery_record(delivery, error).to_bytes(), headers=headers)
         self.metrics.dead_letters.labels(reason).inc()
 
     async def digest_item(self, raw: bytes, error: str) -> None:
         """A digest or fold item that cannot be read: kept for a person to see, never delivered."""
+        error = clean_error(error)
         await self.transport.dead_letter(raw, headers={H_KIND: "digest-item", H_REASON: "poison", H_ERROR: error})
         self.metrics.dead_letters.labels("poison").inc()
 

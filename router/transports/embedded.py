@@ -26,12 +26,9 @@ consume a file at a time: leases live in memory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import queue
 import sqlite3
-import threading
 import time
 import uuid
 from collections import deque
@@ -40,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from router.support.sqlite_worker import Op, SharedStatement, SqliteWorker
 from router.transports.base import (
     H_DEAD_AT,
     DeadLetter,
@@ -83,57 +81,55 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 # AUTOINCREMENT matters: event ids must never be reused after a delete, because the consumer
 # reads events past a cursor (the highest id it has taken).
 
-_Op = Callable[[sqlite3.Connection], T]
-_Outcome = tuple["asyncio.Future[Any]", bool, Any]
 
-_MAX_VARIABLES = 900  # per statement, below SQLite's historical limit of 999
-
-
-def _execute(sql: str, params: Sequence[Any] = ()) -> _Op[int]:
+def _execute(sql: str, params: Sequence[Any] = ()) -> Op[int]:
     """An operation running one statement; its result is the number of rows changed."""
     return lambda conn: conn.execute(sql, params).rowcount
 
 
-@dataclass(frozen=True, slots=True)
-class _Shared:
-    """A statement that concurrent calls share: one row of ``row`` per call, between ``head``
-    and ``tail``. Each step of a statement hands the GIL back and forth between the worker and
-    the event loop, so one multi-row statement per batch beats one statement per call."""
-
-    head: str
-    row: str
-    tail: str = ""
-    width: int = 1  # parameters per row
-
-    def sql(self, rows: int) -> str:
-        return self.head + ", ".join([self.row] * rows) + self.tail
+_INSERT_EVENT = SharedStatement(
+    "INSERT INTO events(routing_key, content_type, headers, body) VALUES ", "(?, ?, ?, ?)", width=4
+)
+_INSERT_RETRY = SharedStatement("INSERT INTO retries(due_at, headers, body) VALUES ", "(?, ?, ?)", width=3)
+_DELETE_EVENT = SharedStatement("DELETE FROM events WHERE id IN (", "?", ")")
+_DELETE_RETRY = SharedStatement("DELETE FROM retries WHERE id IN (", "?", ")")
 
 
-_INSERT_EVENT = _Shared("INSERT INTO events(routing_key, content_type, headers, body) VALUES ", "(?, ?, ?, ?)", width=4)
-_INSERT_RETRY = _Shared("INSERT INTO retries(due_at, headers, body) VALUES ", "(?, ?, ?)", width=3)
-_DELETE_EVENT = _Shared("DELETE FROM events WHERE id IN (", "?", ")")
-_DELETE_RETRY = _Shared("DELETE FROM retries WHERE id IN (", "?", ")")
+def _connect(path: str) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+    except Exception as exc:
+        raise TransportError(f"cannot open the embedded queue {path}: {exc}") from exc
+    try:
+        _incremental_vacuum_mode(conn)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        # A flood's WAL is cut back to this size at the next checkpoint instead of staying.
+        conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
+        conn.executescript(_SCHEMA)
+    except Exception as exc:
+        conn.close()
+        raise TransportError(f"cannot open the embedded queue {path}: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
-# ---------------------------------------------------------------------------- worker thread
+def _worker(path: str) -> SqliteWorker:
+    """The queue file's one writer. Every call is one statement, or a row of a shared one."""
 
+    def commit_failed(exc: Exception) -> Exception:
+        return TransportError(f"the embedded queue failed to commit: {exc}")
 
-@dataclass(slots=True)
-class _Call:
-    future: asyncio.Future[Any]
-    op: _Op[Any] | None = None
-    shared: _Shared | None = None
-    params: tuple[Any, ...] = ()
-
-
-def _settle_all(outcomes: list[_Outcome]) -> None:
-    for future, ok, value in outcomes:
-        if future.cancelled():
-            continue
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
+    return SqliteWorker(
+        connect=lambda: _connect(path),
+        name="router-queue-sqlite",
+        max_batch=_MAX_BATCH,
+        closed_error=lambda: TransportError(f"the embedded queue {path} is closed"),
+        batch_error=commit_failed,
+        between_batches=_Reclaimer().step,
+    )
 
 
 _WAL_LIMIT = 4 * 1024 * 1024
@@ -162,7 +158,7 @@ class _Reclaimer:
     After a flood the tables are empty again but the file keeps its size: SQLite reuses free
     pages, it does not return them. Once free pages are at least a quarter of the file (and
     over :data:`_RECLAIM_MIN_PAGES`), each look frees up to :data:`_RECLAIM_STEP` of them and
-    checkpoints, which truncates the file.
+    checkpoints, which truncates the file. Runs on the worker thread, between batches.
     """
 
     def __init__(self) -> None:
@@ -189,148 +185,6 @@ class _Reclaimer:
                 conn.execute("PRAGMA busy_timeout=30000")
         except sqlite3.Error as error:  # reclaiming is housekeeping: the queue works without it
             log.debug("embedded queue: could not reclaim free pages: %s", error)
-
-
-class _Worker:
-    """One SQLite connection on one thread, running queued calls in group-committed batches."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._reclaimer = _Reclaimer()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopped: asyncio.Future[None] | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None
-
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        ready: asyncio.Future[None] = loop.create_future()
-        self._loop, self._stopped = loop, loop.create_future()
-        self._thread = threading.Thread(target=self._run, args=(ready,), name="router-queue-sqlite", daemon=True)
-        self._thread.start()
-        try:
-            await ready
-        except BaseException:
-            self._thread = None
-            raise
-
-    async def stop(self) -> None:
-        thread, stopped = self._thread, self._stopped
-        if thread is None or stopped is None:
-            return
-        self._thread = None
-        self._calls.put(None)  # after every queued call, so those still commit
-        await stopped
-        await asyncio.to_thread(thread.join)
-
-    async def call(self, op: _Op[T]) -> T:
-        """Run ``op`` on the worker; returns its result once the transaction committed."""
-        future: asyncio.Future[T] = self._new_future()
-        self._calls.put(_Call(future, op=op))
-        return await future
-
-    async def write(self, shared: _Shared, *params: Any) -> None:
-        """Add one row to ``shared``; returns once the transaction committed."""
-        future: asyncio.Future[None] = self._new_future()
-        self._calls.put(_Call(future, shared=shared, params=params))
-        await future
-
-    def _new_future(self) -> asyncio.Future[Any]:
-        if self._thread is None or self._loop is None:
-            raise TransportError(f"the embedded queue {self.path} is closed")
-        return self._loop.create_future()
-
-    def _post(self, outcomes: list[_Outcome]) -> None:
-        assert self._loop is not None
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting any more
-            self._loop.call_soon_threadsafe(_settle_all, outcomes)
-
-    def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-        try:
-            _incremental_vacuum_mode(conn)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            # A flood's WAL is cut back to this size at the next checkpoint instead of staying.
-            conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
-            conn.executescript(_SCHEMA)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _run(self, ready: asyncio.Future[None]) -> None:
-        assert self._stopped is not None
-        try:
-            conn = self._open()
-        except Exception as exc:
-            error = TransportError(f"cannot open the embedded queue {self.path}: {exc}")
-            self._post([(ready, False, error), (self._stopped, True, None)])
-            return
-        self._post([(ready, True, None)])
-        try:
-            while True:
-                first = self._calls.get()
-                if first is None:
-                    return
-                batch = [first]
-                stop = False
-                while len(batch) < _MAX_BATCH:
-                    try:
-                        more = self._calls.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        stop = True
-                        break
-                    batch.append(more)
-                self._post(self._run_batch(conn, batch))
-                if stop:
-                    return
-                self._reclaimer.step(conn)
-        finally:
-            conn.close()
-            self._post([(self._stopped, True, None)])
-
-    @staticmethod
-    def _run_batch(conn: sqlite3.Connection, batch: list[_Call]) -> list[_Outcome]:
-        outcomes: list[_Outcome] = []
-        shared: dict[_Shared, list[_Call]] = {}
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            # Every call is one statement (or shares one), which SQLite undoes by itself when it
-            # fails: a failing call leaves the rest of the batch intact without savepoints.
-            for call in batch:
-                if call.shared is not None:
-                    shared.setdefault(call.shared, []).append(call)
-                    continue
-                assert call.op is not None
-                try:
-                    outcomes.append((call.future, True, call.op(conn)))
-                except Exception as exc:
-                    outcomes.append((call.future, False, exc))
-            for statement, calls in shared.items():
-                rows = max(1, _MAX_VARIABLES // statement.width)
-                for start in range(0, len(calls), rows):
-                    chunk = calls[start : start + rows]
-                    try:
-                        conn.execute(statement.sql(len(chunk)), [p for call in chunk for p in call.params])
-                    except Exception as exc:
-                        outcomes += [(call.future, False, exc) for call in chunk]
-                    else:
-                        outcomes += [(call.future, True, None) for call in chunk]
-            conn.execute("COMMIT")
-        except Exception as exc:
-            # The transaction as a whole failed (disk full, I/O error): none of it happened.
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            error = TransportError(f"the embedded queue failed to commit: {exc}")
-            return [(call.future, False, error) for call in batch]
-        return outcomes
 
 
 # ---------------------------------------------------------------------------- rows and leases
@@ -398,7 +252,7 @@ class EmbeddedTransport(Transport):
         # Resolve now, so that a later chdir does not move the queue.
         self.path = Path(path).absolute()
         self._poll_interval = poll_interval
-        self._worker = _Worker(str(self.path))
+        self._worker = _worker(str(self.path))
         self._boot_event_id = 0
         self._boot_retry_id = 0
 
@@ -412,6 +266,10 @@ class EmbeddedTransport(Transport):
         self._held_retries: set[int] = set()  # retry ids in memory (ready, handed out, or being deleted)
         self._new_data = False
         self._wake: asyncio.Event | None = None
+
+    async def _sql(self, op: Op[T]) -> T:
+        """Run ``op`` (one statement) in the worker's next transaction."""
+        return await self._worker.call(op, single=True)
 
     def __repr__(self) -> str:
         return f"EmbeddedTransport({str(self.path)!r})"
@@ -432,7 +290,7 @@ class EmbeddedTransport(Transport):
             retries = conn.execute("SELECT COALESCE(MAX(id), 0) FROM retries").fetchone()[0]
             return int(events), int(retries)
 
-        self._boot_event_id, self._boot_retry_id = await self._worker.call(boot)
+        self._boot_event_id, self._boot_retry_id = await self._sql(boot)
         self._wake = asyncio.Event()
         self._cursor = 0
         self._ready.clear()
@@ -542,7 +400,7 @@ class EmbeddedTransport(Transport):
             due = conn.execute("SELECT MIN(due_at) FROM retries WHERE due_at > ?", (now,)).fetchone()[0]
             return events, retries, due
 
-        events, retries, next_due = await self._worker.call(op)
+        events, retries, next_due = await self._sql(op)
         if events:
             self._cursor = max(self._cursor, events[-1].id)
         self._held_retries.update(row.id for row in retries)
@@ -622,7 +480,7 @@ class EmbeddedTransport(Transport):
         headers.setdefault(H_DEAD_AT, round(time.time(), 3))
         encoded = _dump_headers(headers)
         letter_id = uuid.uuid4().hex
-        await self._worker.call(
+        await self._sql(
             _execute(
                 "INSERT INTO dead_letters(id, headers, body, dead_at) VALUES (?, ?, ?, ?)",
                 (letter_id, encoded, body, time.time()),
@@ -637,7 +495,7 @@ class EmbeddedTransport(Transport):
         ]
 
     async def _letter_page(self, after: int, limit: int) -> list[tuple[int, DeadLetter]]:
-        rows = await self._worker.call(
+        rows = await self._sql(
             lambda conn: conn.execute(
                 "SELECT seq, id, headers, body, dead_at FROM dead_letters WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after, limit),
@@ -653,7 +511,7 @@ class EmbeddedTransport(Transport):
     ) -> list[DeadLetter]:
         wanted = None if ids is None else set(ids)
         # Only what is there now: a replayed letter that dies again must not loop forever.
-        last = await self._worker.call(
+        last = await self._sql(
             lambda conn: conn.execute("SELECT COALESCE(MAX(seq), 0) FROM dead_letters").fetchone()[0]
         )
         replayed: list[DeadLetter] = []
@@ -667,20 +525,20 @@ class EmbeddedTransport(Transport):
                 if wanted is not None and letter.id not in wanted:
                     continue
                 await republish(letter)
-                await self._worker.call(_execute("DELETE FROM dead_letters WHERE id = ?", (letter.id,)))
+                await self._sql(_execute("DELETE FROM dead_letters WHERE id = ?", (letter.id,)))
                 replayed.append(letter)
                 if wanted is not None:
                     wanted.discard(letter.id)
         return replayed
 
     async def dlq_purge(self) -> int:
-        return await self._worker.call(_execute("DELETE FROM dead_letters"))
+        return await self._sql(_execute("DELETE FROM dead_letters"))
 
     async def queue_depth(self) -> int | None:
         if not self._worker.running:
             return None
         cursor = self._cursor
-        stored = await self._worker.call(
+        stored = await self._sql(
             lambda conn: conn.execute("SELECT COUNT(*) FROM events WHERE id > ?", (cursor,)).fetchone()[0]
         )
         return int(stored) + sum(1 for row in self._ready if row.kind == "event")

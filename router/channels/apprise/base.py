@@ -6,7 +6,7 @@ provider then occupies its own threads and never the event loop, the default exe
 (which aiohttp needs for DNS) or another channel's threads.
 
 Apprise answers only True or False, so each call runs inside
-:func:`router.channels.classify.capture`, which records the HTTP responses and SMTP errors
+:func:`router.channels.apprise.capture.capture`, which records the HTTP responses and SMTP errors
 underneath it; the recording is classified into a retryable or permanent Outcome.
 
 Message text is passed to apprise undeclared (``body_format=None``): apprise then sends it
@@ -39,8 +39,8 @@ from typing import Any, ClassVar
 import apprise
 from pydantic import ConfigDict, Field
 
+from router.channels.apprise.capture import capture, classify_capture
 from router.channels.base import Channel, ChannelConfig
-from router.channels.classify import capture, classify_capture
 from router.core.durations import Duration, format_duration
 from router.core.errors import ConfigError, Problem
 from router.core.message import Message, Outcome

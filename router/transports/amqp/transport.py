@@ -1,28 +1,4 @@
-"""The RabbitMQ transport (aio-pika): the production path.
-
-Topology, all durable, declared on connect (``Q`` is the configured queue):
-
-- ``events`` (configurable): the topic exchange applications publish to;
-- ``Q``: the router's queue, bound to the exchange with each binding key;
-- ``Q.retry``: due retries, consumed next to ``Q``;
-- ``Q.retry.<ms>``: delay queues, one per step of :mod:`router.transports.retry_ladder`, each
-  with one queue-wide TTL that dead-letters expired records into ``Q.retry`` (declared on
-  first use);
-- ``Q.dead``: the dead-letter queue that ``router dlq`` reads.
-
-Everything the router publishes is persistent and awaits the broker's publisher confirm, so
-it is on the broker when the call returns. A publish that fails because the connection
-dropped waits for the robust connection to come back and publishes again (bounded by
-``publish_timeout``): a lost confirm can therefore duplicate a message, never lose one, which
-the engine's idempotency absorbs.
-
-Consumption uses manual acknowledgements and reads aiormq's deliveries as they arrive (see
-:class:`_DeliveryQueue`). Each message runs as its own task; the broker's
-prefetch bounds how many each consumer holds and a semaphore bounds how many handlers run at
-once across the event and retry consumers. When the connection drops, the handlers of the
-lost deliveries finish but their acks go nowhere: the broker redelivers those messages (with
-``redelivered`` set) on the restored connection.
-"""
+"""``AmqpTransport``: topology, consuming, publishing with confirms, retries and the dead-letter queue."""
 
 from __future__ import annotations
 
@@ -32,7 +8,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 from urllib.parse import quote
@@ -46,22 +22,25 @@ from aio_pika.abc import (
     AbstractRobustExchange,
     AbstractRobustQueue,
     DeliveryMode,
-    ExchangeType,
 )
 from aio_pika.robust_channel import RobustChannel
-from aio_pika.robust_queue import RobustQueue
 from aiormq.abc import DeliveredMessage
-from aiormq.exceptions import (
-    AMQPError,
-    ChannelInvalidStateError,
-    ChannelPreconditionFailed,
-    DeliveryError,
-    PublishError,
-)
+from aiormq.exceptions import ChannelPreconditionFailed, DeliveryError, PublishError
 from yarl import URL
 
 from router.support.slots import Slots
 from router.transports import retry_ladder
+from router.transports.amqp import connection as connection_setup
+from router.transports.amqp.acks import Acks, Settlement
+from router.transports.amqp.consumer import Consumer, DeliveryQueue
+from router.transports.amqp.wire import (
+    BROKER_ERRORS,
+    TRANSIENT_ERRORS,
+    as_float,
+    received_headers,
+    redact_url,
+    wire_headers,
+)
 from router.transports.base import (
     H_CONTENT_TYPE,
     H_DEAD_AT,
@@ -79,248 +58,6 @@ QueueType = Literal["classic", "quorum"]
 
 H_DUE_AT = "x-router-due-at"
 """Epoch seconds a retry is due, set only on delays longer than the ladder's top step."""
-
-# Failures of the broker or of the connection to it (not of the caller's input).
-_BROKER_ERRORS: tuple[type[BaseException], ...] = (
-    AMQPError,
-    ChannelInvalidStateError,
-    ConnectionError,
-    OSError,
-    TimeoutError,
-)
-# What a publish or connect may raise while the connection is down (aio-pika adds RuntimeError).
-_TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (*_BROKER_ERRORS, RuntimeError)
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``, safe for logs and errors."""
-    try:
-        parsed = URL(url)
-    except (TypeError, ValueError):
-        return "<unparsable broker URL>"
-    if parsed.password:
-        parsed = parsed.with_password("***")
-    return str(parsed.with_query(None))
-
-
-def _is_broker_header(name: str) -> bool:
-    # Added by RabbitMQ when a delay queue dead-letters a record; not part of what was scheduled.
-    return name == "x-death" or name.startswith(("x-first-death-", "x-last-death-"))
-
-
-def _wire_value(value: Any) -> Any:
-    # The AMQP client encodes a Python float as a 32-bit float (an epoch timestamp would be
-    # off by a minute); send floats as their exact decimal text instead.
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, dict):
-        return {k: _wire_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_wire_value(v) for v in value]
-    return value
-
-
-def _wire_headers(headers: dict[str, Any] | None) -> dict[str, Any]:
-    return {k: _wire_value(v) for k, v in (headers or {}).items()}
-
-
-def _received_headers(received: Mapping[str, Any] | None, *, strip_deaths: bool) -> dict[str, Any]:
-    headers = dict(received or {})
-    headers.pop("x-delivery-count", None)  # added by quorum queues on every delivery
-    if strip_deaths:
-        headers = {k: v for k, v in headers.items() if not _is_broker_header(k)}
-    return headers
-
-
-def _as_float(value: Any) -> float | None:
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-REQUEUE_PAUSE_MIN = 0.05
-REQUEUE_PAUSE_MAX = 1.0
-
-
-class _Acks:
-    """The acknowledgements of one AMQP channel, coalesced into ``basic.ack(multiple=True)``.
-
-    Acknowledging one message at a time costs a frame, a socket write and a wait for the
-    write to drain: with aio-pika, about a third of what a bare consumer spends per message
-    (bench/README.md). Here the acks made during one pass of the event loop go out together
-    once that pass is over: one multiple ack for the highest acked delivery tag below every
-    tag still unsettled, and single acks for those above one. No ack waits longer than the
-    current pass, and a multiple ack never covers a message that is not settled: delivery tags
-    on a channel run 1, 2, 3..., each is recorded as unsettled when it arrives, and if a tag
-    has not been seen (``seen != highest``) every ack goes out alone. A requeued tag counts as
-    unsettled until its nack is written, so no multiple ack spans it before; flushes run one
-    at a time.
-    """
-
-    __slots__ = ("acked", "channel", "flusher", "highest", "requeues", "seen", "unsettled")
-
-    def __init__(self, channel: Any) -> None:
-        self.channel = channel  # the aiormq channel the deliveries arrived on
-        self.unsettled: set[int] = set()
-        self.seen = 0
-        self.highest = 0
-        self.acked: list[int] = []
-        self.flusher: asyncio.Future[None] | None = None
-        self.requeues = 0  # requeues since the last ack: the state store or the broker is failing
-
-    def requeue_pause(self) -> float:
-        """Seconds to hold a message before requeueing it: 0 at first, growing while nothing is acked.
-
-        Without it, a state-store outage turns into a loop of immediate redeliveries (hundreds a
-        second, each with an error line); held messages keep their prefetch slots, so consuming
-        slows down to what the pause lets through until something succeeds again.
-        """
-        self.requeues += 1
-        if self.requeues <= 1:
-            return 0.0
-        return float(min(REQUEUE_PAUSE_MAX, REQUEUE_PAUSE_MIN * 2.0 ** (self.requeues - 2)))
-
-    def received(self, tag: int) -> None:
-        self.unsettled.add(tag)
-        self.seen += 1
-        self.highest = max(self.highest, tag)
-
-    def requeued(self, tag: int) -> None:
-        self.unsettled.discard(tag)
-
-    def ack(self, tag: int) -> None:
-        self.requeues = 0
-        self.unsettled.discard(tag)
-        self.acked.append(tag)
-        if self.flusher is None:
-            # A task's first step runs after the callbacks already queued: the rest of this pass.
-            self.flusher = asyncio.ensure_future(self._flush())
-
-    async def _flush(self) -> None:
-        # One flush at a time, taking up the acks made while it was writing: were a second flush
-        # to run while the first awaits its writes, its multiple ack could settle a tag the first
-        # is about to ack alone, and RabbitMQ closes the channel on an unknown delivery tag
-        # (then the connection, at the next ack on the closed channel): every unacked message
-        # would be redelivered.
-        try:
-            while self.acked:
-                tags, self.acked = self.acked, []
-                await self._send(tags)
-        finally:
-            self.flusher = None
-
-    async def _send(self, tags: list[int]) -> None:
-        multiple = 0
-        if self.seen == self.highest:  # every tag up to `highest` was recorded: `unsettled` is complete
-            floor = min(self.unsettled, default=self.highest + 1)
-            below = [tag for tag in tags if tag < floor]
-            if len(below) > 1:
-                multiple = max(below)
-                tags = [tag for tag in tags if tag > floor]
-        try:
-            # wait=False: queue the frame for the connection's writer, without waiting on a drain.
-            if multiple:
-                await self.channel.basic_ack(multiple, multiple=True, wait=False)
-            for tag in tags:
-                await self.channel.basic_ack(tag, wait=False)
-        except Exception as exc:
-            log.debug("ack not delivered (%s); RabbitMQ will redeliver the messages", type(exc).__name__)
-
-    async def drain(self) -> None:
-        """Send the acks still waiting for the end of the current pass."""
-        if self.flusher is not None:
-            await asyncio.gather(self.flusher, return_exceptions=True)
-
-
-class _Settlement:
-    """The ack/requeue closures of one delivery: first call wins, failures are not errors."""
-
-    __slots__ = ("acks", "message", "settled", "started", "tag")
-
-    def __init__(self, message: DeliveredMessage, tag: int, acks: _Acks) -> None:
-        self.message = message
-        self.tag = tag
-        self.acks = acks
-        self.settled = False
-        self.started = False
-
-    async def ack(self) -> None:
-        if self.settled:
-            return
-        self.settled = True
-        self.acks.ack(self.tag)
-
-    async def requeue(self) -> None:
-        """Requeue after a failed handling: held back a while when failures repeat (see ``requeue_pause``)."""
-        await self._requeue(paused=True)
-
-    async def requeue_now(self) -> None:
-        """Requeue at once (stopping: the message was never handled)."""
-        await self._requeue(paused=False)
-
-    async def _requeue(self, *, paused: bool) -> None:
-        if self.settled:
-            return
-        self.settled = True
-        pause = self.acks.requeue_pause() if paused else 0.0
-        # The tag stays unsettled until its nack is written (and through any pause), so no
-        # multiple ack can span it first: acking a requeued message would lose it.
-        if pause:
-            await asyncio.sleep(pause)
-        try:
-            await self.message.channel.basic_nack(self.tag, requeue=True)
-        except Exception as exc:
-            log.debug("requeue not delivered (%s); RabbitMQ will redeliver the message", type(exc).__name__)
-        finally:
-            self.acks.requeued(self.tag)
-
-
-_Consumer = Callable[[DeliveredMessage], Coroutine[Any, Any, None]]
-
-
-class _DeliveryQueue(RobustQueue):
-    """A robust queue whose consumers receive aiormq's deliveries as they came off the wire.
-
-    aio-pika wraps each delivery in an ``IncomingMessage`` (every property decoded into an
-    attribute: 18 us per message on the benchmark machine) and runs the callback in one more
-    task; the router reads five fields and settles by delivery tag, so it skips both. Consumers
-    are still recorded the way ``RobustQueue`` records them, so a reconnect restores them.
-    """
-
-    async def consume(  # type: ignore[override]  # the callback takes aiormq's message
-        self,
-        callback: _Consumer,
-        no_ack: bool = False,
-        exclusive: bool = False,
-        arguments: Any = None,
-        consumer_tag: str | None = None,
-        timeout: float | None = None,
-        robust: bool = True,
-    ) -> str:
-        channel = await self.channel.get_underlay_channel()
-        result = await channel.basic_consume(
-            queue=self.name,
-            consumer_callback=callback,
-            exclusive=exclusive,
-            no_ack=no_ack,
-            arguments=arguments,
-            consumer_tag=consumer_tag,
-            timeout=timeout,
-        )
-        tag = result.consumer_tag
-        if tag is None:
-            raise AMQPError("RabbitMQ answered basic.consume without a consumer tag")
-        if robust:
-            self._consumers[tag] = {
-                "callback": callback,
-                "no_ack": no_ack,
-                "exclusive": exclusive,
-                "arguments": arguments,
-            }
-        return tag
 
 
 class AmqpTransport(Transport):
@@ -370,8 +107,8 @@ class AmqpTransport(Transport):
         self._retry_slots: Slots | None = None  # of which retries
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._waiting: set[_Settlement] = set()
-        self._acks: _Acks | None = None
+        self._waiting: set[Settlement] = set()
+        self._acks: Acks | None = None
         self._dlq_lock: asyncio.Lock | None = None
 
     def __repr__(self) -> str:
@@ -408,7 +145,7 @@ class AmqpTransport(Transport):
                 f"RabbitMQ refused {doing}: {self._scrub(exc)}. An existing queue or exchange was declared "
                 "with other settings (for example another x-queue-type): delete it or match broker.queue_type"
             ) from None
-        except _BROKER_ERRORS as exc:
+        except BROKER_ERRORS as exc:
             raise TransportError(f"RabbitMQ failed {doing}: {self._scrub(exc)}") from None
 
     # lifecycle
@@ -418,13 +155,13 @@ class AmqpTransport(Transport):
             return
         where = redact_url(self._url)
         try:
-            connection = await aio_pika.connect_robust(
+            connection = await connection_setup.open_connection(
                 self._url,
+                name=f"router ({self.queue})",
                 timeout=self._connect_timeout,
                 reconnect_interval=self._reconnect_interval,
-                client_properties={"connection_name": f"router ({self.queue})"},
             )
-        except _TRANSIENT_ERRORS as exc:
+        except TRANSIENT_ERRORS as exc:
             raise TransportError(f"cannot connect to RabbitMQ at {where}: {self._scrub(exc)}") from None
         try:
             async with self._broker_errors("to declare the router's queues"):
@@ -441,10 +178,9 @@ class AmqpTransport(Transport):
         return {"x-queue-type": self.queue_type}
 
     async def _declare(self, connection: AbstractRobustConnection) -> None:
-        # on_return_raises: a mandatory publish nobody can route fails instead of vanishing.
-        channel: AbstractRobustChannel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        channel = await connection_setup.open_confirmed_channel(connection)
         self._channel = channel
-        self._exchange = await channel.declare_exchange(self.exchange, ExchangeType.TOPIC, durable=True)
+        self._exchange = await connection_setup.declare_events_exchange(channel, self.exchange)
         main = await channel.declare_queue(self.queue, durable=True, arguments=self._queue_arguments())
         for key in self.bindings:
             await main.bind(self._exchange, routing_key=key)
@@ -468,20 +204,20 @@ class AmqpTransport(Transport):
                 channel: AbstractRobustChannel = await connection.channel(publisher_confirms=False)
                 if not isinstance(channel, RobustChannel):
                     raise TypeError(f"expected aio-pika's RobustChannel, got {type(channel).__name__}")
-                # Queues declared on this channel are _DeliveryQueues (restored with it on reconnect).
-                channel.QUEUE_CLASS = _DeliveryQueue
+                # Queues declared on this channel are DeliveryQueues (restored with it on reconnect).
+                channel.QUEUE_CLASS = DeliveryQueue
                 # Per consumer: the event and the retry consumer each hold at most `prefetch`.
                 await channel.set_qos(prefetch_count=prefetch)
                 self._consume_channel = channel
             kinds: tuple[tuple[str, MessageKind], ...] = ((self.queue, "event"), (self.retry_queue, "retry"))
             for name, kind in kinds:
                 queue = await self._consume_channel.declare_queue(name, durable=True, arguments=self._queue_arguments())
-                if not isinstance(queue, _DeliveryQueue):
-                    raise TypeError(f"expected a _DeliveryQueue, got {type(queue).__name__}")
+                if not isinstance(queue, DeliveryQueue):
+                    raise TypeError(f"expected a DeliveryQueue, got {type(queue).__name__}")
                 tag = await queue.consume(self._callback(kind), no_ack=False)
                 self._consumers.append((queue, tag))
 
-    def _callback(self, kind: MessageKind) -> _Consumer:
+    def _callback(self, kind: MessageKind) -> Consumer:
         async def on_message(message: DeliveredMessage) -> None:
             self._receive(kind, message)
 
@@ -491,17 +227,17 @@ class AmqpTransport(Transport):
         acks = self._acks
         if acks is None or acks.channel is not message.channel:
             # First delivery, or the first on the channel a reconnect opened (tags restart at 1).
-            acks = self._acks = _Acks(message.channel)
+            acks = self._acks = Acks(message.channel)
         tag = message.delivery_tag or 0
         acks.received(tag)
-        settlement = _Settlement(message, tag, acks)
+        settlement = Settlement(message, tag, acks)
         # Our own task, not aiormq's: aiormq cancels its tasks when the channel closes, and a
         # handler cut off halfway through a delivery is worse than one whose ack goes nowhere.
         task = asyncio.create_task(self._dispatch(kind, settlement))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _dispatch(self, kind: MessageKind, settlement: _Settlement) -> None:
+    async def _dispatch(self, kind: MessageKind, settlement: Settlement) -> None:
         if self._stopping or self._slots is None or self._handler is None or self._retry_slots is None:
             await settlement.requeue_now()
             return
@@ -525,13 +261,13 @@ class AmqpTransport(Transport):
         finally:
             self._waiting.discard(settlement)
 
-    async def _incoming(self, kind: MessageKind, settlement: _Settlement) -> Incoming | None:
+    async def _incoming(self, kind: MessageKind, settlement: Settlement) -> Incoming | None:
         message = settlement.message
-        headers = _received_headers(message.header.properties.headers, strip_deaths=kind == "retry")
+        headers = received_headers(message.header.properties.headers, strip_deaths=kind == "retry")
         routing_key: str | None = message.routing_key
         if kind == "retry":
             routing_key = None
-            due = _as_float(headers.pop(H_DUE_AT, None))
+            due = as_float(headers.pop(H_DUE_AT, None))
             remaining = due - time.time() if due is not None else 0.0
             if remaining > 0.001:
                 # Longer than the ladder: wait another round, then hand it over.
@@ -647,7 +383,7 @@ class AmqpTransport(Transport):
                     raise
                 # aiormq cancels pending confirms when the channel dies under them.
                 failure: BaseException = exc
-            except _TRANSIENT_ERRORS as exc:
+            except TRANSIENT_ERRORS as exc:
                 failure = exc
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -667,7 +403,7 @@ class AmqpTransport(Transport):
     ) -> None:
         message = aio_pika.Message(
             body,
-            headers=_wire_headers(headers),
+            headers=wire_headers(headers),
             content_type=content_type,
             delivery_mode=DeliveryMode.PERSISTENT,
             timestamp=time.time(),
@@ -690,7 +426,7 @@ class AmqpTransport(Transport):
                 used = step / 1000
         message = aio_pika.Message(
             record,
-            headers=_wire_headers(headers),
+            headers=wire_headers(headers),
             delivery_mode=DeliveryMode.PERSISTENT,
             message_id=uuid.uuid4().hex,
             timestamp=time.time(),
@@ -734,7 +470,7 @@ class AmqpTransport(Transport):
         content_type = headers.get(H_CONTENT_TYPE)
         message = aio_pika.Message(
             body,
-            headers=_wire_headers(headers),
+            headers=wire_headers(headers),
             content_type=content_type if isinstance(content_type, str) else None,
             delivery_mode=DeliveryMode.PERSISTENT,
             message_id=uuid.uuid4().hex,
@@ -752,7 +488,7 @@ class AmqpTransport(Transport):
 
     @staticmethod
     def _letter(message: AbstractIncomingMessage) -> DeadLetter:
-        headers = _received_headers(message.headers, strip_deaths=True)
+        headers = received_headers(message.headers, strip_deaths=True)
         # Letters put there by hand may lack a message id: derive a stable one from the content.
         letter_id = message.message_id or hashlib.sha256(message.body).hexdigest()[:32]
         dead_at = message.timestamp.timestamp() if message.timestamp else None

@@ -144,7 +144,8 @@ async def test_the_idempotency_key_is_the_same_on_every_attempt(sqlite_state: St
     await stage(delivery(2), refuse)
     assert all(m.meta["event_id"] == "e1" for m in seen), "the rest of the meta goes through"
     keys = {m.meta[IDEMPOTENCY_META] for m in seen}
-    assert keys == {idempotency_key("e1:r:hook")}
+    # Keyed by the event's source and id together (CloudEvents' uniqueness), then rule and channel.
+    assert keys == {idempotency_key('["s","e1"]:r:hook')}
     assert len(next(iter(keys))) == 32
 
 

@@ -244,7 +244,8 @@ async def test_delivery_finished_sees_every_outcome_even_after_a_failing_plugin(
     with caplog.at_level(logging.ERROR, logger="router.plugins"):
         await call_delivery_finished(pm, delivery, Outcome.retryable("HTTP 503", retry_after=3))
 
-    assert seen == [("outcome-only", "HTTP 503"), ("evt-1:planet-completed:general", "retry")]
+    # The delivery key starts with the event key: its source and id (issue 15, item 14).
+    assert seen == [("outcome-only", "HTTP 503"), ('["tests","evt-1"]:planet-completed:general', "retry")]
     assert "plugin 'router-raiser' raised in delivery_finished" in caplog.text
 
 

@@ -87,13 +87,16 @@ async def test_an_array_is_enqueued_in_order(client: TestClient[Any, Any], queue
     ]
 
 
-async def test_an_event_without_id_gets_the_same_id_when_posted_again(client: TestClient[Any, Any]) -> None:
-    # What makes a client's retry after a timeout safe: the redelivery is recognised.
+async def test_an_event_without_id_gets_a_fresh_id_each_time_it_is_posted(client: TestClient[Any, Any]) -> None:
+    # Two genuine posts of the same content are two events (issue 15, item 14); a client that
+    # wants its retries recognised sends its own id.
     event = {"type": "user.signed_up", "data": {"user": {"id": 1}}}
     first = await post(client, event)
     second = await post(client, event)
     assert first[0] == second[0] == 202
-    assert first[1]["ids"] == second[1]["ids"] and first[1]["ids"][0]
+    assert first[1]["ids"] != second[1]["ids"]
+    assert all(len(i) == 32 for i in first[1]["ids"] + second[1]["ids"])
+    assert (await post(client, {"type": "user.signed_up", "id": "mine-1", "data": {}}))[1]["ids"] == ["mine-1"]
 
 
 async def test_cloudevents_binary_mode(client: TestClient[Any, Any], queue: EmbeddedTransport) -> None:

@@ -24,6 +24,7 @@ from router.core import signing
 from router.core.errors import ConfigError, Problem
 from router.engine.engine import Engine, Generation
 from router.ingest.auth import IngestGuard
+from router.ingest.connections import ConnectionGuard, GuardedSite, connection_cap, raise_open_file_limit
 from router.ingest.http import build_app, parse_host_port
 from router.plugins.manager import Hooks, build_registry, get_plugin_manager
 from router.runtime.runtime import Runtime, build_runtime
@@ -176,6 +177,18 @@ class Server:
         if not self.options.http:
             return None
         host, port = parse_host_port(self.options.http)
+        limits = engine.runtime.config.ingest
+        # Connection-level limits are fixed at start-up (like the address); see ingest/connections.py.
+        open_files = raise_open_file_limit()
+        cap = connection_cap(limits.max_connections, open_files)
+        if cap < limits.max_connections:
+            log.warning(
+                "ingest.max_connections lowered from %d to %d: the open-file limit is %d",
+                limits.max_connections,
+                cap,
+                open_files,
+            )
+        guard = ConnectionGuard(max_connections=cap, header_timeout=limits.header_timeout)
         app = build_app(
             transport=engine.transport,
             metrics=self.metrics,
@@ -183,11 +196,15 @@ class Server:
             max_event_bytes=broker.max_body_bytes,
             # Asked per request: a reload's new token or limit applies to the next request.
             ingest=IngestGuard(lambda: engine.runtime.config, max_event_bytes=broker.max_body_bytes).settings,
+            guard=guard,
         )
-        runner = web.AppRunner(app, access_log=None)
+        # keepalive_timeout: aiohttp's own idle close, the same as the guard's deadline.
+        # lingering_time=0: a refused request's unread body is not read and discarded for
+        # seconds (aiohttp's default 10 s), the connection is closed at once.
+        runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.header_timeout, lingering_time=0)
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
+            await GuardedSite(runner, host, port, guard).start()
         except OSError as error:
             await runner.cleanup()
             # Name the address and the way out: the default port is often taken on a laptop.

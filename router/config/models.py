@@ -250,6 +250,22 @@ class IngestConfig(StrictModel):
     max_body_bytes: int | None = Field(
         None, ge=1, description="Largest request body read; default 4 x broker.max_body_bytes + 1 KiB."
     )
+    # Limits against hostile or broken clients (issue 15): see router/ingest/limits.py.
+    max_connections: int = Field(
+        1000, ge=1, description="Open HTTP connections at once; kept below the open-file limit."
+    )
+    max_reading_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1,
+        description="Request body bytes being read or held at once, over all requests; beyond it 503.",
+    )
+    header_timeout: Duration = Field(
+        10.0, gt=0, description="Time a connection has to send a request's headers (also the idle keep-alive)."
+    )
+    body_timeout: Duration = Field(30.0, gt=0, description="Time a request has to send its whole body.")
+    max_queued_events: int = Field(
+        100_000, ge=1, description="Events waiting in the queue above which POST /events answers 503."
+    )
 
 
 class RouterConfig(StrictModel):

@@ -22,4 +22,4 @@ class Delivery:
     @property
     def key(self) -> str:
         """The idempotency key: a delivery with this key that was sent is never sent again."""
-        return f"{self.event.id}:{self.rule}:{self.channel}"
+        return f"{self.event.key}:{self.rule}:{self.channel}"

@@ -19,7 +19,8 @@ Accepted formats, tried in this order:
    own, not the event's).
 
 Defaults: a missing ``id`` is derived from a hash of the event type and the body, so a
-redelivered message keeps its id and stays idempotent; a missing ``time`` is the time the
+redelivered message keeps its id and stays idempotent (HTTP ingest passes random bytes as the
+body to hash instead: an event posted without an id gets a fresh one); a missing ``time`` is the time the
 message was received (UTC); a missing ``source`` is :data:`DEFAULT_SOURCE` (``"unknown"``).
 Times are normalised to UTC; a timestamp without an offset is taken as UTC.
 
@@ -59,6 +60,20 @@ class Event:
     subject: str | None = None
     routing_key: str | None = None
     headers: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """What makes this event unique: its ``source`` and ``id`` together, as CloudEvents defines it.
+
+        Every idempotency key (a delivery's, a job's, a dedupe claim) is built from this, so a
+        client posting another source's id cannot make that source's event look already sent.
+        An event without a source keeps its bare id, the key of versions before (a ledger
+        written by them still recognises it); a bare id never starts with ``["``, which every
+        other key does (JSON of ``[source, id]``), so the two forms cannot collide.
+        """
+        if self.source == DEFAULT_SOURCE and not self.id.startswith('["'):
+            return self.id
+        return json.dumps([self.source, self.id], ensure_ascii=False, separators=(",", ":"))
 
     def as_dict(self) -> dict[str, Any]:
         """The event as plain data: what `when` paths and templates address (``data.user.id``, ``type``)."""

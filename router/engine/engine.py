@@ -345,7 +345,7 @@ class Engine:
         self.metrics.rules_matched.labels(rule.name).inc()
         job = generation.jobs[rule.job]
         options = runtime.job_options(rule)
-        job_key = f"{event.id}:{rule.name}{JOB_DONE_SUFFIX}"
+        job_key = f"{event.key}:{rule.name}{JOB_DONE_SUFFIX}"
         is_notify = rule.job == "notify"
         if not is_notify and await self.state.is_sent(job_key):
             return

@@ -15,8 +15,8 @@ async def is_first(state: StateStore, rule: Rule, spec: DedupeSpec, key: str, ev
     The key is claimed in the event's name, so a redelivery of the event that claimed it (after
     a crash before its acknowledgement) is not taken for its own duplicate and dropped.
     """
-    holder = await state.claim(state_key("dedupe", rule, key), event.id, spec.window)
-    return holder == event.id
+    holder = await state.claim(state_key("dedupe", rule, key), event.key, spec.window)
+    return holder == event.key
 
 
 def describe(spec: DedupeSpec, key: str) -> str:

@@ -72,12 +72,12 @@ def batch_id(bucket: str, items: Sequence[bytes]) -> str:
 
 
 def unique_events(events: Sequence[Event]) -> list[Event]:
-    """``events`` without repeats of an id (an event collected twice after a redelivery), in order."""
+    """``events`` without repeats (an event collected twice after a redelivery), in order."""
     seen: set[str] = set()
     unique: list[Event] = []
     for event in events:
-        if event.id not in seen:
-            seen.add(event.id)
+        if event.key not in seen:
+            seen.add(event.key)
             unique.append(event)
     return unique
 

@@ -108,6 +108,10 @@ class IngestSettings:
 
     auth: IngestAuth | None
     max_request_bytes: int
+    # Defaults of IngestConfig (router/config/models.py); see router/ingest/admission.py.
+    max_reading_bytes: int = 32 * 1024 * 1024
+    body_timeout: float = 30.0
+    max_queued_events: int = 100_000
 
 
 def default_max_request(max_event_bytes: int) -> int:
@@ -133,6 +137,9 @@ class IngestGuard:
         settings = IngestSettings(
             auth=IngestAuth(ingest.auth) if ingest.auth is not None else None,
             max_request_bytes=ingest.max_body_bytes or default_max_request(self._max_event_bytes),
+            max_reading_bytes=ingest.max_reading_bytes,
+            body_timeout=ingest.body_timeout,
+            max_queued_events=ingest.max_queued_events,
         )
         self._cached = (config, settings)
         return settings

@@ -3,9 +3,12 @@
 POST /events   one event or a JSON array of events -> 202 {"ids": [...]} once durably
                enqueued (RabbitMQ: confirmed publish; embedded: committed); 400 with the
                reason (and the index of the bad event); 401 when ``ingest.auth`` is set and the
-               request does not carry the token or signature; 413 above the size limits; 503
-               when the transport cannot take them (retrying is safe: ids are stable). A single
-               event may also come in CloudEvents HTTP binary mode (``ce-*`` headers).
+               request does not carry the token or signature; 408 when the body is too slow;
+               413 above the size limits; 503 with Retry-After when the transport cannot take
+               them, the queue holds ``ingest.max_queued_events`` or too many bodies are being
+               read (retrying is safe for events that carry their own id; one without an id
+               gets a fresh one per request). A single event may also come in CloudEvents HTTP
+               binary mode (``ce-*`` headers).
 GET  /healthz  the process is up
 GET  /readyz   the transport is connected and a configuration is loaded
 GET  /metrics  Prometheus text format
@@ -23,13 +26,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
 from router.core.errors import DecodeError
 from router.core.events import Event, encode, event_from_object, parse_json
+from router.ingest.admission import RETRY_AFTER, Backlog, ReadBudget
 from router.ingest.auth import AuthError, IngestSettings, default_max_request
+from router.ingest.connections import ConnectionGuard, guard_middleware
 from router.support.metrics import Metrics
 from router.transports.base import Transport, TransportError
 
@@ -61,7 +67,10 @@ def parse_events(
     """Decode a request body (one event object or an array of them) into validated events.
 
     ``headers`` (``ce-*`` attributes of CloudEvents binary mode) and ``content_type`` apply to
-    a single event; an array is always a list of self-describing events.
+    a single event; an array is always a list of self-describing events. An event without an
+    id gets a fresh unique one (returned in the 202): two genuine posts of the same content are
+    two events. (A message consumed from RabbitMQ without an id keeps an id derived from its
+    content instead, so that a redelivery is recognised: see router/core/events.py.)
     """
     try:
         payload = parse_json(raw, "body")
@@ -79,31 +88,39 @@ def parse_events(
         item_bytes = raw if single else json.dumps(item, separators=(",", ":")).encode()
         if len(item_bytes) > max_event_bytes:
             raise IngestError(413, f"{where} is {len(item_bytes)} bytes, above the limit of {max_event_bytes}")
+        # The id of an event that names none is derived from ``body_for_id``: random bytes make
+        # it a fresh unique id in the same format (32 hex digits).
+        fresh = secrets.token_bytes(16)
         try:
             if single:
-                event = event_from_object(item, body_for_id=item_bytes, headers=headers, content_type=content_type)
+                event = event_from_object(item, body_for_id=fresh, headers=headers, content_type=content_type)
             else:
-                event = event_from_object(item, body_for_id=item_bytes)
+                event = event_from_object(item, body_for_id=fresh)
             events.append(event)
         except DecodeError as error:
             raise IngestError(400, f"{where}: {error}") from None
     return events
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, limit: int, timeout: float | None = None) -> bytes:
     """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes.
 
     A declared Content-Length above the limit is refused before reading anything; a chunked
-    body is counted as it arrives, so at most ``limit`` bytes (plus one chunk) are held.
+    body is counted as it arrives, so at most ``limit`` bytes (plus one chunk) are held. A body
+    that has not arrived whole within ``timeout`` seconds is refused with 408.
     """
     too_large = IngestError(413, too_large_message(limit))
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.content.iter_any():
+                body += chunk
+                if len(body) > limit:
+                    raise too_large
+    except TimeoutError:
+        raise IngestError(408, f"the request body did not arrive within {timeout:g} s (ingest.body_timeout)") from None
     return bytes(body)
 
 
@@ -114,14 +131,19 @@ def build_app(
     is_ready: Callable[[], bool],
     max_event_bytes: int,
     ingest: Callable[[], IngestSettings] | None = None,
+    guard: ConnectionGuard | None = None,
 ) -> web.Application:
     """The aiohttp application serving the endpoints above.
 
-    ``ingest`` gives the authentication and request limit in force, asked per request so that
-    a reload applies to the next one; without it requests are not authenticated.
+    ``ingest`` gives the authentication and request limits in force, asked per request so that
+    a reload applies to the next one; without it requests are not authenticated. ``guard``
+    (the connection cap and header deadline of :mod:`router.ingest.connections`) is told when
+    a request is being handled.
     """
     fixed = IngestSettings(auth=None, max_request_bytes=default_max_request(max_event_bytes))
     current = ingest or (lambda: fixed)
+    budget = ReadBudget(fixed.max_reading_bytes)
+    backlog = Backlog(transport.queue_depth)
 
     async def expect_continue(request: web.Request) -> web.Response | None:
         # "Expect: 100-continue" (curl sends it for large bodies): refuse a bad token or a
@@ -141,11 +163,37 @@ def build_app(
 
     async def ingest_events(request: web.Request) -> web.Response:
         settings = current()
-        auth = settings.auth
         try:
             _check_before_body(request, settings)  # a bad token is refused before the body is read
+        except AuthError as error:
+            return _closing(_unauthorized(error))
+        except IngestError as error:
+            return _closing(_error(error.status, error.message))
+        waiting = backlog.estimate()
+        if waiting >= settings.max_queued_events:
+            return _busy(
+                f"{waiting} events are waiting in the queue (ingest.max_queued_events is "
+                f"{settings.max_queued_events}); retry later"
+            )
+        # Reserved before a byte is read, and held until the events are enqueued: the body,
+        # its parse and its encoding are what a request costs in memory.
+        size = request.content_length if request.content_length is not None else settings.max_request_bytes
+        budget.capacity = settings.max_reading_bytes
+        if not budget.take(size):
+            return _busy("too many request bodies are being read at once (ingest.max_reading_bytes); retry later")
+        try:
+            response = await handle(request, settings)
+        finally:
+            budget.give(size)
+        if not request.content.is_eof():
+            response.force_close()  # the rest of a refused body is not read: the connection closes
+        return response
+
+    async def handle(request: web.Request, settings: IngestSettings) -> web.Response:
+        auth = settings.auth
+        try:
             try:
-                raw = await read_body(request, settings.max_request_bytes)
+                raw = await read_body(request, settings.max_request_bytes, settings.body_timeout)
             except IngestError:
                 raise
             except Exception as error:  # the client went away mid-body (a short Content-Length)
@@ -184,14 +232,18 @@ def build_app(
             first = failures[0]
             reason = str(first) if isinstance(first, TransportError) else type(first).__name__
             log.warning("ingest could not enqueue %d of %d events: %s", len(failures), len(events), reason)
-            return web.json_response(
+            backlog.accepted(enqueued)
+            refused = web.json_response(
                 {
                     "error": f"could not enqueue {len(failures)} of {len(events)} events: {reason}; "
-                    "retry the request (event ids are stable, nothing is delivered twice)",
+                    "retry the request (events that carry their own id are not delivered twice)",
                     "enqueued": enqueued,
                 },
                 status=503,
             )
+            refused.headers["Retry-After"] = RETRY_AFTER
+            return refused
+        backlog.accepted(len(events))
         return web.json_response({"ids": [event.id for event in events]}, status=202)
 
     async def healthz(_: web.Request) -> web.Response:
@@ -214,7 +266,14 @@ def build_app(
 
     # The body is read by read_body() under the limit in force; client_max_size bounds the
     # other handlers, which read none.
-    app = web.Application(client_max_size=fixed.max_request_bytes)
+    app = web.Application(
+        client_max_size=fixed.max_request_bytes, middlewares=[guard_middleware(guard)] if guard is not None else []
+    )
+
+    async def stop_backlog(_: web.Application) -> None:
+        await backlog.close()
+
+    app.on_cleanup.append(stop_backlog)
     app.router.add_post("/events", ingest_events, expect_handler=expect_continue)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -224,6 +283,19 @@ def build_app(
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def _closing(response: web.Response) -> web.Response:
+    """``response``, after which the connection closes (whatever of the body was sent is not read)."""
+    response.force_close()
+    return response
+
+
+def _busy(message: str) -> web.Response:
+    """503 with Retry-After, closing the connection without reading the body."""
+    response = _error(503, message)
+    response.headers["Retry-After"] = RETRY_AFTER
+    return _closing(response)
 
 
 def _unauthorized(error: AuthError) -> web.Response:

@@ -60,7 +60,8 @@ _attempts = itertools.count()
 
 
 def idempotency_key(delivery_key: str) -> str:
-    """The receiver-facing key of a delivery: 32 hex digits of SHA-256 over ``event_id:rule:channel``."""
+    """The receiver-facing key of a delivery: 32 hex digits of SHA-256 over ``event key:rule:channel``
+    (the event key is its source and id: :attr:`router.core.events.Event.key`)."""
     return hashlib.sha256(delivery_key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 

@@ -104,8 +104,11 @@ def _connect(path: str) -> sqlite3.Connection:
     except Exception as exc:
         raise TransportError(f"cannot open the embedded queue {path}: {exc}") from exc
     try:
+        _incremental_vacuum_mode(conn)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        # A flood's WAL is cut back to this size at the next checkpoint instead of staying.
+        conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
         conn.executescript(_SCHEMA)
     except Exception as exc:
         conn.close()
@@ -128,7 +131,63 @@ def _worker(path: str) -> SqliteWorker:
         max_batch=_MAX_BATCH,
         closed_error=lambda: TransportError(f"the embedded queue {path} is closed"),
         batch_error=commit_failed,
+        between_batches=_Reclaimer().step,
     )
+
+
+_WAL_LIMIT = 4 * 1024 * 1024
+_RECLAIM_EVERY = 1.0  # seconds between two looks at the free pages
+_RECLAIM_MIN_PAGES = 256  # below this many free pages (1 MiB of 4 KiB pages) the file is left alone
+_RECLAIM_STEP = 2048  # pages freed per step: bounds how long one step holds the write lock
+
+
+def _incremental_vacuum_mode(conn: sqlite3.Connection) -> None:
+    """Make the file give back its free pages on request (``auto_vacuum=INCREMENTAL``).
+
+    A new file takes the mode at once; a file made by an older version is rebuilt once
+    (``VACUUM``), which copies what it holds: fast for a queue, which is normally near empty.
+    """
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+        return
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        log.info("embedded queue: converting the file to incremental vacuum (once)")
+        conn.execute("VACUUM")
+
+
+class _Reclaimer:
+    """Gives the space of drained rows back to the file system, a bounded step at a time.
+
+    After a flood the tables are empty again but the file keeps its size: SQLite reuses free
+    pages, it does not return them. Once free pages are at least a quarter of the file (and
+    over :data:`_RECLAIM_MIN_PAGES`), each look frees up to :data:`_RECLAIM_STEP` of them and
+    checkpoints, which truncates the file. Runs on the worker thread, between batches.
+    """
+
+    def __init__(self) -> None:
+        self._next = 0.0
+
+    def step(self, conn: sqlite3.Connection) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + _RECLAIM_EVERY
+        try:
+            free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            if free < _RECLAIM_MIN_PAGES or free * 4 < pages:
+                return
+            # executescript: it steps the pragma to its end; execute() would free one page.
+            conn.executescript(f"PRAGMA incremental_vacuum({_RECLAIM_STEP});")
+            # TRUNCATE also empties the WAL; without waiting: a reader elsewhere (`router dlq`)
+            # makes it a no-op this time, not a stall of the queue.
+            conn.execute("PRAGMA busy_timeout=0")
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                conn.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.Error as error:  # reclaiming is housekeeping: the queue works without it
+            log.debug("embedded queue: could not reclaim free pages: %s", error)
 
 
 # ---------------------------------------------------------------------------- rows and leases

@@ -19,6 +19,8 @@ from aiohttp import web
 
 from router.app import gc_tuning as heap
 from router.config.models import BrokerConfig
+from router.console import routes as console
+from router.console.guard import ConsoleGuard
 from router.core.errors import ConfigError
 from router.engine.engine import Engine, Generation
 from router.ingest.auth import IngestGuard
@@ -163,6 +165,8 @@ class Server:
             # Asked per request: a reload's new token or limit applies to the next request.
             ingest=IngestGuard(lambda: engine.runtime.config, max_event_bytes=broker.max_body_bytes).settings,
         )
+        guard = ConsoleGuard(lambda: engine.runtime.config, host)
+        console.install(app, guard)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
@@ -174,6 +178,11 @@ class Server:
                 error.errno, f"cannot listen on {host}:{port} ({error.strerror}); choose another with --http HOST:PORT"
             ) from None
         log.info("http listening", extra={"fields": {"address": f"{host}:{port}"}})
+        ui = guard.state()
+        if ui.enabled:
+            log.info("console on /ui/ of %s:%d (%s)", host, port, ui.reason)
+        else:
+            log.warning("console off (/ui/ and /api/): %s", ui.reason)
         return runner
 
     def _install_signals(self) -> None:

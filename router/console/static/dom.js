@@ -1,5 +1,5 @@
 // DOM helpers. Everything that comes from events goes through text nodes (textContent) or
-// setAttribute on attributes this file names; innerHTML is never used. Links from event data
+// setAttribute on attributes this file names; no API that parses HTML is ever used. Links from event data
 // keep only http(s) and mailto targets: javascript:, data: and the rest become plain text.
 
 export function h(tag, props, ...children) {

@@ -1,0 +1,274 @@
+"""The web console in a real browser (headless Chromium) against a real `router serve`.
+
+One event is delivered (Discord, through the intercepted apprise request), one's webhook fails
+twice then succeeds, one's Slack channel is dead-lettered. In the console: the live list shows
+them, "failed" narrows it to the two that failed, the dead one's page shows the error and the
+Slack message as rendered; once the sink recovers, replaying it from the page delivers it.
+The escaping test puts script tags, an ``onerror`` image and ``javascript:`` links in event
+data and templates, and checks that nothing runs and no such link is followable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.browser_support import browser_errors, chromium, find_browser, screenshot, wait_until
+from tests.fakes import intercept
+from tests.fakes.http_sink import HttpSink, Reply
+from tests.serve_support import RouterProcess
+
+pytestmark = pytest.mark.integration
+
+DISCORD_URL = "https://discord.com/api/webhooks/112233445566/Tok3n_SECRET_discord"
+SLACK_URL = "https://hooks.slack.com/services/T0001/B0002/SeCrEt_slack_XXXX"
+FAST_RETRY = "{attempts: 3, backoff: 200ms, max_backoff: 400ms, jitter: 0}"
+
+RULES = f"""
+version: 1
+broker: {{embedded_path: queue.db}}
+state: {{url: "sqlite:///state.db"}}
+defaults:
+  retry: {FAST_RETRY}
+channels:
+  chat: {{type: discord, url: "{DISCORD_URL}", username: Shop bot}}
+  flaky: {{type: webhook, url: "FLAKY_URL/hook"}}
+  ops: {{type: slack, url: "{SLACK_URL}"}}
+rules:
+  - {{name: paid, on: order.paid, template: order, channels: [chat]}}
+  - {{name: shipped, on: order.shipped, template: order, channels: [flaky]}}
+  - {{name: refunded, on: order.refunded, template: order, channels: [ops]}}
+"""
+
+ORDER = """\
+{% block title %}Order {{ data.order }}: {{ event.type }}{% endblock %}
+{% block body %}{{ data.note }} (total {{ data.total }}){% endblock %}
+"""
+
+DISCORD = """\
+{% extends "order.j2" %}
+{% block discord %}
+embeds:
+  - title: {{ self.title() | yaml }}
+    description: {{ data.note | yaml }}
+    url: {{ data.link | yaml }}
+    color: "#57F287"
+    fields: [{name: Total, value: {{ data.total | yaml }}, inline: true}]
+{% endblock %}
+"""
+
+SLACK = """\
+{% extends "order.j2" %}
+{% block slack %}
+text: {{ self.title() | yaml }}
+blocks:
+  - {type: header, text: {type: plain_text, text: {{ self.title() | yaml }}}}
+  - {type: section, text: {type: mrkdwn, text: {{ ("*Refund* of " ~ data.total ~ " <" ~ data.link ~ "|details>") | yaml }}}}
+{% endblock %}
+"""
+
+
+def project(root: Path, flaky_url: str) -> None:
+    (root / "templates").mkdir()
+    (root / "templates" / "order.j2").write_text(ORDER)
+    (root / "templates" / "order.discord.j2").write_text(DISCORD)
+    (root / "templates" / "order.slack.j2").write_text(SLACK)
+    (root / "rules.yaml").write_text(RULES.replace("FLAKY_URL", flaky_url))
+
+
+async def publish(router: RouterProcess, event: dict[str, Any]) -> None:
+    async with aiohttp.ClientSession() as session, session.post(f"{router.url}/events", json=event) as response:
+        assert response.status == 202, await response.text()
+
+
+@pytest.fixture
+async def sinks() -> AsyncIterator[dict[str, HttpSink]]:
+    """Stand-ins for Discord (accepts), Slack (down: 500 until a test says otherwise), a webhook."""
+    find_browser()  # skip (or fail in CI) before starting anything
+    async with HttpSink() as discord, HttpSink(default=Reply(500, body="internal error")) as slack, HttpSink() as hook:
+        yield {"discord": discord, "slack": slack, "hook": hook}
+
+
+async def start_router(root: Path, sinks: dict[str, HttpSink]) -> RouterProcess:
+    project(root, sinks["hook"].url)
+    env = intercept.subprocess_env({"discord.com": sinks["discord"].url, "hooks.slack.com": sinks["slack"].url})
+    return await RouterProcess(root, env={**os.environ, **env}).start()
+
+
+async def test_failures_are_found_inspected_and_replayed_in_the_browser(
+    tmp_path: Path, sinks: dict[str, HttpSink]
+) -> None:
+    flaky, slack = sinks["hook"], sinks["slack"]
+    flaky.reply(Reply(503), Reply(503))  # then the default: 204
+    router = await start_router(tmp_path, sinks)
+    try:
+        base = {"source": "shop", "data": {"total": "42.00 EUR", "note": "thanks", "link": "https://shop.example/o/1"}}
+        await publish(
+            router, {**base, "id": "evt-paid", "type": "order.paid", "data": {**base["data"], "order": "A-1"}}
+        )
+        await sinks["discord"].wait_for(1)
+        await publish(
+            router, {**base, "id": "evt-shipped", "type": "order.shipped", "data": {**base["data"], "order": "A-2"}}
+        )
+        await publish(
+            router, {**base, "id": "evt-refunded", "type": "order.refunded", "data": {**base["data"], "order": "A-3"}}
+        )
+        await flaky.wait_for(3, timeout=20)
+        await router.wait_for_log(lambda r: r.get("outcome") == "dead" and r.get("channel") == "ops", timeout=20)
+
+        def browse() -> None:
+            with chromium() as driver:
+                driver.get(f"{router.url}/ui/")
+                rows = lambda: driver.find_elements("css selector", "tr[data-event-id]")  # noqa: E731
+                wait_until(lambda: len(rows()) >= 3, what="three events in the live list", driver=driver)
+                screenshot(driver, "activity")
+                counts = {
+                    el.get_attribute("data-outcome"): el.find_element("css selector", ".n").text
+                    for el in driver.find_elements("css selector", ".count")
+                }
+                assert counts["dead"] == "1" and counts["sent"] == "2", counts
+
+                # Filter to failures: the retried one and the dead one.
+                driver.find_element("css selector", '.count[data-outcome="failed"]').click()
+                wait_until(
+                    lambda: {r.get_attribute("data-event-id") for r in rows()} == {"evt-shipped", "evt-refunded"},
+                    what="the failed filter",
+                    driver=driver,
+                )
+                screenshot(driver, "activity-failed")
+
+                # The dead one: its error, and the Slack message as it was rendered.
+                driver.find_element("css selector", 'tr[data-event-id="evt-refunded"] a.event-link').click()
+                failure = wait_until(
+                    lambda: driver.find_element("css selector", '.delivery[data-channel="ops"] .failure'),
+                    what="the dead delivery's error",
+                    driver=driver,
+                )
+                assert "500" in failure.text
+                preview = driver.find_element("css selector", '.delivery[data-channel="ops"] .preview-slack')
+                assert driver.find_element("css selector", ".sl-header").text == "Order A-3: order.refunded"
+                link = preview.find_element("css selector", "a")
+                assert (link.text, link.get_attribute("href")) == ("details", "https://shop.example/o/1")
+                attempts = driver.find_elements("css selector", '.delivery[data-channel="ops"] .attempt')
+                assert len(attempts) >= 1
+                screenshot(driver, "event-dead")
+
+                # The sink recovers; replay after confirming; the page shows it delivered.
+                slack.default = Reply(200, body="ok")
+                driver.find_element("css selector", ".actions button.danger").click()
+                driver.find_element("css selector", ".actions .confirm-yes").click()
+                wait_until(
+                    lambda: driver.find_element("css selector", "#event-outcome .badge").text == "sent",
+                    timeout=30,
+                    what="the replayed event delivered",
+                    driver=driver,
+                )
+                screenshot(driver, "event-replayed")
+                assert browser_errors(driver) == []
+                page = driver.page_source
+                assert "Tok3n_SECRET" not in page and "SeCrEt_slack" not in page
+
+        await asyncio.to_thread(browse)
+        assert slack.requests[-1].json()["blocks"][0]["text"]["text"] == "Order A-3: order.refunded"
+    finally:
+        await router.stop()
+
+
+HOSTILE = '<script>window.__pwned="script"</script>"><img src=x onerror="window.__pwned=\'img\'">'
+
+
+async def test_event_data_is_shown_as_text_and_nothing_in_it_runs(tmp_path: Path, sinks: dict[str, HttpSink]) -> None:
+    router = await start_router(tmp_path, sinks)
+    try:
+        await publish(
+            router,
+            {
+                "id": "evt-hostile",
+                "type": "order.paid",
+                "source": "shop",
+                "subject": HOSTILE,
+                "data": {
+                    "order": HOSTILE,
+                    "note": f"[click me](javascript:window.__pwned='md') {HOSTILE}",
+                    "total": HOSTILE,
+                    "link": "javascript:window.__pwned='link'",
+                },
+            },
+        )
+        await sinks["discord"].wait_for(1)
+
+        def browse() -> None:
+            with chromium() as driver:
+                for view, ready in (
+                    ("#/activity", 'tr[data-event-id="evt-hostile"]'),
+                    ("#/event/evt-hostile", '.delivery[data-channel="chat"] .preview-discord'),
+                ):
+                    driver.get(f"{router.url}/ui/{view}")
+                    wait_until(
+                        lambda ready=ready: driver.find_elements("css selector", ready), what=view, driver=driver
+                    )
+                    # The hostile text is on the page, as text.
+                    wait_until(lambda: HOSTILE in driver.find_element("tag name", "main").text, what="hostile text")
+                    screenshot(driver, "hostile-" + view.strip("#/").replace("/", "-"))
+                    for link in driver.find_elements("css selector", "a[href]"):
+                        href = link.get_attribute("href") or ""
+                        assert href.startswith((router.url, "https://", "http://", "mailto:")), href
+                    # Clicking the would-be links runs nothing either.
+                    for fake in driver.find_elements("css selector", ".unsafe-link"):
+                        fake.click()
+                    state = driver.execute_script(
+                        "return {pwned: window.__pwned || null, images: document.images.length,"
+                        " scripts: document.scripts.length}"
+                    )
+                    assert state == {"pwned": None, "images": 0, "scripts": 1}, state
+                    errors = browser_errors(driver)
+                    assert not [e for e in errors if "Content Security Policy" in e or "pwned" in e], errors
+
+        await asyncio.to_thread(browse)
+    finally:
+        await router.stop()
+
+
+async def test_console_is_usable_in_a_narrow_window(tmp_path: Path, sinks: dict[str, HttpSink]) -> None:
+    router = await start_router(tmp_path, sinks)
+    try:
+        await publish(
+            router,
+            {
+                "id": "evt-narrow",
+                "type": "order.paid",
+                "source": "shop",
+                "data": {"order": "N-1", "note": "n", "total": "1", "link": "https://shop.example"},
+            },
+        )
+        await sinks["discord"].wait_for(1)
+
+        def browse() -> None:
+            with chromium(width=390, height=844) as driver:
+                driver.get(f"{router.url}/ui/#/event/evt-narrow")
+                wait_until(
+                    lambda: driver.find_elements("css selector", ".preview-discord"), what="event page", driver=driver
+                )
+                # Nothing wider than the window: no sideways scrolling of the page itself.
+                widths = driver.execute_script(
+                    "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+                )
+                screenshot(driver, "narrow-event")
+                assert widths[0] <= widths[1], widths
+                nav = driver.find_elements("css selector", "nav a")
+                assert all(link.is_displayed() for link in nav)
+
+        await asyncio.to_thread(browse)
+    finally:
+        await router.stop()
+
+
+def test_screenshots_folder_is_ignored_by_git() -> None:
+    ignored = (Path(__file__).parent.parent / ".gitignore").read_text().splitlines()
+    assert "tests/screenshots/" in ignored

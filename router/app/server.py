@@ -17,11 +17,15 @@ from pathlib import Path
 
 from aiohttp import web
 
+from router.activity.api import ActivityApi, is_loopback, mount
+from router.activity.query import activity_url, open_store
+from router.activity.recorder import NullRecorder, Recorder
 from router.app import gc_tuning as heap
 from router.config.models import BrokerConfig
 from router.console import routes as console
 from router.console.guard import ConsoleGuard
 from router.core.errors import ConfigError
+from router.engine.dlq import replay_events
 from router.engine.engine import Engine, Generation
 from router.ingest.auth import IngestGuard
 from router.ingest.http import build_app, parse_host_port
@@ -73,6 +77,7 @@ class Server:
         state = open_state_store(runtime.config.state.url)
         transport = open_transport(broker)
         engine: Engine | None = None
+        recorder = self._recorder(runtime, broker)
         runner: web.AppRunner | None = None
         watcher: asyncio.Task[None] | None = None
         started = False
@@ -89,7 +94,10 @@ class Server:
                 hooks=hooks,
                 metrics=self.metrics,
                 dry_run=self.options.dry_run,
+                activity=recorder,
             )
+            if isinstance(recorder, Recorder):
+                await recorder.start()
             if engine.generation.dry_run:
                 why = "--dry-run" if self.options.dry_run else "dry_run: true in the configuration"
                 log.warning("dry run: nothing will be sent; deliveries are logged (%s)", why)
@@ -124,6 +132,8 @@ class Server:
             await transport.close()
             if engine is not None:
                 await engine.close()
+            if isinstance(recorder, Recorder):
+                await recorder.close()
             await state.close()
             if started:
                 log.info("router stopped")
@@ -147,6 +157,41 @@ class Server:
         if not finished:
             log.warning("in-flight work did not finish; it will be redelivered")
 
+    def _recorder(self, runtime: Runtime, broker: BrokerConfig) -> NullRecorder:
+        """The activity recorder (docs/activity.md); a no-op with ``activity: false``."""
+        config = runtime.config.activity
+        if not config.enabled:
+            return NullRecorder()
+        store = open_store(activity_url(config, runtime.loaded.path.parent), runtime.loaded.path.parent)
+        return Recorder(
+            store,
+            metrics=self.metrics,
+            transport="amqp" if broker.url else "embedded",
+            capacity=config.buffer,
+            retention=config.retention,
+            max_bytes=config.max_bytes,
+        )
+
+    def _activity_api(self, engine: Engine, host: str) -> ActivityApi | None:
+        """The JSON API under /api/, or None (logged) when it must stay off."""
+        config = engine.runtime.config
+        loopback = is_loopback(host)
+        if not loopback and config.ui.auth is None:
+            log.warning(
+                "the activity API and console are off: --http %s is beyond loopback and rules.yaml sets no ui.auth",
+                host,
+            )
+            return None
+        store = None
+        if config.activity.enabled:
+            folder = engine.runtime.loaded.path.parent
+            store = open_store(activity_url(config.activity, folder), folder)
+
+        async def replay(event_ids: list[str]) -> dict[str, object]:
+            return await replay_events(engine.transport, event_ids)
+
+        return ActivityApi(store, auth=lambda: engine.runtime.config.ui.auth, loopback=loopback, replay=replay)
+
     def _broker_config(self, runtime: Runtime) -> BrokerConfig:
         broker = runtime.config.broker
         if self.options.broker_url is not None:
@@ -167,6 +212,9 @@ class Server:
         )
         guard = ConsoleGuard(lambda: engine.runtime.config, host)
         console.install(app, guard)
+        api = self._activity_api(engine, host)
+        if api is not None:
+            mount(app, api)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
@@ -179,10 +227,8 @@ class Server:
             ) from None
         log.info("http listening", extra={"fields": {"address": f"{host}:{port}"}})
         ui = guard.state()
-        if ui.enabled:
+        if ui.enabled:  # when off, _activity_api() has logged why
             log.info("console on /ui/ of %s:%d (%s)", host, port, ui.reason)
-        else:
-            log.warning("console off (/ui/ and /api/): %s", ui.reason)
         return runner
 
     def _install_signals(self) -> None:

@@ -3,8 +3,8 @@ JavaScript modules and stylesheet come from ``static/`` under ``/ui/static/``.
 
 The files are read once when the app is built (they are small: see docs/activity.md) and
 served from memory by name; nothing outside that folder can be asked for. The page sets the
-``router_csrf`` cookie its state-changing requests echo (see :mod:`.guard`); ``GET /api/csrf``
-gives other clients the same token.
+``router_csrf`` cookie its state-changing requests echo (see :mod:`.guard`); the page reads the
+value from ``GET /api/csrf`` (router/activity/api.py), since that cookie is HttpOnly.
 """
 
 from __future__ import annotations
@@ -50,15 +50,8 @@ def install(app: web.Application, guard: ConsoleGuard) -> None:
         response = web.Response(body=index, content_type="text/html", charset="utf-8")
         response.headers["Cache-Control"] = "no-store"
         if not request.cookies.get(CSRF_COOKIE):
-            # Readable by the page's script (it echoes it in a header), sent to this site only.
-            response.set_cookie(CSRF_COOKIE, new_csrf_token(), path="/", samesite="Strict", httponly=False)
-        return response
-
-    async def csrf(request: web.Request) -> web.Response:
-        # For clients other than the page (the CLI over --url): the token to echo in X-CSRF-Token.
-        token = request.cookies.get(CSRF_COOKIE) or new_csrf_token()
-        response = web.json_response({"token": token})
-        response.set_cookie(CSRF_COOKIE, token, path="/", samesite="Strict", httponly=False)
+            # Sent to this site only; the page learns the value from GET /api/csrf.
+            response.set_cookie(CSRF_COOKIE, new_csrf_token(), path="/", samesite="Strict", httponly=True)
         return response
 
     async def static(request: web.Request) -> web.Response:
@@ -76,4 +69,3 @@ def install(app: web.Application, guard: ConsoleGuard) -> None:
     app.router.add_get("/ui", to_console)
     app.router.add_get("/ui/", page)
     app.router.add_get("/ui/static/{name}", static)
-    app.router.add_get("/api/csrf", csrf)

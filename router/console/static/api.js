@@ -16,12 +16,17 @@ export function setToken(token) {
   else sessionStorage.removeItem(TOKEN_KEY);
 }
 
-function cookie(name) {
-  for (const part of document.cookie.split(";")) {
-    const [key, ...rest] = part.trim().split("=");
-    if (key === name) return decodeURIComponent(rest.join("="));
+// The router_csrf cookie is HttpOnly: its value comes from GET /api/csrf, once per page.
+let csrfToken = "";
+
+async function csrf(headers) {
+  if (!csrfToken) {
+    const response = await fetch("/api/csrf", { headers, credentials: "same-origin", cache: "no-store" });
+    if (response.status === 403 && method !== "GET") csrfToken = ""; // a new cookie: ask again next time
+  if (!response.ok) throw new ApiError(response.status, `CSRF token: HTTP ${response.status}`);
+    csrfToken = (await response.json()).token;
   }
-  return "";
+  return csrfToken;
 }
 
 export async function api(path, options) {
@@ -31,9 +36,8 @@ export async function api(path, options) {
   if (token) headers.Authorization = "Bearer " + token;
   let body;
   if (method !== "GET") {
-    if (!cookie("router_csrf")) await fetch("/api/csrf", { headers, credentials: "same-origin" });
     headers["Content-Type"] = "application/json";
-    headers["X-CSRF-Token"] = cookie("router_csrf");
+    headers["X-CSRF-Token"] = await csrf({ ...headers });
     body = JSON.stringify((options && options.body) || {});
   }
   const response = await fetch(path, { method, headers, body, credentials: "same-origin", cache: "no-store" });
@@ -43,6 +47,7 @@ export async function api(path, options) {
   } catch {
     data = null;
   }
+  if (response.status === 403 && method !== "GET") csrfToken = ""; // a new cookie: ask again next time
   if (!response.ok) throw new ApiError(response.status, (data && data.error) || `HTTP ${response.status}`);
   return data;
 }

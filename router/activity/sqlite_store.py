@@ -1,0 +1,61 @@
+"""The SQLite activity store: a file beside rules.yaml by default, WAL, mode 0600, nothing to install."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from router.activity.store import SqlStore
+
+
+class SqliteActivityStore(SqlStore):
+    """Activity records in one SQLite file (``auto_vacuum=INCREMENTAL``: pruning gives space back)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def describe(self) -> str:
+        return f"sqlite {self.path}"
+
+    def open(self) -> None:
+        self._ensure()
+
+    def _connect(self) -> Any:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            # Created 0600 before SQLite opens it: event data is nobody else's business.
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        conn = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False)
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect before the first table
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")  # history, not the ledger: a power cut may lose the last batch
+        conn.execute("PRAGMA busy_timeout = 5000")
+        self._create(conn.cursor())
+        conn.commit()
+        return conn
+
+    def size_bytes(self) -> int:
+        page_size = self._query("PRAGMA page_size")[0][0]
+        pages = self._query("PRAGMA page_count")[0][0]
+        free = self._query("PRAGMA freelist_count")[0][0]
+        wal = Path(f"{self.path}-wal")
+        wal_size = wal.stat().st_size if wal.exists() else 0
+        return int((pages - free) * page_size + wal_size)
+
+    def file_bytes(self) -> int:
+        """What the files take on disk (database and WAL)."""
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            candidate = Path(f"{self.path}{suffix}")
+            if candidate.exists():
+                total += candidate.stat().st_size
+        return total
+
+    def _vacuum(self) -> None:
+        conn = self._ensure()
+        conn.execute("PRAGMA incremental_vacuum")
+        conn.commit()
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

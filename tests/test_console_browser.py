@@ -11,7 +11,9 @@ data and templates, and checks that nothing runs and no such link is followable.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -87,6 +89,15 @@ async def publish(router: RouterProcess, event: dict[str, Any]) -> None:
         assert response.status == 202, await response.text()
 
 
+def post_sync(router: RouterProcess, event: dict[str, Any]) -> None:
+    """POST one event from the browser's thread (the test's event loop serves the sinks)."""
+    request = urllib.request.Request(
+        f"{router.url}/events", data=json.dumps(event).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 202
+
+
 @pytest.fixture
 async def sinks() -> AsyncIterator[dict[str, HttpSink]]:
     """Stand-ins for Discord (accepts), Slack (down: 500 until a test says otherwise), a webhook."""
@@ -133,6 +144,17 @@ async def test_failures_are_found_inspected_and_replayed_in_the_browser(
                     for el in driver.find_elements("css selector", ".count")
                 }
                 assert counts["dead"] == "1" and counts["sent"] == "2", counts
+
+                # Live: an event published now appears without reloading the page, marked as new.
+                post_sync(
+                    router, {**base, "id": "evt-live", "type": "order.paid", "data": {**base["data"], "order": "A-4"}}
+                )
+                fresh = wait_until(
+                    lambda: driver.find_element("css selector", 'tr[data-event-id="evt-live"]'),
+                    what="a new event in the live list",
+                    driver=driver,
+                )
+                assert "fresh" in (fresh.get_attribute("class") or "")
 
                 # Filter to failures: the retried one and the dead one.
                 driver.find_element("css selector", '.count[data-outcome="failed"]').click()

@@ -48,25 +48,27 @@ export function externalLink(url, text) {
   return h("a", { href: safe, rel: "noopener noreferrer nofollow", target: "_blank" }, text ?? safe);
 }
 
-// A tiny markdown subset as chat clients show it: **bold**, *italic* or _italic_, `code`,
-// ~~strike~~, [text](url), Slack's <url|text>, line breaks. Always text nodes.
+// A tiny markdown subset as chat clients show it: **bold**, *italic* or _italic_ (Slack's
+// mrkdwn: *bold*), `code`, ~~strike~~, [text](url), Slack's <url|text>, line breaks. Always text nodes.
 const INLINE = /(\*\*[^*\n]+\*\*|`[^`\n]+`|~~[^~\n]+~~|\*[^*\n]+\*|_[^_\n]+_|\[[^\]\n]+\]\([^)\s]+\)|<[^>\s|]+\|[^>\n]+>|<https?:[^>\s]+>)/;
 
-export function markdown(text) {
+export function markdown(text, flavour) {
+  const slack = flavour === "slack";
   const out = [];
   String(text ?? "").split("\n").forEach((line, index) => {
     if (index > 0) out.push(h("br"));
     for (const part of line.split(INLINE)) {
       if (!part) continue;
-      out.push(inline(part));
+      out.push(inline(part, slack));
     }
   });
   return out;
 }
 
-function inline(part) {
+function inline(part, slack) {
   let m;
   if ((m = /^\*\*([^*]+)\*\*$/.exec(part))) return h("strong", null, m[1]);
+  if (slack && (m = /^\*([^*]+)\*$/.exec(part))) return h("strong", null, m[1]);
   if ((m = /^`([^`]+)`$/.exec(part))) return h("code", null, m[1]);
   if ((m = /^~~([^~]+)~~$/.exec(part))) return h("s", null, m[1]);
   if ((m = /^\*([^*]+)\*$/.exec(part)) || (m = /^_([^_]+)_$/.exec(part))) return h("em", null, m[1]);

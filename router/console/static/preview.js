@@ -58,8 +58,8 @@ function discordEmbed(embed) {
 
 function slackText(value) {
   if (!value) return null;
-  if (typeof value === "string") return markdown(value);
-  return value.type === "mrkdwn" ? markdown(value.text) : String(value.text ?? "");
+  if (typeof value === "string") return markdown(value, "slack");
+  return value.type === "mrkdwn" ? markdown(value.text, "slack") : String(value.text ?? "");
 }
 
 function slack(message, payload) {

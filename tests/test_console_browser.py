@@ -24,6 +24,7 @@ import pytest
 from tests.browser_support import browser_errors, chromium, find_browser, screenshot, wait_until
 from tests.fakes import intercept
 from tests.fakes.http_sink import HttpSink, Reply
+from tests.fakes.smtp_sink import SmtpSink
 from tests.serve_support import RouterProcess
 
 pytestmark = pytest.mark.integration
@@ -42,10 +43,12 @@ channels:
   chat: {{type: discord, url: "{DISCORD_URL}", username: Shop bot}}
   flaky: {{type: webhook, url: "FLAKY_URL/hook"}}
   ops: {{type: slack, url: "{SLACK_URL}"}}
+  mail: {{type: email, url: "mailto://127.0.0.1:SMTP_PORT", to: [ops@example.com], from: shop@example.com}}
 rules:
   - {{name: paid, on: order.paid, template: order, channels: [chat]}}
   - {{name: shipped, on: order.shipped, template: order, channels: [flaky]}}
   - {{name: refunded, on: order.refunded, template: order, channels: [ops]}}
+  - {{name: mailed, on: order.mailed, template: order, channels: [mail, flaky]}}
 """
 
 ORDER = """\
@@ -76,12 +79,22 @@ blocks:
 """
 
 
-def project(root: Path, flaky_url: str) -> None:
+EMAIL = """\
+{% extends "order.j2" %}
+{% block email %}
+to: {{ data.email | yaml }}
+subject: {{ ("Your order " ~ data.order) | yaml }}
+{% endblock %}
+"""
+
+
+def project(root: Path, flaky_url: str, smtp_port: int) -> None:
     (root / "templates").mkdir()
     (root / "templates" / "order.j2").write_text(ORDER)
     (root / "templates" / "order.discord.j2").write_text(DISCORD)
     (root / "templates" / "order.slack.j2").write_text(SLACK)
-    (root / "rules.yaml").write_text(RULES.replace("FLAKY_URL", flaky_url))
+    (root / "templates" / "order.email.j2").write_text(EMAIL)
+    (root / "rules.yaml").write_text(RULES.replace("FLAKY_URL", flaky_url).replace("SMTP_PORT", str(smtp_port)))
 
 
 async def publish(router: RouterProcess, event: dict[str, Any]) -> None:
@@ -99,22 +112,21 @@ def post_sync(router: RouterProcess, event: dict[str, Any]) -> None:
 
 
 @pytest.fixture
-async def sinks() -> AsyncIterator[dict[str, HttpSink]]:
-    """Stand-ins for Discord (accepts), Slack (down: 500 until a test says otherwise), a webhook."""
+async def sinks() -> AsyncIterator[dict[str, Any]]:
+    """Stand-ins for Discord (accepts), Slack (down: 500 until a test says otherwise), a webhook, SMTP."""
     find_browser()  # skip (or fail in CI) before starting anything
     async with HttpSink() as discord, HttpSink(default=Reply(500, body="internal error")) as slack, HttpSink() as hook:
-        yield {"discord": discord, "slack": slack, "hook": hook}
+        with SmtpSink().running() as smtp:
+            yield {"discord": discord, "slack": slack, "hook": hook, "smtp": smtp}
 
 
-async def start_router(root: Path, sinks: dict[str, HttpSink]) -> RouterProcess:
-    project(root, sinks["hook"].url)
+async def start_router(root: Path, sinks: dict[str, Any]) -> RouterProcess:
+    project(root, sinks["hook"].url, sinks["smtp"].port)
     env = intercept.subprocess_env({"discord.com": sinks["discord"].url, "hooks.slack.com": sinks["slack"].url})
     return await RouterProcess(root, env={**os.environ, **env}).start()
 
 
-async def test_failures_are_found_inspected_and_replayed_in_the_browser(
-    tmp_path: Path, sinks: dict[str, HttpSink]
-) -> None:
+async def test_failures_are_found_inspected_and_replayed_in_the_browser(tmp_path: Path, sinks: dict[str, Any]) -> None:
     flaky, slack = sinks["hook"], sinks["slack"]
     flaky.reply(Reply(503), Reply(503))  # then the default: 204
     router = await start_router(tmp_path, sinks)
@@ -205,7 +217,7 @@ async def test_failures_are_found_inspected_and_replayed_in_the_browser(
 HOSTILE = '<script>window.__pwned="script"</script>"><img src=x onerror="window.__pwned=\'img\'">'
 
 
-async def test_event_data_is_shown_as_text_and_nothing_in_it_runs(tmp_path: Path, sinks: dict[str, HttpSink]) -> None:
+async def test_event_data_is_shown_as_text_and_nothing_in_it_runs(tmp_path: Path, sinks: dict[str, Any]) -> None:
     router = await start_router(tmp_path, sinks)
     try:
         await publish(
@@ -260,34 +272,42 @@ async def test_event_data_is_shown_as_text_and_nothing_in_it_runs(tmp_path: Path
         await router.stop()
 
 
-async def test_console_is_usable_in_a_narrow_window(tmp_path: Path, sinks: dict[str, HttpSink]) -> None:
+async def test_email_and_webhook_previews_in_a_narrow_window(tmp_path: Path, sinks: dict[str, Any]) -> None:
     router = await start_router(tmp_path, sinks)
     try:
-        await publish(
-            router,
-            {
-                "id": "evt-narrow",
-                "type": "order.paid",
-                "source": "shop",
-                "data": {"order": "N-1", "note": "n", "total": "1", "link": "https://shop.example"},
-            },
-        )
-        await sinks["discord"].wait_for(1)
+        data = {"order": "N-1", "note": "Thanks for your order", "total": "1", "email": "ada@example.com"}
+        await publish(router, {"id": "evt-narrow", "type": "order.mailed", "source": "shop", "data": data})
+        await asyncio.to_thread(sinks["smtp"].wait_for, 1)
+        await sinks["hook"].wait_for(1)
 
         def browse() -> None:
             with chromium(width=390, height=844) as driver:
                 driver.get(f"{router.url}/ui/#/event/evt-narrow")
-                wait_until(
-                    lambda: driver.find_elements("css selector", ".preview-discord"), what="event page", driver=driver
+                email = wait_until(
+                    lambda: driver.find_element("css selector", '.delivery[data-channel="mail"] .preview-email'),
+                    what="the email preview",
+                    driver=driver,
                 )
+                assert email.find_element("css selector", ".em-to").text == "ada@example.com"
+                assert email.find_element("css selector", ".em-subject").text == "Your order N-1"
+                assert "Thanks for your order (total 1)" in email.find_element("css selector", ".em-body").text
+                hook = driver.find_element("css selector", '.delivery[data-channel="flaky"] .preview-webhook pre')
+                posted = json.loads(hook.text)
+                assert posted["title"] == "Order N-1: order.mailed", posted
                 # Nothing wider than the window: no sideways scrolling of the page itself.
                 widths = driver.execute_script(
                     "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
                 )
                 screenshot(driver, "narrow-event")
                 assert widths[0] <= widths[1], widths
-                nav = driver.find_elements("css selector", "nav a")
-                assert all(link.is_displayed() for link in nav)
+                assert all(link.is_displayed() for link in driver.find_elements("css selector", "nav a"))
+                driver.get(f"{router.url}/ui/#/activity")
+                wait_until(lambda: driver.find_elements("css selector", 'tr[data-event-id="evt-narrow"]'), what="list")
+                widths = driver.execute_script(
+                    "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+                )
+                screenshot(driver, "narrow-activity")
+                assert widths[0] <= widths[1], widths
 
         await asyncio.to_thread(browse)
     finally:

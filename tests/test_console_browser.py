@@ -314,6 +314,77 @@ async def test_email_and_webhook_previews_in_a_narrow_window(tmp_path: Path, sin
         await router.stop()
 
 
+async def test_dead_letters_page_replays_all_matching_and_the_stats_pages_show_them(
+    tmp_path: Path, sinks: dict[str, Any]
+) -> None:
+    slack: HttpSink = sinks["slack"]
+    router = await start_router(tmp_path, sinks)
+    try:
+        data = {"total": "9.00 EUR", "note": "n", "link": "https://shop.example/o/9"}
+        for n in (1, 2):
+            await publish(
+                router,
+                {
+                    "id": f"evt-dead-{n}",
+                    "type": "order.refunded",
+                    "source": "shop",
+                    "data": {**data, "order": f"R-{n}"},
+                },
+            )
+        deaths = lambda r: r.get("outcome") == "dead" and r.get("event_id") == "evt-dead-2"  # noqa: E731
+        await router.wait_for_log(deaths, timeout=30)
+        await router.wait_for_log(lambda r: r.get("outcome") == "dead" and r.get("event_id") == "evt-dead-1")
+
+        def browse() -> None:
+            with chromium() as driver:
+                driver.get(f"{router.url}/ui/#/dead")
+                rows = lambda: driver.find_elements("css selector", "tr[data-event-id]")  # noqa: E731
+                wait_until(lambda: len(rows()) == 2, what="two dead letters", driver=driver)
+                cells = [c.text for c in rows()[0].find_elements("css selector", "td")]
+                assert cells[3:6] == ["refunded", "ops", cells[5]] and cells[5], cells  # rule, channel, reason
+                assert "500" in cells[6] and cells[7] == "3", cells  # the error, the attempts
+                screenshot(driver, "dead-letters")
+                slack.default = Reply(200, body="ok")  # Slack is back
+                driver.find_element("css selector", ".actions button.danger").click()
+                question = driver.find_element("css selector", ".actions .question").text
+                assert "Replay every dead letter matching" in question
+                driver.find_element("css selector", ".actions .confirm-yes").click()
+                done = wait_until(lambda: driver.find_element("css selector", ".actions .done").text, what="summary")
+                assert "replayed 2" in done, done
+                wait_until(lambda: not rows(), timeout=30, what="the dead letters gone", driver=driver)
+
+                driver.get(f"{router.url}/ui/#/rules")
+                rule = wait_until(
+                    lambda: [
+                        r for r in driver.find_elements("css selector", "tbody tr") if r.text.startswith("refunded")
+                    ],
+                    what="the rules page",
+                    driver=driver,
+                )[0]
+                assert [c.text for c in rule.find_elements("css selector", "td")][2] == "2"  # fired
+                driver.get(f"{router.url}/ui/#/channels")
+                ops = wait_until(
+                    lambda: [r for r in driver.find_elements("css selector", "tbody tr") if r.text.startswith("ops")],
+                    what="the channels page",
+                    driver=driver,
+                )[0]
+                assert "slack" in ops.text and "500" in ops.text, ops.text  # type, last error
+                screenshot(driver, "channels")
+                driver.get(f"{router.url}/ui/#/overview")
+                charts = wait_until(
+                    lambda: driver.find_elements("css selector", "svg.chart polyline"), what="charts", driver=driver
+                )
+                assert len(driver.find_elements("css selector", "svg.chart")) == 3 and charts
+                screenshot(driver, "overview")
+                assert browser_errors(driver) == []
+
+        await asyncio.to_thread(browse)
+        await router.wait_for_log(lambda r: r.get("outcome") == "sent" and r.get("event_id") == "evt-dead-2")
+        await router.wait_for_log(lambda r: r.get("outcome") == "sent" and r.get("event_id") == "evt-dead-1")
+    finally:
+        await router.stop()
+
+
 def test_screenshots_folder_is_ignored_by_git() -> None:
     ignored = (Path(__file__).parent.parent / ".gitignore").read_text().splitlines()
     assert "tests/screenshots/" in ignored

@@ -5,6 +5,8 @@ import { h, clear, append, route, time, table, confirmButton } from "./dom.js";
 
 const FIELDS = ["since", "type", "rule", "channel"];
 
+const nonEmpty = (values) => Object.fromEntries(Object.entries(values).filter(([, v]) => v !== ""));
+
 export function deadView(main, params, navigate) {
   const filters = Object.fromEntries(FIELDS.map((f) => [f, params.get(f) || (f === "since" ? "24h" : "")]));
   let stopped = false;
@@ -39,7 +41,7 @@ export function deadView(main, params, navigate) {
     if (items.length) {
       bulk.append(
         confirmButton(`Replay all ${items.length} matching`, `Replay every dead letter matching these filters (${items.length} shown)?`, async () => {
-          const result = await api("/api/replay", { method: "POST", body: { filter: { outcome: "dead", ...filters } } });
+          const result = await api("/api/replay", { method: "POST", body: { filter: { outcome: "dead", ...nonEmpty(filters) } } });
           setTimeout(refresh, 300);
           return `matched ${result.matched ?? 0}, replayed ${result.replayed ?? 0}, skipped ${result.skipped ?? 0}` + (result.errors && result.errors.length ? `, ${result.errors.length} errors` : "");
         }),

@@ -88,13 +88,13 @@ subject: {{ ("Your order " ~ data.order) | yaml }}
 """
 
 
-def project(root: Path, flaky_url: str, smtp_port: int) -> None:
+def project(root: Path, flaky_url: str, smtp_port: int, extra: str = "") -> None:
     (root / "templates").mkdir()
     (root / "templates" / "order.j2").write_text(ORDER)
     (root / "templates" / "order.discord.j2").write_text(DISCORD)
     (root / "templates" / "order.slack.j2").write_text(SLACK)
     (root / "templates" / "order.email.j2").write_text(EMAIL)
-    (root / "rules.yaml").write_text(RULES.replace("FLAKY_URL", flaky_url).replace("SMTP_PORT", str(smtp_port)))
+    (root / "rules.yaml").write_text(RULES.replace("FLAKY_URL", flaky_url).replace("SMTP_PORT", str(smtp_port)) + extra)
 
 
 async def publish(router: RouterProcess, event: dict[str, Any]) -> None:
@@ -120,10 +120,12 @@ async def sinks() -> AsyncIterator[dict[str, Any]]:
             yield {"discord": discord, "slack": slack, "hook": hook, "smtp": smtp}
 
 
-async def start_router(root: Path, sinks: dict[str, Any]) -> RouterProcess:
-    project(root, sinks["hook"].url, sinks["smtp"].port)
-    env = intercept.subprocess_env({"discord.com": sinks["discord"].url, "hooks.slack.com": sinks["slack"].url})
-    return await RouterProcess(root, env={**os.environ, **env}).start()
+async def start_router(
+    root: Path, sinks: dict[str, Any], *, extra: str = "", env: dict[str, str] | None = None
+) -> RouterProcess:
+    project(root, sinks["hook"].url, sinks["smtp"].port, extra)
+    redirect = intercept.subprocess_env({"discord.com": sinks["discord"].url, "hooks.slack.com": sinks["slack"].url})
+    return await RouterProcess(root, env={**os.environ, **redirect, **(env or {})}).start()
 
 
 async def test_failures_are_found_inspected_and_replayed_in_the_browser(tmp_path: Path, sinks: dict[str, Any]) -> None:
@@ -381,6 +383,44 @@ async def test_dead_letters_page_replays_all_matching_and_the_stats_pages_show_t
         await asyncio.to_thread(browse)
         await router.wait_for_log(lambda r: r.get("outcome") == "sent" and r.get("event_id") == "evt-dead-2")
         await router.wait_for_log(lambda r: r.get("outcome") == "sent" and r.get("event_id") == "evt-dead-1")
+    finally:
+        await router.stop()
+
+
+async def test_with_a_bearer_token_the_console_asks_for_it(tmp_path: Path, sinks: dict[str, Any]) -> None:
+    token = "ui-token-0123456789abcdef0123"
+    extra = 'ui: {auth: {bearer: "${ROUTER_UI_TOKEN}"}}\n'
+    router = await start_router(tmp_path, sinks, extra=extra, env={"ROUTER_UI_TOKEN": token})
+    try:
+        data = {"order": "T-1", "note": "n", "total": "1", "link": "https://shop.example"}
+        await publish(router, {"id": "evt-token", "type": "order.paid", "source": "shop", "data": data})
+        await sinks["discord"].wait_for(1)
+
+        def browse() -> None:
+            with chromium() as driver:
+                driver.get(f"{router.url}/ui/")
+                field = wait_until(
+                    lambda: driver.find_element("css selector", "form.login input[name=token]"),
+                    what="the sign-in form",
+                    driver=driver,
+                )
+                field.send_keys("wrong-token-0123456789abcdef")
+                field.submit()
+                field = wait_until(
+                    lambda: driver.find_element("css selector", "form.login input[name=token]"), what="asked again"
+                )
+                assert not driver.find_elements("css selector", "tr[data-event-id]")
+                field.send_keys(token)
+                field.submit()
+                wait_until(
+                    lambda: driver.find_elements("css selector", 'tr[data-event-id="evt-token"]'),
+                    what="the list once signed in",
+                    driver=driver,
+                )
+                assert token not in driver.page_source
+
+        await asyncio.to_thread(browse)
+        assert token not in router.logs()
     finally:
         await router.stop()
 

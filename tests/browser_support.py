@@ -107,3 +107,13 @@ def wait_until(check: Callable[[], Any], timeout: float = 15.0, what: str = "con
 def browser_errors(driver: Any) -> list[str]:
     """Severe entries of the browser's console since the last call: script errors, CSP violations."""
     return [entry["message"] for entry in driver.get_log("browser") if entry.get("level") == "SEVERE"]
+
+
+def click(driver: Any, selector: str, timeout: float = 15.0) -> None:
+    """Click the element ``selector`` finds, trying again when a live refresh replaced it meanwhile."""
+
+    def attempt() -> bool:
+        driver.find_element("css selector", selector).click()
+        return True
+
+    wait_until(attempt, timeout=timeout, what=f"click {selector}", driver=driver)

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.browser_support import browser_errors, chromium, find_browser, screenshot, wait_until
+from tests.browser_support import browser_errors, chromium, click, find_browser, screenshot, wait_until
 from tests.fakes import intercept
 from tests.fakes.http_sink import HttpSink, Reply
 from tests.fakes.smtp_sink import SmtpSink
@@ -148,7 +148,7 @@ async def test_failures_are_found_inspected_and_replayed_in_the_browser(tmp_path
         await router.wait_for_log(lambda r: r.get("outcome") == "dead" and r.get("channel") == "ops", timeout=20)
 
         def browse() -> None:
-            with chromium() as driver:
+            with chromium(height=1100) as driver:
                 driver.get(f"{router.url}/ui/")
                 rows = lambda: driver.find_elements("css selector", "tr[data-event-id]")  # noqa: E731
                 wait_until(lambda: len(rows()) >= 3, what="three events in the live list", driver=driver)
@@ -171,7 +171,7 @@ async def test_failures_are_found_inspected_and_replayed_in_the_browser(tmp_path
                 assert "fresh" in (fresh.get_attribute("class") or "")
 
                 # Filter to failures: the retried one and the dead one.
-                driver.find_element("css selector", '.count[data-outcome="failed"]').click()
+                click(driver, '.count[data-outcome="failed"]')
                 wait_until(
                     lambda: {r.get_attribute("data-event-id") for r in rows()} == {"evt-shipped", "evt-refunded"},
                     what="the failed filter",
@@ -179,8 +179,28 @@ async def test_failures_are_found_inspected_and_replayed_in_the_browser(tmp_path
                 )
                 screenshot(driver, "activity-failed")
 
+                # Another filter, typed in: the type.
+                driver.get(f"{router.url}/ui/#/activity")
+
+                def type_filter() -> bool:  # again if the view was replaced meanwhile
+                    field = driver.find_element("css selector", "input[name=type]")
+                    field.clear()
+                    field.send_keys("order.paid")
+                    field.submit()
+                    return True
+
+                wait_until(type_filter, what="typing a filter", driver=driver)
+                wait_until(
+                    lambda: {r.get_attribute("data-event-id") for r in rows()} == {"evt-paid", "evt-live"},
+                    what="the type filter",
+                    driver=driver,
+                )
+                assert "type=order.paid" in driver.current_url
+                driver.get(f"{router.url}/ui/#/activity?outcome=failed")
+                wait_until(lambda: len(rows()) == 2, what="the failed list again", driver=driver)
+
                 # The dead one: its error, and the Slack message as it was rendered.
-                driver.find_element("css selector", 'tr[data-event-id="evt-refunded"] a.event-link').click()
+                click(driver, 'tr[data-event-id="evt-refunded"] a.event-link')
                 failure = wait_until(
                     lambda: driver.find_element("css selector", '.delivery[data-channel="ops"] .failure'),
                     what="the dead delivery's error",
@@ -197,8 +217,8 @@ async def test_failures_are_found_inspected_and_replayed_in_the_browser(tmp_path
 
                 # The sink recovers; replay after confirming; the page shows it delivered.
                 slack.default = Reply(200, body="ok")
-                driver.find_element("css selector", ".actions button.danger").click()
-                driver.find_element("css selector", ".actions .confirm-yes").click()
+                click(driver, ".actions button.danger")
+                click(driver, ".actions .confirm-yes")
                 wait_until(
                     lambda: driver.find_element("css selector", "#event-outcome .badge").text == "sent",
                     timeout=30,
@@ -342,15 +362,18 @@ async def test_dead_letters_page_replays_all_matching_and_the_stats_pages_show_t
                 driver.get(f"{router.url}/ui/#/dead")
                 rows = lambda: driver.find_elements("css selector", "tr[data-event-id]")  # noqa: E731
                 wait_until(lambda: len(rows()) == 2, what="two dead letters", driver=driver)
-                cells = [c.text for c in rows()[0].find_elements("css selector", "td")]
+                cells = wait_until(
+                    lambda: [c.text for c in rows()[0].find_elements("css selector", "td")],
+                    what="a dead letter's cells",
+                )
                 assert cells[3:6] == ["refunded", "ops", cells[5]] and cells[5], cells  # rule, channel, reason
                 assert "500" in cells[6] and cells[7] == "3", cells  # the error, the attempts
                 screenshot(driver, "dead-letters")
                 slack.default = Reply(200, body="ok")  # Slack is back
-                driver.find_element("css selector", ".actions button.danger").click()
+                click(driver, ".actions button.danger")
                 question = driver.find_element("css selector", ".actions .question").text
                 assert "Replay every dead letter matching" in question
-                driver.find_element("css selector", ".actions .confirm-yes").click()
+                click(driver, ".actions .confirm-yes")
                 done = wait_until(lambda: driver.find_element("css selector", ".actions .done").text, what="summary")
                 assert "replayed 2" in done, done
                 wait_until(lambda: not rows(), timeout=30, what="the dead letters gone", driver=driver)

@@ -85,8 +85,9 @@ async def test_page_and_static_files_carry_a_strict_csp(serve: Serve) -> None:
         for bad in ("/ui/static/..%2F__init__.py", "/ui/static/routes.py", "/ui/static/index.html"):
             async with session.get(url + bad) as missing:
                 assert missing.status == 404, bad
-        async with session.get(f"{url}/", allow_redirects=False) as root:
-            assert root.status == 302 and root.headers["Location"] == "/ui/"
+        for path in ("/", "/ui"):
+            async with session.get(url + path, allow_redirects=False) as redirect:
+                assert redirect.status == 302 and redirect.headers["Location"] == "/ui/"
         async with session.get(f"{url}/api/echo") as api:
             assert api.headers["Cache-Control"] == "no-store"
         async with session.get(f"{url}/other") as other:  # the guard covers /ui and /api only
@@ -139,9 +140,9 @@ async def test_bearer_token_guards_the_api_not_the_empty_page(serve: Serve) -> N
             assert wrong.status == 401
         async with session.get(f"{url}/api/echo", headers=auth) as right:
             assert right.status == 200
-        # A browser never adds a bearer header by itself: such a request needs no CSRF token.
+        # The token does not replace the CSRF check.
         async with session.post(f"{url}/api/echo", json={}, headers=auth) as post:
-            assert post.status == 200
+            assert post.status == 403
 
 
 async def test_basic_auth_guards_page_and_api(serve: Serve) -> None:

@@ -12,8 +12,8 @@
 - **CSRF.** A state-changing request (anything but GET, HEAD, OPTIONS) must carry the
   ``X-CSRF-Token`` header equal to the ``router_csrf`` cookie the page set (double submit: a
   foreign site can neither read the cookie nor set the header without a CORS preflight, which
-  is never granted), and an ``Origin``, when sent, equal to this host. A request with a valid
-  bearer token is exempt: a browser never adds that header by itself.
+  is never granted), and an ``Origin``, when sent, equal to this host. Bearer-authenticated
+  requests too, as the API (router/activity/api.py) requires.
 - **Headers.** A strict Content-Security-Policy (scripts, styles and connections to this
   origin only; no inline script, no framing), ``nosniff``, no referrer, and no caching of API
   answers.
@@ -180,11 +180,9 @@ def middleware(guard: ConsoleGuard) -> Middleware:
             if refused is not None:
                 return refused
         if request.method not in SAFE_METHODS:
-            bearer = state.auth is not None and state.auth.bearer_ok(request)
-            if not bearer:
-                problem = csrf_problem(request)
-                if problem:
-                    return _refuse(403, problem, {})
+            problem = csrf_problem(request)
+            if problem:
+                return _refuse(403, problem, {})
         try:
             response = await handler(request)
         except web.HTTPException as error:

@@ -1,7 +1,7 @@
 // Dead letters: reason, error, attempts; replay one, or all that match the filter, after an
 // inline confirmation. Replaying re-runs only the deliveries that did not succeed.
 import { api, query } from "./api.js";
-import { h, clear, append, route, time, table, confirmButton } from "./dom.js";
+import { h, clear, append, route, time, table, confirmButton, confirming } from "./dom.js";
 
 const FIELDS = ["since", "type", "rule", "channel"];
 
@@ -37,6 +37,7 @@ export function deadView(main, params, navigate) {
   }
 
   function render(items) {
+    if (confirming(main)) return;
     clear(bulk);
     if (items.length) {
       bulk.append(

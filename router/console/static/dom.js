@@ -120,26 +120,37 @@ export function confirmButton(label, question, action) {
   const start = h("button", { type: "button", class: "danger", onclick: () => ask() }, label);
   box.append(start);
   function ask() {
+    box.dataset.state = "asking";
     clear(box);
     const yes = h("button", { type: "button", class: "danger confirm-yes", onclick: run }, "Confirm");
     const no = h("button", { type: "button", onclick: reset }, "Cancel");
     append(box, [h("span", { class: "question" }, question), " ", yes, " ", no]);
   }
   async function run() {
+    box.dataset.state = "working";
     clear(box);
     box.append(h("span", { class: "busy" }, "working…"));
     try {
       const note = await action();
+      box.dataset.state = "done";
       clear(box);
       box.append(h("span", { class: "done" }, note || "done"));
     } catch (error) {
+      box.dataset.state = "";
       clear(box);
       box.append(h("span", { class: "error" }, String(error.message || error)), " ", start);
     }
   }
   function reset() {
+    box.dataset.state = "";
     clear(box);
     box.append(start);
   }
   return box;
+}
+
+// True while the user is answering a confirmation (or its action runs): live refreshes wait,
+// so that a re-render never takes the question away from under the pointer.
+export function confirming(root) {
+  return root.querySelector('.confirm[data-state="asking"], .confirm[data-state="working"]') !== null;
 }

@@ -1,7 +1,7 @@
 // An event's page: what arrived, each rule's verdict, and per delivery the timeline of every
 // attempt next to the message as the person receives it, with the error where it failed.
 import { api } from "./api.js";
-import { h, clear, append, badge, time, json, table, confirmButton } from "./dom.js";
+import { h, clear, append, badge, time, json, table, confirmButton, confirming } from "./dom.js";
 import { preview } from "./preview.js";
 
 const POLL_MS = 3000;
@@ -24,7 +24,7 @@ export function eventView(main, id) {
     try {
       const story = await api("/api/events/" + encodeURIComponent(id));
       const text = JSON.stringify(story);
-      if (!stopped && text !== last) {
+      if (!stopped && text !== last && !confirming(main)) {
         last = text;
         render(story);
       }
@@ -95,7 +95,7 @@ export function eventView(main, id) {
                 a.duration_ms !== undefined && a.duration_ms !== null ? h("span", { class: "muted" }, ` ${Number(a.duration_ms).toFixed(1)} ms`) : null,
                 a.status ? h("span", { class: "muted" }, ` HTTP ${a.status}`) : null,
                 a.error_class ? h("span", { class: "muted" }, ` ${a.error_class}`) : null,
-                a.retry_at ? h("span", { class: "muted" }, ` retry at ${time(a.retry_at)}`) : null,
+                a.retry_at ? h("span", { class: "muted", title: time(a.retry_at) }, ` retry at ${relative(start, a.retry_at)}`) : null,
                 a.error ? h("div", { class: "error attempt-error" }, a.error) : null,
               ),
             ),

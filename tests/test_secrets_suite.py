@@ -236,6 +236,17 @@ async def api_answers(captured: Captured, router: RouterProcess) -> None:
                 captured.add(path, await response.read())
 
 
+async def ui_pages(captured: Captured, router: RouterProcess) -> None:
+    """The console's page and every file it loads (/ui/; docs/activity.md)."""
+    from router.console.routes import load_static
+
+    async with aiohttp.ClientSession() as session:
+        for path in ["/ui/", *(f"/ui/static/{name}" for name in load_static() if name != "index.html")]:
+            async with session.get(f"{router.url}{path}") as response:
+                assert response.status == 200, path
+                captured.add(path, await response.read())
+
+
 def dead_letters(text: str) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("router_dead_letters_total{")
@@ -323,6 +334,7 @@ async def drive(
         }
         assert any(x["reason"] == "render" for x in letters)
         await api_answers(captured, router)
+        await ui_pages(captured, router)
         await metrics_text(captured, router)
     finally:
         if not authored.done():

@@ -6,6 +6,7 @@ tests run as root; it lives in a temporary folder on a free port and is removed 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -62,8 +63,6 @@ class PrivatePostgres:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):
             self.stop()
-        except RuntimeError:
-            pass
         shutil.rmtree(self.root, ignore_errors=True)

@@ -331,15 +331,22 @@ class SqlStore(ActivityStore):
             else:
                 clauses.append("type = ?")
                 params.append(flt.type)
+        # Verdicts and attempts come after their event arrived: bounding them by `since` too lets
+        # the (rule, at) and (channel, at) indexes answer instead of every row of the rule or channel.
+        after = " AND at >= ?" if flt.since is not None else ""
         if flt.rule:
-            clauses.append("event_id IN (SELECT event_id FROM activity_verdicts WHERE rule = ?)")
-            params.append(flt.rule)
+            clauses.append(f"event_id IN (SELECT event_id FROM activity_verdicts WHERE rule = ?{after})")
+            params += [flt.rule, *([flt.since] if after else [])]
         if flt.channel:
-            clauses.append("event_id IN (SELECT event_id FROM activity_attempts WHERE channel = ?)")
-            params.append(flt.channel)
+            clauses.append(f"event_id IN (SELECT event_id FROM activity_attempts WHERE channel = ?{after})")
+            params += [flt.channel, *([flt.since] if after else [])]
         if flt.q:
-            clauses.append("(event_id = ? OR subject LIKE ?)")
-            params += [flt.q, flt.q.replace("%", "").replace("_", "\\_") + "%"]
+            # An id, or a subject prefix as a range (so the subject index answers; LIKE would scan).
+            clauses.append(
+                "event_id IN (SELECT event_id FROM activity_events WHERE event_id = ? "
+                "UNION SELECT event_id FROM activity_events WHERE subject >= ? AND subject < ?)"
+            )
+            params += [flt.q, flt.q, flt.q + "\U0010ffff"]
         if with_outcome and flt.outcome:
             if flt.outcome == "failed":
                 clauses.append("failed = 1")

@@ -776,6 +776,10 @@ def trace(event_id: str, as_json: bool, url: str | None, token: str | None, conf
     )
     if story is None:
         fail(f"no activity recorded for event {event_id!r}", code=1)
+    if not url:  # the API adds them itself
+        from router.app.story import with_not_matched
+
+        story = with_not_matched(story, load_runtime(config_path))
     click.echo(json.dumps(story, indent=2) if as_json else format_trace(story))
 
 

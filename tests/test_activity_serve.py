@@ -62,7 +62,8 @@ async def test_trace_shows_a_retried_then_sent_channel_and_a_dead_lettered_one(
             tmp_path,
             embedded_rules(
                 f"  flaky: {{type: webhook, url: '{flaky.url}'}}\n  broken: {{type: webhook, url: '{broken.url}'}}",
-                "  - {name: paid, on: 'order.*', template: note, channels: [flaky, broken]}",
+                "  - {name: paid, on: 'order.*', template: note, channels: [flaky, broken]}\n"
+                "  - {name: signup, on: 'user.*', template: note, channels: [flaky]}",
             ),
         )
         router = await RouterProcess(tmp_path).start()
@@ -75,12 +76,15 @@ async def test_trace_shows_a_retried_then_sent_channel_and_a_dead_lettered_one(
         assert by_channel["flaky"]["attempts"][0]["retry_at"] is not None
         assert [a["outcome"] for a in by_channel["broken"]["attempts"]] == ["dead"]
         assert by_channel["broken"]["message"]["body"] == "n=1"
-        assert story["rules"] == [{"rule": "paid", "verdict": "fired", "reason": "", "at": story["rules"][0]["at"]}]
+        verdicts = {r["rule"]: (r["verdict"], r["reason"]) for r in story["rules"]}
+        assert verdicts["paid"] == ("fired", "")
+        assert verdicts["signup"][0] == "not_matched" and "order.paid" in verdicts["signup"][1]
 
         text = await run_cli(tmp_path, "trace", "ord-1")
         assert "paid -> flaky" in text and "paid -> broken" in text, text
         assert "attempt 1: retry" in text and "attempt 2: sent" in text and "attempt 1: dead" in text, text
         assert "HTTP 503" in text and "HTTP 400" in text and "outcome: dead" in text, text
+        assert "rule signup: not_matched" in text, text
         via_api = json.loads(await run_cli(tmp_path, "trace", "ord-1", "--json", "--url", router.url))
         assert settled(via_api)
 

@@ -62,7 +62,9 @@ class ActivityApi:
         auth: Callable[[], UiAuthSpec | None],
         loopback: bool,
         replay: Replay | None = None,
+        explain: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
+        self.explain = explain  # adds the not_matched verdicts of the rules in force (app layer)
         self.store = store
         self.auth = auth
         self.loopback = loopback
@@ -149,7 +151,7 @@ class ActivityApi:
         story = await self._read(lambda: store.event_story(event_id))
         if story is None:
             return _json({"error": f"no activity recorded for event {event_id[:200]!r}"}, 404)
-        return _json(story)
+        return _json(self.explain(story) if self.explain is not None else story)
 
     async def dead_letters(self, request: web.Request) -> web.StreamResponse:
         flt = parse_filter(request.query, default_since="7d")

@@ -93,15 +93,22 @@ def _plain(value: Any) -> Any:
     return isoformat() if callable(isoformat) else str(value)
 
 
+_PATTERN: tuple[frozenset[str], re.Pattern[str] | None] = (frozenset(), None)
+
+
 def scrub_text(text: str) -> str:
     """``text`` with every registered secret (and its URL-encoded forms) replaced by the mask."""
+    global _PATTERN
     secrets = registered_secrets()
     if not secrets:
         return text
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, MASK)
-    return text
+    built_for, pattern = _PATTERN
+    if built_for is not secrets:  # the set is replaced, never mutated, when a secret is registered
+        ordered = sorted(secrets, key=len, reverse=True)  # longest first: a secret inside another is masked whole
+        pattern = re.compile("|".join(map(re.escape, ordered)))
+        _PATTERN = (secrets, pattern)
+    assert pattern is not None
+    return pattern.sub(MASK, text)
 
 
 def summarise(

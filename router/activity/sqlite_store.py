@@ -38,12 +38,8 @@ class SqliteActivityStore(SqlStore):
         return conn
 
     def size_bytes(self) -> int:
-        page_size = self._query("PRAGMA page_size")[0][0]
-        pages = self._query("PRAGMA page_count")[0][0]
-        free = self._query("PRAGMA freelist_count")[0][0]
-        wal = Path(f"{self.path}-wal")
-        wal_size = wal.stat().st_size if wal.exists() else 0
-        return int((pages - free) * page_size + wal_size)
+        """What the files take on disk (the database, its WAL and shared memory): what max_bytes bounds."""
+        return self.file_bytes()
 
     def file_bytes(self) -> int:
         """What the files take on disk (database and WAL)."""
@@ -56,6 +52,7 @@ class SqliteActivityStore(SqlStore):
 
     def _vacuum(self) -> None:
         conn = self._ensure()
-        conn.execute("PRAGMA incremental_vacuum")
-        conn.commit()
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        # The pragma frees one page per step, and sqlite3's execute() steps once: executescript()
+        # runs it to completion (and commits first).
+        conn.executescript("PRAGMA incremental_vacuum;")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()

@@ -114,7 +114,10 @@ class ActivityStore(ABC):
 
 TABLES = ("activity_events", "activity_verdicts", "activity_attempts", "activity_jobs")
 
-_EVENT_COLUMNS = "event_id, at, type, source, subject, transport, process, size, schema_verdict, outcome, envelope"
+_EVENT_COLUMNS = (
+    "event_id, at, type, source, subject, transport, process, size, schema_verdict, outcome, envelope, "
+    "channels, rules_fired, failed"
+)
 _VERDICT_COLUMNS = "event_id, at, rule, verdict, reason"
 _ATTEMPT_COLUMNS = (
     "event_id, at, rule, channel, channel_type, idempotency_key, attempt, message, duration_ms, outcome, "
@@ -225,10 +228,10 @@ class SqlStore(ActivityStore):
             if batch.events:
                 cursor.executemany(
                     self._sql(
-                        f"INSERT INTO activity_events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                        f"INSERT INTO activity_events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                         "ON CONFLICT (event_id) DO NOTHING"
                     ),
-                    batch.events,
+                    _with_summaries(batch),
                 )
             for table, columns, rows in (
                 ("activity_verdicts", _VERDICT_COLUMNS, batch.verdicts),
@@ -238,7 +241,9 @@ class SqlStore(ActivityStore):
                 if rows:
                     marks = ",".join("?" * len(rows[0]))
                     cursor.executemany(self._sql(f"INSERT INTO {table} ({columns}) VALUES ({marks})"), rows)
-            self._summarise(cursor, batch.touched())
+            # Events that arrived in this batch were summarised from it; the others (a retry, a
+            # delivery that outlasted a flush) from all their rows.
+            self._summarise(cursor, batch.touched() - {row[0] for row in batch.events})
             conn.commit()
         except Exception:
             self._reset()
@@ -326,15 +331,22 @@ class SqlStore(ActivityStore):
             else:
                 clauses.append("type = ?")
                 params.append(flt.type)
+        # Verdicts and attempts come after their event arrived: bounding them by `since` too lets
+        # the (rule, at) and (channel, at) indexes answer instead of every row of the rule or channel.
+        after = " AND at >= ?" if flt.since is not None else ""
         if flt.rule:
-            clauses.append("event_id IN (SELECT event_id FROM activity_verdicts WHERE rule = ?)")
-            params.append(flt.rule)
+            clauses.append(f"event_id IN (SELECT event_id FROM activity_verdicts WHERE rule = ?{after})")
+            params += [flt.rule, *([flt.since] if after else [])]
         if flt.channel:
-            clauses.append("event_id IN (SELECT event_id FROM activity_attempts WHERE channel = ?)")
-            params.append(flt.channel)
+            clauses.append(f"event_id IN (SELECT event_id FROM activity_attempts WHERE channel = ?{after})")
+            params += [flt.channel, *([flt.since] if after else [])]
         if flt.q:
-            clauses.append("(event_id = ? OR subject LIKE ?)")
-            params += [flt.q, flt.q.replace("%", "").replace("_", "\\_") + "%"]
+            # An id, or a subject prefix as a range (so the subject index answers; LIKE would scan).
+            clauses.append(
+                "event_id IN (SELECT event_id FROM activity_events WHERE event_id = ? "
+                "UNION SELECT event_id FROM activity_events WHERE subject >= ? AND subject < ?)"
+            )
+            params += [flt.q, flt.q, flt.q + "\U0010ffff"]
         if with_outcome and flt.outcome:
             if flt.outcome == "failed":
                 clauses.append("failed = 1")
@@ -618,6 +630,30 @@ class SqlStore(ActivityStore):
                 }
             )
         return series
+
+
+def _with_summaries(batch: Batch) -> list[tuple[Any, ...]]:
+    """The event rows of ``batch`` with their outcome, channels, rules fired and failed flag, from the batch."""
+    attempts: dict[str, list[tuple[str, str, str, str | None]]] = {}
+    verdicts: dict[str, list[tuple[str, str]]] = {}
+    jobs: dict[str, list[tuple[str, str]]] = {}
+    for a in batch.attempts:
+        attempts.setdefault(a[0], []).append((a[2], a[3], a[9], a[13]))
+    for v in batch.verdicts:
+        verdicts.setdefault(v[0], []).append((v[2], v[3]))
+    for j in batch.jobs:
+        jobs.setdefault(j[0], []).append((j[2], j[4]))
+    rows = []
+    for row in batch.events:
+        event_id = row[0]
+        if row[8] == "refused":
+            rows.append((*row, "{}", "[]", 0))
+            continue
+        its_verdicts = verdicts.get(event_id, [])
+        fired = list(dict.fromkeys(rule for rule, verdict in its_verdicts if verdict == "fired"))
+        outcome, channels, failed = summarise(attempts.get(event_id, []), fired, its_verdicts, jobs.get(event_id, []))
+        rows.append((*row[:9], outcome, row[10], json.dumps(channels), json.dumps(fired), int(failed)))
+    return rows
 
 
 def percentile(values: list[float], q: float) -> float | None:

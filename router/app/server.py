@@ -21,6 +21,7 @@ from router.activity.api import ActivityApi, is_loopback, mount
 from router.activity.query import activity_url, open_store
 from router.activity.recorder import NullRecorder, Recorder
 from router.app import gc_tuning as heap
+from router.app.story import with_not_matched
 from router.config.models import BrokerConfig
 from router.console import routes as console
 from router.console.guard import ConsoleGuard
@@ -190,7 +191,13 @@ class Server:
         async def replay(event_ids: list[str]) -> dict[str, object]:
             return await replay_events(engine.transport, event_ids)
 
-        return ActivityApi(store, auth=lambda: engine.runtime.config.ui.auth, loopback=loopback, replay=replay)
+        return ActivityApi(
+            store,
+            auth=lambda: engine.runtime.config.ui.auth,
+            loopback=loopback,
+            replay=replay,
+            explain=lambda story: with_not_matched(story, engine.runtime),
+        )
 
     def _broker_config(self, runtime: Runtime) -> BrokerConfig:
         broker = runtime.config.broker

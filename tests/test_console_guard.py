@@ -134,7 +134,7 @@ async def test_bearer_token_guards_the_api_not_the_empty_page(serve: Serve) -> N
         async with session.get(f"{url}/ui/") as page:  # holds no data; its script asks for the token
             assert page.status == 200
         async with session.get(f"{url}/api/echo") as missing:
-            assert missing.status == 401
+            assert missing.status == 401 and missing.headers["WWW-Authenticate"].startswith("Bearer ")
             assert TOKEN not in await missing.text()
         async with session.get(f"{url}/api/echo", headers={"Authorization": "Bearer wrong-token-0123456789"}) as wrong:
             assert wrong.status == 401

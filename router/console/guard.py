@@ -100,7 +100,11 @@ class UiAuth:
         if self._token is not None:
             if self.bearer_ok(request):
                 return None
-            return _refuse(401, "authentication required: send 'Authorization: Bearer <token>' (ui.auth.bearer)", {})
+            return _refuse(
+                401,
+                "authentication required: send 'Authorization: Bearer <token>' (ui.auth.bearer)",
+                {"WWW-Authenticate": 'Bearer realm="router"'},
+            )
         assert self._basic is not None
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "basic":

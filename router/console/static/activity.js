@@ -9,7 +9,7 @@ const POLL_MS = 2000;
 
 export function activityView(main, params, navigate) {
   const filters = Object.fromEntries(FIELDS.map((f) => [f, params.get(f) || (f === "since" ? "1h" : "")]));
-  const seen = new Set();
+  let seen = new Set(); // the ids shown by the last refresh: a row not among them is new
   let first = true;
   let timer = null;
   let stopped = false;
@@ -44,6 +44,10 @@ export function activityView(main, params, navigate) {
 
   async function refresh() {
     if (stopped) return;
+    if (document.hidden) {
+      timer = setTimeout(refresh, POLL_MS); // a tab nobody looks at costs the router nothing
+      return;
+    }
     try {
       const answer = await api("/api/activity" + query({ ...filters, limit: 50 }));
       if (stopped) return;
@@ -70,9 +74,10 @@ export function activityView(main, params, navigate) {
     const events = [...(answer.events || []), ...extra];
     if (!extra.length) next = answer.next;
     more.hidden = !next;
+    const shown = new Set();
     const rows = events.map((event) => {
       const fresh = !first && !seen.has(event.event_id);
-      seen.add(event.event_id);
+      shown.add(event.event_id);
       return h("tr", { class: fresh ? "fresh" : null, "data-event-id": event.event_id },
         h("td", { class: "nowrap" }, time(event.received_at)),
         h("td", null, route("/event/" + encodeURIComponent(event.event_id), event.event_id, { class: "event-link" })),
@@ -84,6 +89,7 @@ export function activityView(main, params, navigate) {
       );
     });
     first = false;
+    seen = shown;
     clear(list).append(table(["Received", "Event id", "Type", "Subject", "Rules fired", "Channels", "Outcome"], rows, "No events match these filters in this time range."));
   }
 

@@ -32,7 +32,7 @@ export function eventView(main, id) {
       status.textContent = error.status === 404 ? `No record of event ${id}.` : "Could not load the event: " + error.message;
       status.className = "status error";
     }
-    // Until nothing is pending any more the story may still change: keep polling.
+    // Retries and replays change the story: keep polling while the page is open.
     if (!stopped) timer = setTimeout(refresh, POLL_MS);
   }
 
@@ -63,7 +63,7 @@ export function eventView(main, id) {
       (story.jobs || []).length ? [h("h2", null, "Jobs"), table(["Rule", "Job", "Outcome", "Error"], story.jobs.map((j) => h("tr", null, h("td", null, j.rule), h("td", null, j.job), h("td", null, badge(j.outcome)), h("td", { class: "error" }, j.error || ""))))] : null,
       h("h2", null, "Payload"),
       json(event),
-      h("p", { class: "status" }, "Live: this page refreshes while deliveries are pending."),
+      h("p", { class: "status" }, "Live: this page refreshes every few seconds."),
     ]);
   }
 

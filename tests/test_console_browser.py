@@ -451,3 +451,16 @@ async def test_with_a_bearer_token_the_console_asks_for_it(tmp_path: Path, sinks
 def test_screenshots_folder_is_ignored_by_git() -> None:
     ignored = (Path(__file__).parent.parent / ".gitignore").read_text().splitlines()
     assert "tests/screenshots/" in ignored
+
+
+def test_without_chromium_the_browser_tests_skip_saying_why_and_fail_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tests.browser_support as support
+
+    monkeypatch.setattr(support.shutil, "which", lambda name: None)
+    monkeypatch.setattr(support, "Path", lambda *a: type("Missing", (), {"exists": lambda self: False})())
+    monkeypatch.setattr(support, "IN_CI", False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install -y chromium chromium-driver"):
+        support.find_browser()
+    monkeypatch.setattr(support, "IN_CI", True)
+    with pytest.raises(pytest.fail.Exception, match=r"\.ci/run installs them"):
+        support.find_browser()

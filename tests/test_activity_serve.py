@@ -76,6 +76,8 @@ async def test_trace_shows_a_retried_then_sent_channel_and_a_dead_lettered_one(
         assert by_channel["flaky"]["attempts"][0]["retry_at"] is not None
         assert [a["outcome"] for a in by_channel["broken"]["attempts"]] == ["dead"]
         assert by_channel["broken"]["message"]["body"] == "n=1"
+        letters = json.loads(await run_cli(tmp_path, "dlq", "list", "--json"))
+        assert by_channel["broken"]["dead_letter_id"] in {letter["id"] for letter in letters}
         verdicts = {r["rule"]: (r["verdict"], r["reason"]) for r in story["rules"]}
         assert verdicts["paid"] == ("fired", "")
         assert verdicts["signup"][0] == "not_matched" and "order.paid" in verdicts["signup"][1]

@@ -121,7 +121,7 @@ _EVENT_COLUMNS = (
 _VERDICT_COLUMNS = "event_id, at, rule, verdict, reason"
 _ATTEMPT_COLUMNS = (
     "event_id, at, rule, channel, channel_type, idempotency_key, attempt, message, duration_ms, outcome, "
-    "retry_at, status, error_class, error"
+    "retry_at, status, error_class, error, dead_letter_id"
 )
 _JOB_COLUMNS = "event_id, at, rule, job, outcome, error"
 _LIST_COLUMNS = "event_id, at, type, source, subject, transport, size, schema_verdict, rules_fired, outcome, channels"
@@ -180,7 +180,7 @@ class SqlStore(ActivityStore):
                 id {self.id_column}, event_id TEXT NOT NULL, at {real} NOT NULL, rule TEXT NOT NULL,
                 channel TEXT NOT NULL, channel_type TEXT, idempotency_key TEXT, attempt INTEGER, message TEXT,
                 duration_ms {real}, outcome TEXT NOT NULL, retry_at {real}, status INTEGER, error_class TEXT,
-                error TEXT)""",
+                error TEXT, dead_letter_id TEXT)""",
             "CREATE INDEX IF NOT EXISTS activity_attempts_event ON activity_attempts (event_id)",
             "CREATE INDEX IF NOT EXISTS activity_attempts_channel ON activity_attempts (channel, at)",
             "CREATE INDEX IF NOT EXISTS activity_attempts_at ON activity_attempts (at)",
@@ -444,6 +444,7 @@ class SqlStore(ActivityStore):
                 }
             )
             delivery["outcome"] = channel_outcome(a[9], a[13])
+            delivery["dead_letter_id"] = a[14] if a[9] == "dead" else None
         for delivery in deliveries.values():
             outcomes.append(delivery["outcome"])
         story: dict[str, Any] = {
@@ -487,7 +488,8 @@ class SqlStore(ActivityStore):
             clauses.append("a.event_id = ?")
             params.append(flt.q)
         rows = self._query(
-            "SELECT a.event_id, a.rule, a.channel, e.type, e.at, a.at, a.error_class, a.error, a.attempt "
+            "SELECT a.event_id, a.rule, a.channel, e.type, e.at, a.at, a.error_class, a.error, a.attempt, "
+            "a.dead_letter_id "
             "FROM activity_attempts a LEFT JOIN activity_events e ON e.event_id = a.event_id WHERE "
             + " AND ".join(clauses)
             + " ORDER BY a.at DESC LIMIT ?",
@@ -504,7 +506,7 @@ class SqlStore(ActivityStore):
                 "reason": r[6],
                 "error": r[7],
                 "attempts": r[8],
-                "dead_letter_id": None,
+                "dead_letter_id": r[9],
             }
             for r in rows
         ]

@@ -36,6 +36,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--span", type=float, default=86400.0, help="seconds the events are spread over")
     parser.add_argument("--url", default=None, help="store URL (default: a SQLite file in a temporary folder)")
     parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--queries-only", action="store_true", help="only time the queries on the store at --url")
     return parser.parse_args()
 
 
@@ -73,9 +74,9 @@ def main() -> None:
     store.open()
     now = time.time()
     start = now - args.span
-    sizes: list[int] = []
+    sizes: list[int] = [store.size_bytes()]
     written_started = time.perf_counter()
-    for first in range(0, args.events, args.batch):
+    for first in range(0, 0 if args.queries_only else args.events, args.batch):
         items: list[tuple[Any, ...]] = []
         for n in range(first, min(args.events, first + args.batch)):
             items += items_for(n, start + args.span * n / args.events)

@@ -89,7 +89,7 @@ def main() -> None:
     sizes.append(store.size_bytes())
     write_s = time.perf_counter() - written_started
     file_bytes = getattr(store, "file_bytes", lambda: None)()
-    kept = store.list_events(parse_filter({"since": "8d", "limit": "1"}))["counts"]
+    kept = store._query("SELECT count(*) FROM activity_events")[0][0]
     queries = {
         "default (1h, 50)": {"since": "1h"},
         "outcome=dead 24h": {"since": "24h", "outcome": "dead"},
@@ -115,7 +115,7 @@ def main() -> None:
     print(f"store size: largest after a prune {max(sizes) / 2**20:.1f} MiB, final {sizes[-1] / 2**20:.1f} MiB")
     if file_bytes is not None:
         print(f"files on disk (db + wal + shm): {file_bytes / 2**20:.1f} MiB")
-    print(f"events kept: {sum(v for k, v in kept.items() if k != 'failed')}")
+    print(f"events kept: {kept}")
     worst = 0.0
     for name, values in latencies.items():
         worst = max(worst, max(values))

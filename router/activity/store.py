@@ -25,6 +25,7 @@ from router.activity.records import (
 )
 
 MAX_LIMIT = 500
+COUNT_CAP = 50_000  # a list's counts cover at most this many newest matching events: a bounded cost
 PERCENTILE_SAMPLE = 200_000  # latencies read per stats query, newest first: a bounded cost
 
 
@@ -340,8 +341,11 @@ class SqlStore(ActivityStore):
             clauses.append(f"event_id IN (SELECT event_id FROM activity_verdicts WHERE rule = ?{after})")
             params += [flt.rule, *([flt.since] if after else [])]
         if flt.channel:
-            clauses.append(f"event_id IN (SELECT event_id FROM activity_attempts WHERE channel = ?{after})")
-            params += [flt.channel, *([flt.since] if after else [])]
+            # The event's own channels summary: the list walks its time index and stops after a page,
+            # where a subquery would first collect every attempt of the channel in the window.
+            key = json.dumps(flt.channel) + ":"
+            clauses.append("channels LIKE ? ESCAPE '\\'")
+            params.append("%" + key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
         if flt.q:
             # An id, or a subject prefix as a range (so the subject index answers; LIKE would scan).
             clauses.append(
@@ -389,17 +393,24 @@ class SqlStore(ActivityStore):
         ]
         where, params = self._where(flt, with_outcome=False, with_cursor=False)
         counts = counts_template()
+        counted = 0
         for outcome, count, failed in self._query(
-            # `outcome || ''`: grouping by the bare column would walk the whole (outcome, at) index
-            # instead of the time range of the covering (at, outcome, failed) one.
-            f"SELECT outcome || '', count(*), sum(failed) FROM activity_events{where} GROUP BY outcome || ''",
-            params,
+            # The newest COUNT_CAP events at most, read from the covering (at, outcome, failed) index.
+            f"SELECT outcome, count(*), sum(failed) FROM (SELECT outcome, failed FROM activity_events{where} "
+            "ORDER BY at DESC LIMIT ?) newest GROUP BY outcome",
+            [*params, COUNT_CAP + 1],
         ):
+            counted += int(count)
             if outcome in counts:
                 counts[outcome] += int(count)
             counts["failed"] += int(failed or 0)
         last = rows[-1] if rows else None
-        return {"events": events, "counts": counts, "next": f"{last[1]!r}:{last[0]}" if more and last else None}
+        return {
+            "events": events,
+            "counts": counts,
+            "counts_exact": counted <= COUNT_CAP,
+            "next": f"{last[1]!r}:{last[0]}" if more and last else None,
+        }
 
     def event_story(self, event_id: str) -> dict[str, Any] | None:
         found = self._query(

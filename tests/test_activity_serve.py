@@ -76,6 +76,8 @@ async def test_trace_shows_a_retried_then_sent_channel_and_a_dead_lettered_one(
         assert by_channel["flaky"]["attempts"][0]["retry_at"] is not None
         assert [a["outcome"] for a in by_channel["broken"]["attempts"]] == ["dead"]
         assert by_channel["broken"]["message"]["body"] == "n=1"
+        letters = json.loads(await run_cli(tmp_path, "dlq", "list", "--json"))
+        assert by_channel["broken"]["dead_letter_id"] in {letter["id"] for letter in letters}
         verdicts = {r["rule"]: (r["verdict"], r["reason"]) for r in story["rules"]}
         assert verdicts["paid"] == ("fired", "")
         assert verdicts["signup"][0] == "not_matched" and "order.paid" in verdicts["signup"][1]
@@ -156,3 +158,38 @@ async def test_ui_auth_bearer_guards_the_api(tmp_path: Path, routers: list[Route
             f"{router.url}/api/activity?outcome=bogus", headers={"Authorization": f"Bearer {token}"}
         ) as response:
             assert response.status == 400 and "outcome" in (await response.json())["error"]
+
+
+async def test_router_replay_lists_by_filter_then_replays_with_yes(
+    tmp_path: Path, routers: list[RouterProcess]
+) -> None:
+    async with HttpSink(Reply(400)) as down, HttpSink() as fine:
+        setup_project(
+            tmp_path,
+            embedded_rules(
+                f"  down: {{type: webhook, url: '{down.url}'}}\n  fine: {{type: webhook, url: '{fine.url}'}}",
+                "  - {name: paid, on: 'order.*', template: note, channels: [down, fine]}\n"
+                "  - {name: other, on: 'user.*', template: note, channels: [down]}",
+            ),
+        )
+        router = await RouterProcess(tmp_path).start()
+        routers.append(router)
+        await post_events(router, [{"type": "order.paid", "id": f"o-{n}", "data": {"n": n}} for n in range(3)])
+        await post_events(router, {"type": "user.new", "id": "u-1", "data": {"n": 9}})
+        for event_id in ("o-0", "o-1", "o-2", "u-1"):
+            await story_when(router, event_id, lambda s: s["outcome"] == "dead")
+
+        listed = await run_cli(tmp_path, "replay", "--outcome", "dead", "--rule", "paid")
+        assert sorted(listed.split()[:3]) == ["o-0", "o-1", "o-2"] and "u-1" not in listed
+        assert "3 event(s) would be replayed; run again with --yes" in listed
+        assert len(down.requests) == 4, "nothing is replayed without --yes"
+
+        down.default = Reply(204)
+        fine_before = len(fine.requests)
+        done = await run_cli(tmp_path, "replay", "--outcome", "dead", "--rule", "paid", "--yes")
+        assert "replayed 3 dead letter(s) of 3 event(s)" in done, done
+        for event_id in ("o-0", "o-1", "o-2"):
+            await story_when(router, event_id, lambda s: s["outcome"] == "sent")
+        assert len(fine.requests) == fine_before, "deliveries that had succeeded are not re-run"
+        story = await get(router, "/api/events/u-1")
+        assert story["outcome"] == "dead", "an event outside the filter is left alone"

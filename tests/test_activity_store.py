@@ -70,7 +70,8 @@ def story_of(store: ActivityStore, ev: Event, at: float, channels: dict[str, lis
     for channel, attempts in channels.items():
         for number, (action, outcome) in enumerate(attempts, start=1):
             retry_at = at + 120 if action == "retry" else None
-            items.append(("a", at + number, delivery(ev, channel, number), outcome, action, 0.012, retry_at))
+            letter = f"dl-{ev.id}-{channel}" if action == "dead" else None
+            items.append(("a", at + number, delivery(ev, channel, number), outcome, action, 0.012, retry_at, letter))
     record(store, *items)
 
 
@@ -95,6 +96,7 @@ def test_an_event_story_keeps_every_attempt_of_every_channel(store: ActivityStor
     assert [a["outcome"] for a in flaky] == ["retry", "sent"]
     assert flaky[0]["status"] == 503 and flaky[0]["retry_at"] is not None and flaky[0]["error_class"] == "http"
     assert by_channel["broken"]["attempts"][0]["status"] == 400
+    assert by_channel["broken"]["dead_letter_id"] == "dl-e-1-broken" and by_channel["flaky"]["dead_letter_id"] is None
     assert by_channel["flaky"]["message"] == {"title": "paid e-1", "body": "body", "payload": {"k": 1}}
     assert by_channel["flaky"]["idempotency_key"] == "e-1:paid:flaky"
     assert story["outcome"] == "dead"
@@ -151,7 +153,7 @@ def test_dead_letters_rules_channels_overview(store: ActivityStore) -> None:
         {"hook": [("retry", Outcome.retryable("HTTP 429 Too Many Requests", 60)), ("sent", Outcome.sent())]},
     )
     dead = store.dead_letters(Filter(since=now - 3600))
-    assert [(d["event_id"], d["channel"]) for d in dead] == [("d1", "hook")]
+    assert [(d["event_id"], d["channel"], d["dead_letter_id"]) for d in dead] == [("d1", "hook", "dl-d1-hook")]
     rules = store.rule_stats(now - 3600)
     assert rules[0]["rule"] == "paid" and rules[0]["fired"] == 2 and rules[0]["last_fired"] is not None
     channel = store.channel_stats(now - 3600, now)[0]

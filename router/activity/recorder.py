@@ -44,7 +44,14 @@ class NullRecorder:
         """Record one rule's verdict on an event."""
 
     def attempt(
-        self, delivery: Delivery, outcome: Outcome, action: str, started: float, duration: float, retry_at: float | None
+        self,
+        delivery: Delivery,
+        outcome: Outcome,
+        action: str,
+        started: float,
+        duration: float,
+        retry_at: float | None,
+        dead_letter_id: str | None = None,
     ) -> None:
         """Record one delivery attempt."""
 
@@ -103,9 +110,16 @@ class Recorder(NullRecorder):
         self._put(("v", time.time(), event_id, rule, verdict, reason))
 
     def attempt(
-        self, delivery: Delivery, outcome: Outcome, action: str, started: float, duration: float, retry_at: float | None
+        self,
+        delivery: Delivery,
+        outcome: Outcome,
+        action: str,
+        started: float,
+        duration: float,
+        retry_at: float | None,
+        dead_letter_id: str | None = None,
     ) -> None:
-        self._put(("a", started, delivery, outcome, action, duration, retry_at))
+        self._put(("a", started, delivery, outcome, action, duration, retry_at, dead_letter_id))
 
     def job(self, event_id: str, rule: str, job: str, outcome: str, error: str | None = None) -> None:
         self._put(("j", time.time(), event_id, rule, job, outcome, error))
@@ -231,7 +245,8 @@ def build_batch(items: list[tuple[Any, ...]]) -> Batch:
             _, at, event_id, rule, verdict, reason = item
             batch.verdicts.append((event_id, at, rule, verdict, reason))
         elif kind == "a":
-            _, started, delivery, outcome, action, duration, retry_at = item
+            _, started, delivery, outcome, action, duration, retry_at, *rest = item
+            letter_id = rest[0] if rest else None
             message = delivery.message
             message_json = to_json({"title": message.title, "body": message.body, "payload": message.payload})
             reason = outcome.reason or None
@@ -251,6 +266,7 @@ def build_batch(items: list[tuple[Any, ...]]) -> Batch:
                     http_status(outcome.reason),
                     error_class(outcome.status, outcome.reason),
                     reason,
+                    letter_id,
                 )
             )
         elif kind == "j":

@@ -58,13 +58,13 @@ class Resolve:
         started = time.perf_counter()
         started_at = time.time()
         outcome = await next(delivery)
-        action, retry_in = await self.resolve(delivery, outcome)
+        action, retry_in, letter_id = await self.resolve(delivery, outcome)
         self.metrics.deliveries.labels(delivery.channel, action).inc()
         if self.activity.enabled:
             recorded = "already_sent" if outcome.reason == ALREADY_SENT else action
             duration = time.perf_counter() - started
             retry_at = started_at + duration + retry_in if retry_in is not None else None
-            self.activity.attempt(delivery, outcome, recorded, started_at, duration, retry_at)
+            self.activity.attempt(delivery, outcome, recorded, started_at, duration, retry_at, letter_id)
         if log.isEnabledFor(logging.INFO):  # skip building the fields: at WARNING this line costs nothing
             self._log(delivery, outcome, action, started)
         if action == "dead" and self.on_dead is not None:
@@ -89,23 +89,23 @@ class Resolve:
             },
         )
 
-    async def resolve(self, delivery: Delivery, outcome: Outcome) -> tuple[str, float | None]:
-        """What was done (sent, dry_run, skipped, retry, dead) and, for a retry, its delay in seconds."""
+    async def resolve(self, delivery: Delivery, outcome: Outcome) -> tuple[str, float | None, str | None]:
+        """What was done (sent, dry_run, skipped, retry, dead), a retry's delay in seconds, a dead letter's id."""
         if outcome.status == "sent":
             await self.state.mark_sent(delivery.key, self.sent_ttl)
-            return "sent", None
+            return "sent", None, None
         if outcome.status == "skipped":
             # Dry run is not recorded as sent: turning it off must never suppress a real send.
-            return ("dry_run" if outcome.reason == DRY_RUN else "skipped"), None
+            return ("dry_run" if outcome.reason == DRY_RUN else "skipped"), None, None
         policy = self.policy_for(delivery.rule)
         if outcome.status == "retry" and delivery.attempt < policy.attempts:
             delay = retry_delay(policy, delivery.attempt, outcome.retry_after)
             record = delivery_record(delivery, outcome.reason)
             await self.transport.schedule_retry(record.to_bytes(), delay=delay, headers=delivery_headers(delivery))
             self.metrics.retries_scheduled.labels(delivery.channel).inc()
-            return "retry", delay
-        await self.dead_letters.delivery(delivery, dead_reason(outcome), outcome.reason)
-        return "dead", None
+            return "retry", delay, None
+        letter_id = await self.dead_letters.delivery(delivery, dead_reason(outcome), outcome.reason)
+        return "dead", None, letter_id
 
 
 def dead_reason(outcome: Outcome) -> str:

@@ -64,11 +64,12 @@ export function activityView(main, params, navigate) {
   function render(answer) {
     clear(counts);
     const c = answer.counts || {};
+    const exact = answer.counts_exact !== false; // very large ranges are counted up to a bound
     for (const outcome of OUTCOMES) {
       const active = filters.outcome === outcome;
       counts.append(
         h("a", { href: "#/activity" + query({ ...filters, outcome: active ? "" : outcome }), class: "count" + (active ? " active" : ""), "data-outcome": outcome },
-          badge(outcome), " ", h("span", { class: "n" }, String(c[outcome] ?? 0))),
+          badge(outcome), " ", h("span", { class: "n", title: exact ? null : "counted over the newest matching events only" }, String(c[outcome] ?? 0) + (exact ? "" : "+"))),
       );
     }
     const events = [...(answer.events || []), ...extra];

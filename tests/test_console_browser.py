@@ -330,6 +330,11 @@ async def test_email_and_webhook_previews_in_a_narrow_window(tmp_path: Path, sin
                 )
                 screenshot(driver, "narrow-activity")
                 assert widths[0] <= widths[1], widths
+                # Rows are stacked cards there: the list itself needs no sideways scrolling either.
+                box = driver.execute_script(
+                    "const s = document.querySelector('.list .scroll'); return [s.scrollWidth, s.clientWidth]"
+                )
+                assert box[0] <= box[1], box
 
         await asyncio.to_thread(browse)
     finally:

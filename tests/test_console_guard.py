@@ -118,6 +118,9 @@ async def test_state_changing_requests_need_the_csrf_token(serve: Serve) -> None
         headers = {"X-CSRF-Token": token}
         async with session.post(f"{url}/api/echo", json={}, headers=headers) as right:
             assert right.status == 200
+        same_host = {**headers, "Origin": "https://" + url.removeprefix("http://")}  # TLS ended by a proxy
+        async with session.post(f"{url}/api/echo", json={}, headers=same_host) as proxied:
+            assert proxied.status == 200
         foreign = {**headers, "Origin": "http://evil.example"}
         async with session.post(f"{url}/api/echo", json={}, headers=foreign) as cross:
             assert cross.status == 403

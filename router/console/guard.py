@@ -12,7 +12,7 @@
 - **CSRF.** A state-changing request (anything but GET, HEAD, OPTIONS) must carry the
   ``X-CSRF-Token`` header equal to the ``router_csrf`` cookie the page set (double submit: a
   foreign site can neither read the cookie nor set the header without a CORS preflight, which
-  is never granted), and an ``Origin``, when sent, equal to this host. Bearer-authenticated
+  is never granted), and an ``Origin``, when sent, naming this host. Bearer-authenticated
   requests too, as the API (router/activity/api.py) requires.
 - **Headers.** A strict Content-Security-Policy (scripts, styles and connections to this
   origin only; no inline script, no framing), ``nosniff``, no referrer, and no caching of API
@@ -29,6 +29,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -207,7 +208,9 @@ def csrf_problem(request: web.Request) -> str:
     if not cookie or not header or not hmac.compare_digest(cookie.encode(), header.encode()):
         return f"CSRF check failed: send the {CSRF_HEADER} header equal to the {CSRF_COOKIE} cookie (reload /ui/)"
     origin = request.headers.get("Origin")
-    if origin is not None and origin != f"{request.scheme}://{request.host}":
+    # The host only: behind a TLS-terminating proxy the scheme seen here is http while the
+    # browser's Origin says https. The cookie check above is the protection; this is a second.
+    if origin is not None and urlsplit(origin).netloc.lower() != request.host.lower():
         return "CSRF check failed: the request comes from another origin"
     return ""
 

@@ -102,8 +102,8 @@ async def publish(router: RouterProcess, event: dict[str, Any]) -> None:
         assert response.status == 202, await response.text()
 
 
-def post_sync(router: RouterProcess, event: dict[str, Any]) -> None:
-    """POST one event from the browser's thread (the test's event loop serves the sinks)."""
+def post_sync(router: RouterProcess, event: dict[str, Any] | list[dict[str, Any]]) -> None:
+    """POST an event (or a batch) from the browser's thread (the test's event loop serves the sinks)."""
     request = urllib.request.Request(
         f"{router.url}/events", data=json.dumps(event).encode(), headers={"Content-Type": "application/json"}
     )
@@ -335,6 +335,18 @@ async def test_email_and_webhook_previews_in_a_narrow_window(tmp_path: Path, sin
                     "const s = document.querySelector('.list .scroll'); return [s.scrollWidth, s.clientWidth]"
                 )
                 assert box[0] <= box[1], box
+
+                # A page and more of events no rule matches (nothing to deliver): the list pages by 50.
+                batch = [
+                    {"id": f"evt-quiet-{n}", "type": "order.viewed", "source": "shop", "data": {}} for n in range(60)
+                ]
+                post_sync(router, batch)
+                driver.get(f"{router.url}/ui/#/activity?type=order.viewed")
+                rows = lambda: driver.find_elements("css selector", "tr[data-event-id]")  # noqa: E731
+                wait_until(lambda: len(rows()) == 50, what="the first page of 50", driver=driver)
+                click(driver, "button.more")
+                wait_until(lambda: len(rows()) == 60, what="the next page after 'Load more'", driver=driver)
+                assert not driver.find_element("css selector", "button.more").is_displayed()
 
         await asyncio.to_thread(browse)
     finally:

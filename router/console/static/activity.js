@@ -101,6 +101,8 @@ export function activityView(main, params, navigate) {
       extra = extra.concat(answer.events || []);
       next = answer.next;
       more.hidden = !next;
+      clearTimeout(timer); // show them now, and keep one polling timer
+      refresh();
     } catch (error) {
       status.textContent = "Could not load more: " + error.message;
     }

@@ -42,6 +42,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--info", action="store_true", help="also run the router with --log-level INFO")
     parser.add_argument("--compare-loops", action="store_true", help="also run the router on the other event loop")
     parser.add_argument("--profile", action="store_true", help="py-spy the router's last round (speedscope JSON)")
+    parser.add_argument(
+        "--activity",
+        action="store_true",
+        help="also run the router with activity: false (the activity history costs what the two differ by)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3000 events, 2 rounds")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders")
     args = parser.parse_args()
@@ -66,6 +71,7 @@ async def router_round(
     profile: Path | None,
     keep: bool,
     workspace_factory: Callable[[harness.Topology, int], harness.Workspace] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One round of the router; ``workspace_factory(topology, n)`` replaces the 10-rule config."""
     topology = harness.Topology.fresh("intake")
@@ -79,6 +85,7 @@ async def router_round(
                 broker=topology.broker_config(prefetch),
                 channels={"sink": {"type": "null", "expect": n}},
                 rules=harness.tenant_rules(rules, channel="sink"),
+                extra=extra,
             )
         router = harness.RouterProcess(
             workspace, broker_url=harness.AMQP_URL, log_level=log_level, loop=loop, profile=profile
@@ -154,6 +161,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     variants = [("router", loop, args.log_level)]
     if args.info:
         variants.append(("router-info", loop, "INFO"))
+    extras: dict[str, dict[str, Any]] = {}
+    if args.activity:
+        variants.append(("router-activity-off", loop, args.log_level))
+        extras["router-activity-off"] = {"activity": False}
     if args.compare_loops:
         other = "asyncio" if loop == "uvloop" else "uvloop"
         variants.append((f"router-{other}", other, args.log_level))
@@ -173,6 +184,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 log_level=level,
                 profile=profile,
                 keep=args.keep,
+                extra=extras.get(name),
             )
             results[name].append(figures)
             print(f"round {round_number}: {name:7} {fmt(figures['events_per_s'])} events/s", flush=True)
@@ -186,6 +198,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     met = ratio >= 0.60
     print(f"target router >= 60% of raw: {'MET' if met else 'MISSED'} ({ratio:.0%})")
+    if args.activity:
+        on = summary["router"]["ratio_to_baseline"]
+        off = summary["router-activity-off"]["ratio_to_baseline"]
+        print(f"activity on / off: {on / off:.2f}x (target >= 0.9x)")
     return {
         "events": args.events,
         "rounds": args.rounds,

@@ -258,8 +258,9 @@ def make_workspace(
     rules: list[dict[str, Any]],
     templates: dict[str, str] | None = None,
     state_url: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Workspace:
-    """Write a rules.yaml and its templates into a fresh temporary folder.
+    """Write a rules.yaml (plus ``extra`` top-level keys) and its templates into a fresh temporary folder.
 
     Every channel of type ``null`` gets a report file (its ``report`` option) in the folder.
     """
@@ -281,6 +282,7 @@ def make_workspace(
         "defaults": {"retry": {"attempts": 5, "backoff": "100ms", "max_backoff": "1s"}},
         "channels": channels,
         "rules": rules,
+        **(extra or {}),
     }
     path = root / "rules.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False, width=200))

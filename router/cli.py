@@ -766,6 +766,191 @@ def dlq_purge(yes: bool, broker_url: str | None, config_path: Path | None) -> No
     click.echo(f"purged {count} dead letter{'s' if count != 1 else ''}")
 
 
+# ----------------------------------------------------------------- activity (docs/activity.md)
+
+
+def _activity_store(config_path: Path | None) -> Any:
+    """The activity store rules.yaml names (read directly; `--url` uses a running router's API instead)."""
+    from router.activity.query import FilterError, activity_url, open_store
+
+    runtime = load_runtime(config_path)
+    config = runtime.config.activity
+    if not config.enabled:
+        fail("activity is off in this configuration (activity: false)")
+    folder = runtime.loaded.path.parent
+    try:
+        return open_store(activity_url(config, folder), folder)
+    except FilterError as error:
+        fail(str(error))
+
+
+def _activity_read(
+    config_path: Path | None,
+    url: str | None,
+    token: str | None,
+    path: str,
+    params: dict[str, Any],
+    read: Callable[[Any], Any],
+) -> Any:
+    from router.activity.query import FilterError
+    from router.activity.view import ApiError, api_call
+
+    if url:
+        try:
+            return api_call(url, path, token=token, params=params)
+        except ApiError as error:
+            fail(str(error))
+    store = _activity_store(config_path)
+    try:
+        return read(store)
+    except FilterError as error:
+        fail(str(error))
+    except Exception as error:
+        fail(f"cannot read the activity store ({store.describe()}): {type(error).__name__}")
+    finally:
+        store.close()
+
+
+def _activity_options(func: F) -> F:
+    for option in reversed(
+        [
+            click.option(
+                "--since", default="1h", show_default=True, help="How far back (15m, 1h, 7d) or an ISO 8601 time."
+            ),
+            click.option("--until", default=None, help="Up to (a duration back from now, or an ISO 8601 time)."),
+            click.option("--type", "event_type", default=None, help="Event type ('*' matches within a segment)."),
+            click.option("--rule", default=None, help="Only events this rule decided on."),
+            click.option("--channel", default=None, help="Only events delivered (or not) to this channel."),
+            click.option(
+                "--outcome",
+                type=click.Choice(["sent", "failed", "dead", "skipped", "pending", "dry_run"]),
+                default=None,
+                help="Only events with this outcome (failed: at least one failed attempt).",
+            ),
+            click.option("-q", "--query", "q", default=None, help="An event id, or a subject prefix."),
+            click.option("--url", default=None, help="Use the JSON API of a running router (http://host:port)."),
+            click.option("--token", envvar="ROUTER_UI_TOKEN", default=None, help="Bearer token for --url (ui.auth)."),
+            config_option,
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+@cli.command()
+@_activity_options
+@click.option("--limit", default=50, show_default=True, help="Show at most this many (at most 500).")
+@click.option("--before", default=None, help="The cursor printed under the previous page.")
+@click.option("--json", "as_json", is_flag=True, help="Print the /api/activity answer (docs/activity.schema.json).")
+def activity(
+    since: str,
+    until: str | None,
+    event_type: str | None,
+    rule: str | None,
+    channel: str | None,
+    outcome: str | None,
+    q: str | None,
+    url: str | None,
+    token: str | None,
+    config_path: Path | None,
+    limit: int,
+    before: str | None,
+    as_json: bool,
+) -> None:
+    """List recorded events: time, id, type, rules fired, outcome per channel."""
+    from router.activity.query import parse_filter
+    from router.activity.view import format_table
+
+    params = {"since": since, "until": until, "type": event_type, "rule": rule, "channel": channel}
+    params |= {"outcome": outcome, "q": q, "limit": str(limit), "before": before}
+    given = {k: v for k, v in params.items() if v}
+    answer = _activity_read(
+        config_path, url, token, "/api/activity", given, lambda store: store.list_events(parse_filter(given))
+    )
+    click.echo(json.dumps(answer, indent=2) if as_json else format_table(answer))
+
+
+@cli.command()
+@click.argument("event_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the /api/events/{id} answer.")
+@click.option("--url", default=None, help="Use the JSON API of a running router (http://host:port).")
+@click.option("--token", envvar="ROUTER_UI_TOKEN", default=None, help="Bearer token for --url (ui.auth).")
+@config_option
+def trace(event_id: str, as_json: bool, url: str | None, token: str | None, config_path: Path | None) -> None:
+    """One event's timeline: received, schema, each rule's verdict, every attempt, the outcome."""
+    from urllib.parse import quote
+
+    from router.activity.view import format_trace
+
+    story = _activity_read(
+        config_path,
+        url,
+        token,
+        f"/api/events/{quote(event_id, safe='')}",
+        {},
+        lambda store: store.event_story(event_id),
+    )
+    if story is None:
+        fail(f"no activity recorded for event {event_id!r}", code=1)
+    if not url:  # the API adds them itself
+        from router.app.story import with_not_matched
+
+        story = with_not_matched(story, load_runtime(config_path))
+    click.echo(json.dumps(story, indent=2) if as_json else format_trace(story))
+
+
+@cli.command()
+@_activity_options
+@click.option("--yes", is_flag=True, help="Replay; without it, only list what would be replayed.")
+@click.option("--broker", "broker_url", help="Broker URL; overrides rules.yaml.")
+def replay(
+    since: str,
+    until: str | None,
+    event_type: str | None,
+    rule: str | None,
+    channel: str | None,
+    outcome: str | None,
+    q: str | None,
+    url: str | None,
+    token: str | None,
+    config_path: Path | None,
+    yes: bool,
+    broker_url: str | None,
+) -> None:
+    """Replay the deliveries that did not succeed of the events matching a filter (default --outcome dead)."""
+    from router.activity.api import MAX_REPLAY, matching_ids
+    from router.activity.query import parse_filter
+    from router.engine.dlq import replay_events
+
+    if url:
+        fail("router replay reads the store and the dead-letter queue directly: run it without --url")
+    params = {"since": since, "until": until, "type": event_type, "rule": rule, "channel": channel}
+    params |= {"outcome": outcome or "dead", "q": q}
+    given = {k: v for k, v in params.items() if v}
+    ids: list[str] = _activity_read(
+        config_path, None, None, "", given, lambda store: matching_ids(store, parse_filter(given), MAX_REPLAY)
+    )
+    if not ids:
+        click.echo("nothing to replay")
+        return
+    for event_id in ids[:50]:
+        click.echo(event_id)
+    if len(ids) > 50:
+        click.echo(f"... and {len(ids) - 50} more")
+    if not yes:
+        click.echo(f"{len(ids)} event(s) would be replayed; run again with --yes")
+        return
+
+    def progress(done: int, total: int) -> None:
+        click.echo(f"replayed {done}/{total} dead letters", err=True)
+
+    result = _run_dlq(config_path, broker_url, lambda t: replay_events(t, ids, progress))
+    click.echo(
+        f"replayed {result['replayed']} dead letter(s) of {len(ids)} event(s); "
+        f"{result['skipped']} event(s) had none left"
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="router")

@@ -216,6 +216,37 @@ async def metrics_text(captured: Captured, router: RouterProcess) -> str:
         return captured.add("/metrics", await response.read())
 
 
+async def api_answers(captured: Captured, router: RouterProcess) -> None:
+    """Every /api answer (docs/activity.md), each event's story included, once the history has them."""
+    async with aiohttp.ClientSession() as session:
+        deadline = time.monotonic() + 30
+        while True:
+            async with session.get(f"{router.url}/api/activity?since=1h&limit=500") as response:
+                listed = await response.json()
+                captured.add("/api/activity", json.dumps(listed))
+            if len(listed["events"]) >= 3 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert len(listed["events"]) >= 3, listed
+        paths = ["/api/rules", "/api/channels", "/api/overview?window=1h&step=60", "/api/dead-letters", "/api/csrf"]
+        paths += [f"/api/events/{e['event_id']}" for e in listed["events"]]
+        for path in paths:
+            async with session.get(f"{router.url}{path}") as response:
+                assert response.status == 200, path
+                captured.add(path, await response.read())
+
+
+async def ui_pages(captured: Captured, router: RouterProcess) -> None:
+    """The console's page and every file it loads (/ui/; docs/activity.md)."""
+    from router.console.routes import load_static
+
+    async with aiohttp.ClientSession() as session:
+        for path in ["/ui/", *(f"/ui/static/{name}" for name in load_static() if name != "index.html")]:
+            async with session.get(f"{router.url}{path}") as response:
+                assert response.status == 200, path
+                captured.add(path, await response.read())
+
+
 def dead_letters(text: str) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("router_dead_letters_total{")
@@ -305,6 +336,8 @@ async def drive(
             ("exhausted", "mail_down"),
         }
         assert any(x["reason"] == "render" for x in letters)
+        await api_answers(captured, router)
+        await ui_pages(captured, router)
         await metrics_text(captured, router)
     finally:
         if not authored.done():

@@ -17,11 +17,18 @@ from pathlib import Path
 
 from aiohttp import web
 
+from router.activity.api import ActivityApi, is_loopback, mount
+from router.activity.query import activity_url, open_store
+from router.activity.recorder import NullRecorder, Recorder
 from router.app import gc_tuning as heap
+from router.app.story import with_not_matched
 from router.app.watchdog import Watchdog, stall_after_from_env
 from router.config.models import BrokerConfig
+from router.console import routes as console
+from router.console.guard import ConsoleGuard
 from router.core import signing
 from router.core.errors import ConfigError, Problem
+from router.engine.dlq import replay_events
 from router.engine.engine import Engine, Generation
 from router.ingest.auth import IngestGuard
 from router.ingest.connections import ConnectionGuard, GuardedSite, connection_cap, raise_open_file_limit
@@ -79,6 +86,7 @@ class Server:
         state = open_state_store(runtime.config.state.url)
         transport = open_transport(broker)
         engine: Engine | None = None
+        recorder = self._recorder(runtime, broker)
         runner: web.AppRunner | None = None
         watcher: asyncio.Task[None] | None = None
         started = False
@@ -96,7 +104,10 @@ class Server:
                 hooks=hooks,
                 metrics=self.metrics,
                 dry_run=self.options.dry_run,
+                activity=recorder,
             )
+            if isinstance(recorder, Recorder):
+                await recorder.start()
             if engine.generation.dry_run:
                 why = "--dry-run" if self.options.dry_run else "dry_run: true in the configuration"
                 log.warning("dry run: nothing will be sent; deliveries are logged (%s)", why)
@@ -132,6 +143,8 @@ class Server:
             await transport.close()
             if engine is not None:
                 await engine.close()
+            if isinstance(recorder, Recorder):
+                await recorder.close()
             await state.close()
             if started:
                 log.info("router stopped")
@@ -167,6 +180,47 @@ class Server:
         if not finished:
             log.warning("in-flight work did not finish; it will be redelivered")
 
+    def _recorder(self, runtime: Runtime, broker: BrokerConfig) -> NullRecorder:
+        """The activity recorder (docs/activity.md); a no-op with ``activity: false``."""
+        config = runtime.config.activity
+        if not config.enabled:
+            return NullRecorder()
+        store = open_store(activity_url(config, runtime.loaded.path.parent), runtime.loaded.path.parent)
+        return Recorder(
+            store,
+            metrics=self.metrics,
+            transport="amqp" if broker.url else "embedded",
+            capacity=config.buffer,
+            retention=config.retention,
+            max_bytes=config.max_bytes,
+        )
+
+    def _activity_api(self, engine: Engine, host: str) -> ActivityApi | None:
+        """The JSON API under /api/, or None (logged) when it must stay off."""
+        config = engine.runtime.config
+        loopback = is_loopback(host)
+        if not loopback and config.ui.auth is None:
+            log.warning(
+                "the activity API and console are off: --http %s is beyond loopback and rules.yaml sets no ui.auth",
+                host,
+            )
+            return None
+        store = None
+        if config.activity.enabled:
+            folder = engine.runtime.loaded.path.parent
+            store = open_store(activity_url(config.activity, folder), folder)
+
+        async def replay(event_ids: list[str]) -> dict[str, object]:
+            return await replay_events(engine.transport, event_ids)
+
+        return ActivityApi(
+            store,
+            auth=lambda: engine.runtime.config.ui.auth,
+            loopback=loopback,
+            replay=replay,
+            explain=lambda story: with_not_matched(story, engine.runtime),
+        )
+
     def _broker_config(self, runtime: Runtime) -> BrokerConfig:
         broker = runtime.config.broker
         overrides = {"url": self.options.broker_url, "queue": self.options.queue, "exchange": self.options.exchange}
@@ -198,6 +252,11 @@ class Server:
             ingest=IngestGuard(lambda: engine.runtime.config, max_event_bytes=broker.max_body_bytes).settings,
             guard=guard,
         )
+        console_guard = ConsoleGuard(lambda: engine.runtime.config, host)
+        console.install(app, console_guard)
+        api = self._activity_api(engine, host)
+        if api is not None:
+            mount(app, api)
         # keepalive_timeout: aiohttp's own idle close, the same as the guard's deadline.
         # lingering_time=0: a refused request's unread body is not read and discarded for
         # seconds (aiohttp's default 10 s), the connection is closed at once.
@@ -212,6 +271,9 @@ class Server:
                 error.errno, f"cannot listen on {host}:{port} ({error.strerror}); choose another with --http HOST:PORT"
             ) from None
         log.info("http listening", extra={"fields": {"address": f"{host}:{port}"}})
+        ui = console_guard.state()
+        if ui.enabled:  # when off, _activity_api() has logged why
+            log.info("console on /ui/ of %s:%d (%s)", host, port, ui.reason)
         return runner
 
     def _install_signals(self) -> None:

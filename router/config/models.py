@@ -268,6 +268,57 @@ class IngestConfig(StrictModel):
     )
 
 
+class ActivityConfig(StrictModel):
+    """The activity history (docs/activity.md): every event's story, kept in SQLite or PostgreSQL."""
+
+    enabled: bool = Field(True, description="Record activity; `activity: false` turns it off.")
+    url: str | None = Field(
+        None,
+        description="sqlite:///path or postgresql://user@host/db; default: activity.db beside rules.yaml.",
+    )
+    retention: Duration = Field(7 * 86400.0, description="Records older than this are deleted, continuously.")
+    max_bytes: int = Field(1 << 30, ge=1 << 20, description="The store is kept under this size, oldest first.")
+    buffer: int = Field(100_000, ge=100, description="Records waiting to be written; beyond that, history is dropped.")
+
+
+def _activity_flag(value: Any) -> Any:
+    """``activity: false`` / ``true`` is short for ``{enabled: ...}``."""
+    return {"enabled": value} if isinstance(value, bool) else value
+
+
+class BasicAuthSpec(StrictModel):
+    """HTTP basic authentication: a user and a password (from the environment)."""
+
+    user: str = Field(min_length=1, description="User name.")
+    password: SecretStr = Field(description="Password, from the environment: '${ROUTER_UI_PASSWORD}'.")
+
+
+class UiAuthSpec(StrictModel):
+    """How /api/ and /ui/ authenticate requests: exactly one of ``bearer`` or ``basic``."""
+
+    bearer: SecretStr | None = Field(None, description="Token expected in 'Authorization: Bearer <token>'.")
+    basic: BasicAuthSpec | None = None
+
+    @field_validator("bearer")
+    @classmethod
+    def _token_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("the bearer token must be at least 16 characters (try: openssl rand -hex 32)")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> UiAuthSpec:
+        if (self.bearer is None) == (self.basic is None):
+            raise ValueError("set exactly one of 'bearer' or 'basic'")
+        return self
+
+
+class UiConfig(StrictModel):
+    """The JSON API (/api/) and web console (/ui/) on the `router serve --http` port."""
+
+    auth: UiAuthSpec | None = Field(None, description="Required when --http binds beyond loopback.")
+
+
 class RouterConfig(StrictModel):
     """The whole of rules.yaml."""
 
@@ -275,6 +326,8 @@ class RouterConfig(StrictModel):
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    activity: Annotated[ActivityConfig, BeforeValidator(_activity_flag)] = Field(default_factory=ActivityConfig)
+    ui: UiConfig = Field(default_factory=UiConfig)
     templates: str = Field("templates", description="Template folder, relative to rules.yaml.")
     defaults: Defaults = Field(default_factory=Defaults)
     channels: dict[str, ChannelSpec] = Field(default_factory=dict)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from router.core.errors import DecodeError
@@ -80,3 +80,26 @@ def format_letters(letters: Sequence[DeadLetter]) -> list[str]:
     return [
         "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]) for row in rows
     ]
+
+
+REPLAY_SCAN = 100_000  # dead letters looked through per replay: a bounded cost
+
+
+async def replay_events(
+    transport: Transport, event_ids: Sequence[str], progress: Callable[[int, int], None] | None = None
+) -> dict[str, Any]:
+    """Replay the dead letters of ``event_ids`` (`router replay`, ``POST /api/replay``).
+
+    Only what did not succeed is in the dead-letter queue, so only that runs again: a dead
+    delivery goes back as its retry record, a dead job or refused event as itself.
+    """
+    wanted = set(event_ids)
+    letters = await transport.dlq_list(REPLAY_SCAN)
+    ids = [letter.id for letter in letters if letter.event_id in wanted]
+    found = {letter.event_id for letter in letters if letter.event_id in wanted}
+    replayed: list[DeadLetter] = []
+    for start in range(0, len(ids), 100):  # in chunks, so that a long run shows progress
+        replayed += await replay(transport, ids[start : start + 100])
+        if progress is not None:
+            progress(len(replayed), len(ids))
+    return {"replayed": len(replayed), "letters": len(ids), "skipped": len(wanted - found)}

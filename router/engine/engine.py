@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from router.activity.recorder import NullRecorder
 from router.channels.base import Channel
 from router.config.models import Rule
 from router.core.delivery import Delivery
@@ -109,8 +110,10 @@ class Engine:
         metrics: Metrics | None = None,
         send_timeout: float = 60.0,
         dry_run: bool = False,
+        activity: NullRecorder | None = None,
     ) -> None:
         self.transport = transport
+        self.activity = activity or NullRecorder()  # one call per verdict and job run (docs/activity.md)
         self.state = state
         self.hooks = hooks
         self.metrics = metrics or Metrics()
@@ -123,7 +126,11 @@ class Engine:
         # When a message last started or finished being handled (app/watchdog.py: a stalled consumer).
         self.last_progress = time.monotonic()
         self.flow = FlowControl(
-            state=state, transport=transport, metrics=self.metrics, runtime=lambda: self.generation.runtime
+            state=state,
+            transport=transport,
+            metrics=self.metrics,
+            runtime=lambda: self.generation.runtime,
+            activity=self.activity,
         )
         self.generation = self._build_generation(runtime)
         self.metrics.dry_run.set(int(self.generation.dry_run))
@@ -150,6 +157,7 @@ class Engine:
             dry_run=dry_run,
             on_dead=on_dead,
             on_fold=self.flow.flusher.wake,
+            activity=self.activity,
         )
         jobs = {rule.job: runtime.registry.jobs[rule.job]() for rule in runtime.config.rules}
         generation = Generation(runtime=runtime, channels=channels, deliver=deliver, jobs=jobs, dry_run=dry_run)
@@ -260,8 +268,10 @@ class Engine:
         schema = runtime.loaded.event_schemas.get(event.type)  # types without a schema: this lookup only
         if schema is not None and (problem := schema.check(event.data)) is not None:
             # Refused whole, never retried: the same data would fail the same way every time.
+            self.activity.event(event, len(incoming.body), "refused")
             await self._dead_letter_poison(incoming, "schema", problem, event=event)
             return
+        self.activity.event(event, len(incoming.body), "none" if schema is None else "ok")
         rules = runtime.index.match(event)
         if len(rules) == 1:
             # The common case, without gather's task: same outcome, a fraction of the cost.
@@ -358,6 +368,7 @@ class Engine:
             raise ResolutionError(f"flow control failed: {type(error).__name__}") from error
         if admitted is None:
             return  # skipped, dropped, delayed or collected: flow control resolved it
+        self.activity.verdict(event.id, rule.name, "fired")
         context = self._job_context(generation, event, rule, options, attempt, admitted.events)
         try:
             await job.handle(context)
@@ -382,6 +393,7 @@ class Engine:
             return
         if not is_notify:
             await self.state.mark_sent(job_key, runtime.config.state.idempotency_window)
+            self.activity.job(event.id, rule.name, rule.job, "ok")
 
     def _job_context(
         self,
@@ -440,6 +452,7 @@ class Engine:
                 self.transport.schedule_retry(record.to_bytes(), delay=retry_delay(policy, attempt), headers=headers)
             )
             self.metrics.retries_scheduled.labels(f"job:{rule.job}").inc()
+            self.activity.job(event.id, rule.name, rule.job, "retry", reason)
             return
         await self._dead_letter_event(event, rule, "exhausted", reason, attempt, kind="job", resume=admitted)
 
@@ -481,6 +494,7 @@ class Engine:
             await self._guard(self.dead_letters.record(record, reason, error))
         else:
             await self._guard(self.dead_letters.event(event, rule.name, reason, error, attempt))
+        self.activity.job(event.id, rule.name, rule.job, "dead", f"{reason}: {error}")
         log.warning(
             "rule dead-lettered",
             extra={"fields": {"event_id": event.id, "rule": rule.name, "reason": reason, "error": error}},

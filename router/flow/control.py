@@ -12,6 +12,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from router.activity.recorder import NullRecorder
+from router.activity.records import FLOW_VERDICTS
 from router.config.models import Rule
 from router.core.events import Event
 from router.flow import dedupe, digest, ratelimit, throttle
@@ -39,8 +41,10 @@ class FlowControl:
         hold: float = throttle.HOLD,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        activity: NullRecorder | None = None,
     ) -> None:
         self.state = state
+        self.activity = activity or NullRecorder()
         self.transport = transport
         self.metrics = metrics
         self.hold = hold
@@ -114,9 +118,22 @@ class FlowControl:
 
     def _decided(self, rule: Rule, decision: str, event: Event, **fields: object) -> None:
         self.metrics.flow.labels(rule.name, decision).inc()
+        self.activity.verdict(event.id, rule.name, FLOW_VERDICTS[decision], _reason(decision, fields))
         log.debug(
             "event %s by rule %s",
             decision,
             rule.name,
             extra={"fields": {"event_id": event.id, "rule": rule.name, "decision": decision, **fields}},
         )
+
+
+def _reason(decision: str, fields: dict[str, object]) -> str:
+    """The activity's reason for a flow-control decision (the key is the rule's own rendering)."""
+    key = fields.get("key")
+    if decision == "skipped":
+        return f"duplicate of key {key!r} within the dedupe window"
+    if decision == "dropped":
+        return f"rate limit of key {key!r} reached"
+    if decision == "delayed":
+        return f"throttled: waits {fields.get('wait')}s (key {key!r})"
+    return f"collected into the digest of key {key!r} ({fields.get('count')} so far)"

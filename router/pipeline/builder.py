@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 
+from router.activity.recorder import NullRecorder
 from router.channels.base import Channel
 from router.config.models import RetryPolicy
 from router.core.delivery import Delivery
@@ -42,6 +43,7 @@ def build_pipeline(
     dry_run: bool,
     on_dead: Callable[[Delivery, str, str], Awaitable[None]],
     on_fold: Callable[[], None],
+    activity: NullRecorder | None = None,
 ) -> Next:
     """The stages every delivery of ``runtime``'s configuration goes through, composed into one call."""
 
@@ -58,6 +60,7 @@ def build_pipeline(
             policy_for=policy_for,
             sent_ttl=runtime.config.state.idempotency_window,
             on_dead=on_dead,
+            activity=activity,
         ),
         SkipIfSent(state),
         SkipDisabled(runtime.channel_enabled),

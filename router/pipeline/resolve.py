@@ -10,12 +10,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from router.activity.recorder import NullRecorder
 from router.config.models import RetryPolicy
 from router.core.delivery import Delivery
 from router.core.message import Outcome
 from router.pipeline.backoff import retry_delay
 from router.pipeline.chain import Next
 from router.pipeline.dryrun import DRY_RUN
+from router.pipeline.idempotency import ALREADY_SENT
 from router.state.base import StateStore
 from router.support.metrics import Metrics
 from router.transports.base import (
@@ -41,7 +43,9 @@ class Resolve:
         policy_for: Callable[[str], RetryPolicy],
         sent_ttl: float,
         on_dead: OnDead | None = None,
+        activity: NullRecorder | None = None,
     ) -> None:
+        self.activity = activity or NullRecorder()
         self.state = state
         self.transport = transport
         self.metrics = metrics
@@ -52,9 +56,15 @@ class Resolve:
 
     async def __call__(self, delivery: Delivery, next: Next) -> Outcome:
         started = time.perf_counter()
+        started_at = time.time()
         outcome = await next(delivery)
-        action = await self.resolve(delivery, outcome)
+        action, retry_in, letter_id = await self.resolve(delivery, outcome)
         self.metrics.deliveries.labels(delivery.channel, action).inc()
+        if self.activity.enabled:
+            recorded = "already_sent" if outcome.reason == ALREADY_SENT else ("dead" if action == "failed" else action)
+            duration = time.perf_counter() - started
+            retry_at = started_at + duration + retry_in if retry_in is not None else None
+            self.activity.attempt(delivery, outcome, recorded, started_at, duration, retry_at, letter_id)
         if log.isEnabledFor(logging.INFO):  # skip building the fields: at WARNING this line costs nothing
             self._log(delivery, outcome, action, started)
         if action == "failed" and self.on_dead is not None:
@@ -79,25 +89,26 @@ class Resolve:
             },
         )
 
-    async def resolve(self, delivery: Delivery, outcome: Outcome) -> str:
+    async def resolve(self, delivery: Delivery, outcome: Outcome) -> tuple[str, float | None, str | None]:
         """What became of the delivery, in the words of ``Outcome.status`` (one vocabulary for logs,
         metrics and the API): ``sent``, ``retry`` (scheduled), ``failed`` (dead-lettered: permanent or
-        out of attempts), ``skipped``, or ``dry_run`` (a skip under dry run, told apart)."""
+        out of attempts), ``skipped``, or ``dry_run`` (a skip under dry run, told apart); with a
+        retry's delay in seconds and a dead letter's id."""
         if outcome.status == "sent":
             await self.state.mark_sent(delivery.key, self.sent_ttl)
-            return "sent"
+            return "sent", None, None
         if outcome.status == "skipped":
             # Dry run is not recorded as sent: turning it off must never suppress a real send.
-            return "dry_run" if outcome.reason == DRY_RUN else "skipped"
+            return ("dry_run" if outcome.reason == DRY_RUN else "skipped"), None, None
         policy = self.policy_for(delivery.rule)
         if outcome.status == "retry" and delivery.attempt < policy.attempts:
             delay = retry_delay(policy, delivery.attempt, outcome.retry_after)
             record = delivery_record(delivery, outcome.reason)
             await self.transport.schedule_retry(record.to_bytes(), delay=delay, headers=delivery_headers(delivery))
             self.metrics.retries_scheduled.labels(delivery.channel).inc()
-            return "retry"
-        await self.dead_letters.delivery(delivery, dead_reason(outcome), outcome.reason)
-        return "failed"
+            return "retry", delay, None
+        letter_id = await self.dead_letters.delivery(delivery, dead_reason(outcome), outcome.reason)
+        return "failed", None, letter_id
 
 
 def dead_reason(outcome: Outcome) -> str:

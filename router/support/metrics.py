@@ -400,6 +400,14 @@ class Metrics:
         self.config_last_reload_ok.set(1)
         self.in_flight = Gauge("router_events_in_flight", "Messages being processed.", registry=r)
         self.queue_depth = Gauge("router_queue_depth", "Events waiting in the queue, where known.", registry=r)
+        self.activity_dropped = Counter(
+            "router_activity_dropped",
+            "Activity records dropped: the buffer was full or the activity store failed (deliveries go on).",
+            registry=r,
+        )
+        self.activity_written = Counter(
+            "router_activity_written", "Activity records written to the activity store.", registry=r
+        )
         self.plugin_errors = LabelledCounter(
             "router_plugin_hook_errors", "Plugin hook implementations that raised.", ["plugin"], registry=r
         )

@@ -168,8 +168,8 @@ class Transport(ABC):
         """
 
     @abstractmethod
-    async def dead_letter(self, body: bytes, *, headers: dict[str, Any]) -> None:
-        """Store a message in the dead-letter queue; durable on return."""
+    async def dead_letter(self, body: bytes, *, headers: dict[str, Any]) -> str | None:
+        """Store a message in the dead-letter queue; durable on return. Returns its id (as `router dlq list` shows it)."""
 
     @abstractmethod
     async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:

@@ -118,12 +118,15 @@ class DeadLetters:
         await self.transport.dead_letter(record.to_bytes(), headers=headers)
         self.metrics.dead_letters.labels(reason).inc()
 
-    async def delivery(self, delivery: Delivery, reason: str, error: str) -> None:
-        """One delivery that failed for good, with its record (so ``router dlq replay`` can send it again)."""
+    async def delivery(self, delivery: Delivery, reason: str, error: str) -> str | None:
+        """One delivery that failed for good, with its record (so ``router dlq replay`` can send it again).
+
+        Returns the dead letter's id, when the transport gives one (the activity records it)."""
         error = clean_error(error)
         headers = {**delivery_headers(delivery), H_REASON: reason, H_ERROR: error}
-        await self.transport.dead_letter(delivery_record(delivery, error).to_bytes(), headers=headers)
+        letter_id = await self.transport.dead_letter(delivery_record(delivery, error).to_bytes(), headers=headers)
         self.metrics.dead_letters.labels(reason).inc()
+        return letter_id
 
     async def digest_item(self, raw: bytes, error: str) -> None:
         """A digest or fold item that cannot be read: kept for a person to see, never delivered."""

@@ -497,7 +497,7 @@ class EmbeddedTransport(Transport):
 
     # dead letters
 
-    async def dead_letter(self, body: bytes, *, headers: dict[str, Any]) -> None:
+    async def dead_letter(self, body: bytes, *, headers: dict[str, Any]) -> str | None:
         headers = dict(headers)
         headers.setdefault(H_DEAD_AT, round(time.time(), 3))
         encoded = _dump_headers(headers)
@@ -508,6 +508,7 @@ class EmbeddedTransport(Transport):
                 (letter_id, encoded, body, time.time()),
             )
         )
+        return letter_id
 
     @staticmethod
     def _letters(rows: list[tuple[Any, ...]]) -> list[tuple[int, DeadLetter]]:

@@ -464,7 +464,7 @@ class AmqpTransport(Transport):
 
     # dead letters
 
-    async def dead_letter(self, body: bytes, *, headers: dict[str, Any]) -> None:
+    async def dead_letter(self, body: bytes, *, headers: dict[str, Any]) -> str | None:
         headers = dict(headers)
         headers.setdefault(H_DEAD_AT, round(time.time(), 3))
         content_type = headers.get(H_CONTENT_TYPE)
@@ -485,6 +485,7 @@ class AmqpTransport(Transport):
         await self._publish(
             message, routing_key=self.dead_queue, to_exchange=False, what="a dead letter", on_unroutable=redeclare
         )
+        return message.message_id
 
     @staticmethod
     def _letter(message: AbstractIncomingMessage) -> DeadLetter:

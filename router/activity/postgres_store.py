@@ -1,0 +1,67 @@
+"""The PostgreSQL activity store (``activity.url: postgresql://...``): several routers, one history.
+
+Needs psycopg 3 (``pip install router[postgres]``); imported only when this backend is used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from router.activity.store import TABLES, SqlStore
+from router.core.redact import redact_url
+
+CONNECT_TIMEOUT = 3  # seconds: an unreachable store must fail fast, the recorder drops and moves on
+_SCHEMA_LOCK = 0x526F7574  # advisory lock: several routers starting at once create the tables once
+
+
+class PostgresActivityStore(SqlStore):
+    """Activity records in PostgreSQL tables ``activity_*`` (in the connection's search_path)."""
+
+    id_column = "BIGSERIAL PRIMARY KEY"
+    placeholder = "%s"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+
+    def describe(self) -> str:
+        return f"postgresql {redact_url(self.url)}"
+
+    def open(self) -> None:
+        self._ensure()
+
+    def _connect(self) -> Any:
+        try:
+            import psycopg
+        except ImportError as error:  # pragma: no cover - depends on the install
+            raise RuntimeError("activity.url is postgresql://: install router[postgres] (psycopg 3)") from error
+        conn = psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT, autocommit=False)
+        with conn.cursor() as cursor:
+            cursor.execute("SET statement_timeout = 30000")
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            self._create(cursor)
+        conn.commit()
+        return conn
+
+    def _bucket(self) -> str:
+        return "FLOOR((at - %s) / %s)::bigint"
+
+    def size_bytes(self) -> int:
+        rows = self._query(
+            "SELECT coalesce(sum(pg_total_relation_size(to_regclass(t))), 0) FROM unnest(%s::text[]) AS t",
+            (list(TABLES),),
+        )
+        return int(rows[0][0] or 0)
+
+    def _vacuum(self) -> None:
+        # VACUUM FULL gives the space back (plain VACUUM only makes it reusable, and max_bytes is
+        # about the size on disk). It locks each table for a moment: other routers' writers wait in
+        # their own threads, their buffers absorb it, deliveries never do. Only after deletions.
+        conn = self._ensure()
+        conn.commit()
+        conn.autocommit = True
+        try:
+            for table in TABLES:
+                conn.execute(f"VACUUM FULL {table}")
+        finally:
+            conn.autocommit = False

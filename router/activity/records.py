@@ -1,0 +1,157 @@
+"""What one activity record says, and how outcomes combine (docs/activity.md, "Outcomes")."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from router.core.redact import MASK, registered_secrets
+
+OUTCOMES: tuple[str, ...] = ("sent", "failed", "dead", "skipped", "pending", "dry_run")
+"""The values of the ``outcome`` filter (``failed``: at least one failed attempt)."""
+
+VERDICTS: tuple[str, ...] = ("fired", "not_matched", "deduped", "rate_limited", "throttled", "digested", "folded")
+
+ATTEMPT_OUTCOMES: tuple[str, ...] = ("sent", "retry", "dead", "dry_run", "already_sent", "skipped")
+
+# flow/control.py's decisions, as the activity names them.
+FLOW_VERDICTS: dict[str, str] = {
+    "skipped": "deduped",
+    "dropped": "rate_limited",
+    "delayed": "throttled",
+    "collected": "digested",
+}
+
+# An attempt's outcome -> its channel's outcome.
+_CHANNEL_OUTCOME: dict[str, str] = {
+    "sent": "sent",
+    "already_sent": "sent",
+    "retry": "pending",
+    "dead": "dead",
+    "dry_run": "dry_run",
+    "skipped": "skipped",
+}
+# The first that applies wins (an event's overall outcome).
+_PRECEDENCE: tuple[str, ...] = ("dead", "pending", "sent", "dry_run", "skipped")
+
+_HTTP_STATUS = re.compile(r"^HTTP (\d{3})\b")
+
+
+def channel_outcome(attempt_outcome: str, error: str | None = None) -> str:
+    """What a channel's latest attempt means for it; a delivery deferred by pacing is still pending."""
+    if attempt_outcome == "skipped" and error and error.startswith("deferred"):
+        return "pending"
+    return _CHANNEL_OUTCOME.get(attempt_outcome, "skipped")
+
+
+def overall(outcomes: Iterable[str]) -> str:
+    """An event's outcome from its channels' (and jobs') outcomes."""
+    present = set(outcomes)
+    for outcome in _PRECEDENCE:
+        if outcome in present:
+            return outcome
+    return "skipped"
+
+
+def http_status(reason: str) -> int | None:
+    """The HTTP status a channel's reason names (``HTTP 503 ...``), if any."""
+    match = _HTTP_STATUS.match(reason)
+    return int(match.group(1)) if match else None
+
+
+def error_class(status: str, reason: str) -> str | None:
+    """A short class of a failure: ``timeout``, ``exception:<Type>``, ``http``, ``retryable`` or ``permanent``."""
+    if status in ("sent", "skipped"):
+        return None
+    if reason.startswith("channel raised "):
+        return "exception:" + reason.removeprefix("channel raised ").split()[0]
+    if "timeout" in reason or "did not answer" in reason:
+        return "timeout"
+    if reason.startswith("HTTP "):
+        return "http"
+    return "retryable" if status == "retry" else "permanent"
+
+
+def iso(epoch: float | None) -> str | None:
+    """An epoch as ISO 8601 UTC with milliseconds (``...Z``)."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def to_json(value: Any) -> str:
+    """``value`` as compact JSON with every registered secret masked (never a secret in the store)."""
+    return scrub_text(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_plain))
+
+
+def _plain(value: Any) -> Any:
+    """JSON for what json does not know: times as ISO 8601, anything else as text."""
+    isoformat = getattr(value, "isoformat", None)
+    return isoformat() if callable(isoformat) else str(value)
+
+
+_PATTERN: tuple[frozenset[str], re.Pattern[str] | None] = (frozenset(), None)
+
+
+def scrub_text(text: str) -> str:
+    """``text`` with every registered secret (and its URL-encoded forms) replaced by the mask."""
+    global _PATTERN
+    secrets = registered_secrets()
+    if not secrets:
+        return text
+    built_for, pattern = _PATTERN
+    if built_for is not secrets:  # the set is replaced, never mutated, when a secret is registered
+        ordered = sorted(secrets, key=len, reverse=True)  # longest first: a secret inside another is masked whole
+        pattern = re.compile("|".join(map(re.escape, ordered)))
+        _PATTERN = (secrets, pattern)
+    assert pattern is not None
+    return pattern.sub(MASK, text)
+
+
+def summarise(
+    attempts: Iterable[tuple[str, str, str, str | None]],
+    fired: Iterable[str],
+    verdicts: Iterable[tuple[str, str]],
+    jobs: Iterable[tuple[str, str]],
+) -> tuple[str, dict[str, str], bool]:
+    """(overall outcome, channel -> outcome, had a failed attempt) of one event.
+
+    ``attempts``: (rule, channel, outcome, error) oldest first; ``verdicts``: (rule, verdict);
+    ``jobs``: (rule, outcome).
+    """
+    latest: dict[tuple[str, str], str] = {}
+    failed = False
+    for rule, channel, outcome, error in attempts:
+        latest[(rule, channel)] = channel_outcome(outcome, error)
+        failed = failed or outcome in ("retry", "dead")
+    channels: dict[str, str] = {}
+    for (_rule, channel), outcome in latest.items():
+        channels[channel] = overall((channels.get(channel, outcome), outcome))
+    rules_with_attempts = {rule for rule, _channel in latest}
+    extra: list[str] = []
+    for rule, verdict in verdicts:
+        if verdict == "throttled" and rule not in rules_with_attempts:
+            extra.append("pending")
+    for _rule, outcome in jobs:
+        if outcome in ("dead", "retry"):
+            failed = True
+            extra.append("dead" if outcome == "dead" else "pending")
+        elif outcome == "ok":
+            extra.append("sent")
+    _ = list(fired)
+    return overall([*channels.values(), *extra]), channels, failed
+
+
+def counts_template() -> dict[str, int]:
+    """Every outcome at zero (the ``counts`` of an empty list)."""
+    return dict.fromkeys(OUTCOMES, 0)
+
+
+def merge_counts(into: dict[str, int], rows: Mapping[str, int]) -> dict[str, int]:
+    for key, value in rows.items():
+        if key in into:
+            into[key] += value
+    return into

@@ -1,0 +1,690 @@
+"""The activity store: one interface, SQL shared by the SQLite and PostgreSQL backends.
+
+Every method runs in the recorder's (or the API's) own thread, never on the event loop. The
+backends differ only in how they connect, their placeholders, ids, size and vacuum
+(``sqlite_store.py``, ``postgres_store.py``); the queries are here, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from router.activity.records import (
+    OUTCOMES,
+    channel_outcome,
+    counts_template,
+    iso,
+    summarise,
+)
+
+MAX_LIMIT = 500
+COUNT_CAP = 50_000  # a list's counts cover at most this many newest matching events: a bounded cost
+PERCENTILE_SAMPLE = 200_000  # latencies read per stats query, newest first: a bounded cost
+
+
+@dataclass
+class Batch:
+    """Rows to write in one transaction (see the table definitions in :meth:`SqlStore.schema`)."""
+
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    verdicts: list[tuple[Any, ...]] = field(default_factory=list)
+    attempts: list[tuple[Any, ...]] = field(default_factory=list)
+    jobs: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def touched(self) -> set[str]:
+        """The events whose summary (outcome, channels, rules fired) this batch may change."""
+        ids = {row[0] for row in self.verdicts}
+        ids.update(row[0] for row in self.attempts)
+        ids.update(row[0] for row in self.jobs)
+        return ids
+
+
+@dataclass
+class Filter:
+    """The filters of ``router activity`` and ``GET /api/activity`` (all optional)."""
+
+    since: float | None = None  # epoch
+    until: float | None = None
+    type: str | None = None  # '*' matches within a segment
+    rule: str | None = None
+    channel: str | None = None
+    outcome: str | None = None
+    q: str | None = None  # an event id, or a subject prefix
+    limit: int = 50
+    before: tuple[float, str] | None = None  # the cursor: (received_at, event_id) of the last row shown
+
+
+class ActivityStore(ABC):
+    """Where activity records live. Methods are synchronous: call them from one dedicated thread."""
+
+    @abstractmethod
+    def open(self) -> None:
+        """Connect and create the tables if they are missing."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the connection."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """The store, safe to log (no password)."""
+
+    @abstractmethod
+    def write(self, batch: Batch) -> None:
+        """Write ``batch`` in one transaction; raises when the store is unavailable."""
+
+    @abstractmethod
+    def prune(self, now: float, retention: float, max_bytes: int) -> int:
+        """Delete records older than ``retention`` and, oldest first, until under ``max_bytes``; returns events deleted."""
+
+    @abstractmethod
+    def size_bytes(self) -> int:
+        """The space the store takes."""
+
+    @abstractmethod
+    def list_events(self, flt: Filter) -> dict[str, Any]:
+        """The ``GET /api/activity`` answer."""
+
+    @abstractmethod
+    def event_story(self, event_id: str) -> dict[str, Any] | None:
+        """The ``GET /api/events/{id}`` answer (without ``not_matched`` verdicts), or None."""
+
+    @abstractmethod
+    def dead_letters(self, flt: Filter) -> list[dict[str, Any]]:
+        """Deliveries whose latest attempt is dead."""
+
+    @abstractmethod
+    def rule_stats(self, since: float) -> list[dict[str, Any]]:
+        """Per rule: matched, fired, skipped since ``since``, last fired."""
+
+    @abstractmethod
+    def channel_stats(self, since: float, now: float) -> list[dict[str, Any]]:
+        """Per channel: send rate, success ratio, latency percentiles, pause after a 429, last error."""
+
+    @abstractmethod
+    def overview(self, now: float, window: float, step: float) -> list[dict[str, Any]]:
+        """Time series over the last ``window`` seconds, one point per ``step``."""
+
+
+TABLES = ("activity_events", "activity_verdicts", "activity_attempts", "activity_jobs")
+
+_EVENT_COLUMNS = (
+    "event_id, at, type, source, subject, transport, process, size, schema_verdict, outcome, envelope, "
+    "channels, rules_fired, failed"
+)
+_VERDICT_COLUMNS = "event_id, at, rule, verdict, reason"
+_ATTEMPT_COLUMNS = (
+    "event_id, at, rule, channel, channel_type, idempotency_key, attempt, message, duration_ms, outcome, "
+    "retry_at, status, error_class, error, dead_letter_id"
+)
+_JOB_COLUMNS = "event_id, at, rule, job, outcome, error"
+_LIST_COLUMNS = "event_id, at, type, source, subject, transport, size, schema_verdict, rules_fired, outcome, channels"
+
+
+class SqlStore(ActivityStore):
+    """The queries, in SQL both SQLite and PostgreSQL run. Subclasses connect and adapt."""
+
+    id_column = "INTEGER PRIMARY KEY"
+    placeholder = "?"
+
+    def __init__(self) -> None:
+        self.conn: Any = None
+
+    # ----------------------------------------------------------------- dialect
+
+    @abstractmethod
+    def _connect(self) -> Any:
+        """A new DB-API connection."""
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+    def _bucket(self) -> str:
+        """SQL of the bucket number of ``at`` (parameters: start, step)."""
+        return "CAST((at - ?) / ? AS INTEGER)"
+
+    def _vacuum(self) -> None:
+        """Give deleted space back (or make it reusable)."""
+
+    def _create(self, cursor: Any) -> None:
+        for statement in self.schema():
+            cursor.execute(statement)
+
+    def schema(self) -> list[str]:
+        """The tables and indexes, created if missing."""
+        real = "DOUBLE PRECISION"
+        return [
+            f"""CREATE TABLE IF NOT EXISTS activity_events (
+                event_id TEXT PRIMARY KEY, at {real} NOT NULL, type TEXT NOT NULL, source TEXT, subject TEXT,
+                transport TEXT, process TEXT, size INTEGER, schema_verdict TEXT, outcome TEXT NOT NULL,
+                failed INTEGER NOT NULL DEFAULT 0, channels TEXT NOT NULL DEFAULT '{{}}',
+                rules_fired TEXT NOT NULL DEFAULT '[]', envelope TEXT)""",
+            # (at, outcome, failed) and (type, at, outcome, failed) cover the counts of a list: the
+            # counts over a day of events read the index alone, never the rows.
+            "CREATE INDEX IF NOT EXISTS activity_events_at ON activity_events (at, outcome, failed)",
+            # No (outcome, at) or (failed, at) index: the covering time index answers those filters,
+            # and every index is paid for on each write, on the router's own CPU.
+            "CREATE INDEX IF NOT EXISTS activity_events_type ON activity_events (type, at, outcome, failed)",
+            "CREATE INDEX IF NOT EXISTS activity_events_subject ON activity_events (subject)",
+            f"""CREATE TABLE IF NOT EXISTS activity_verdicts (
+                id {self.id_column}, event_id TEXT NOT NULL, at {real} NOT NULL, rule TEXT NOT NULL,
+                verdict TEXT NOT NULL, reason TEXT)""",
+            "CREATE INDEX IF NOT EXISTS activity_verdicts_event ON activity_verdicts (event_id)",
+            "CREATE INDEX IF NOT EXISTS activity_verdicts_rule ON activity_verdicts (rule, at)",
+            "CREATE INDEX IF NOT EXISTS activity_verdicts_at ON activity_verdicts (at)",
+            f"""CREATE TABLE IF NOT EXISTS activity_attempts (
+                id {self.id_column}, event_id TEXT NOT NULL, at {real} NOT NULL, rule TEXT NOT NULL,
+                channel TEXT NOT NULL, channel_type TEXT, idempotency_key TEXT, attempt INTEGER, message TEXT,
+                duration_ms {real}, outcome TEXT NOT NULL, retry_at {real}, status INTEGER, error_class TEXT,
+                error TEXT, dead_letter_id TEXT)""",
+            "CREATE INDEX IF NOT EXISTS activity_attempts_event ON activity_attempts (event_id)",
+            "CREATE INDEX IF NOT EXISTS activity_attempts_channel ON activity_attempts (channel, at)",
+            "CREATE INDEX IF NOT EXISTS activity_attempts_at ON activity_attempts (at)",
+            f"""CREATE TABLE IF NOT EXISTS activity_jobs (
+                id {self.id_column}, event_id TEXT NOT NULL, at {real} NOT NULL, rule TEXT NOT NULL,
+                job TEXT NOT NULL, outcome TEXT NOT NULL, error TEXT)""",
+            "CREATE INDEX IF NOT EXISTS activity_jobs_event ON activity_jobs (event_id)",
+            "CREATE INDEX IF NOT EXISTS activity_jobs_at ON activity_jobs (at)",
+        ]
+
+    # ----------------------------------------------------------------- connection
+
+    def _ensure(self) -> Any:
+        if self.conn is None:
+            self.conn = self._connect()
+        return self.conn
+
+    def _reset(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def close(self) -> None:
+        self._reset()
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        conn = self._ensure()
+        try:
+            cursor = conn.cursor()
+            cursor.execute(self._sql(sql), tuple(params))
+            rows = list(cursor.fetchall())
+            conn.commit()  # PostgreSQL: end the read transaction
+            return rows
+        except Exception:
+            self._reset()
+            raise
+
+    # ----------------------------------------------------------------- writing
+
+    def write(self, batch: Batch) -> None:
+        conn = self._ensure()
+        try:
+            cursor = conn.cursor()
+            if batch.events:
+                cursor.executemany(
+                    self._sql(
+                        f"INSERT INTO activity_events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                        "ON CONFLICT (event_id) DO NOTHING"
+                    ),
+                    _with_summaries(batch),
+                )
+            for table, columns, rows in (
+                ("activity_verdicts", _VERDICT_COLUMNS, batch.verdicts),
+                ("activity_attempts", _ATTEMPT_COLUMNS, batch.attempts),
+                ("activity_jobs", _JOB_COLUMNS, batch.jobs),
+            ):
+                if rows:
+                    marks = ",".join("?" * len(rows[0]))
+                    cursor.executemany(self._sql(f"INSERT INTO {table} ({columns}) VALUES ({marks})"), rows)
+            # Events that arrived in this batch were summarised from it; the others (a retry, a
+            # delivery that outlasted a flush) from all their rows.
+            self._summarise(cursor, batch.touched() - {row[0] for row in batch.events})
+            conn.commit()
+        except Exception:
+            self._reset()
+            raise
+
+    def _summarise(self, cursor: Any, event_ids: set[str]) -> None:
+        """Recompute the outcome, channels and rules fired of ``event_ids`` from their rows."""
+        for event_id in event_ids:
+            cursor.execute(
+                self._sql("SELECT rule, channel, outcome, error FROM activity_attempts WHERE event_id = ? ORDER BY id"),
+                (event_id,),
+            )
+            attempts = cursor.fetchall()
+            cursor.execute(
+                self._sql("SELECT rule, verdict FROM activity_verdicts WHERE event_id = ? ORDER BY id"), (event_id,)
+            )
+            verdicts = cursor.fetchall()
+            cursor.execute(
+                self._sql("SELECT rule, outcome FROM activity_jobs WHERE event_id = ? ORDER BY id"), (event_id,)
+            )
+            jobs = cursor.fetchall()
+            fired = list(dict.fromkeys(rule for rule, verdict in verdicts if verdict == "fired"))
+            outcome, channels, failed = summarise(attempts, fired, verdicts, jobs)
+            cursor.execute(
+                self._sql(
+                    "UPDATE activity_events SET outcome = ?, channels = ?, rules_fired = ?, failed = ? "
+                    "WHERE event_id = ? AND schema_verdict <> 'refused'"
+                ),
+                (outcome, json.dumps(channels), json.dumps(fired), int(failed), event_id),
+            )
+
+    # ----------------------------------------------------------------- retention
+
+    def prune(self, now: float, retention: float, max_bytes: int) -> int:
+        deleted = self._delete_before(now - retention)
+        size = self.size_bytes()
+        rounds = 0
+        while size > max_bytes * 0.9 and rounds < 20:
+            rounds += 1
+            total = self._query("SELECT count(*) FROM activity_events")[0][0]
+            if not total:
+                break
+            # Delete the oldest share that brings the store to 80% of max_bytes (at least 1,000 events).
+            share = min(1.0, 1.0 - (max_bytes * 0.8) / size)
+            offset = min(total - 1, max(1000, int(total * share)))
+            row = self._query("SELECT at FROM activity_events ORDER BY at LIMIT 1 OFFSET ?", (offset,))
+            if not row:
+                break
+            deleted += self._delete_before(row[0][0])
+            self._vacuum()
+            size = self.size_bytes()
+        if deleted and not rounds:
+            self._vacuum()
+        return deleted
+
+    def _delete_before(self, cutoff: float) -> int:
+        conn = self._ensure()
+        try:
+            cursor = conn.cursor()
+            cursor.execute(self._sql("DELETE FROM activity_events WHERE at < ?"), (cutoff,))
+            deleted = int(cursor.rowcount or 0)
+            for table in TABLES[1:]:
+                cursor.execute(self._sql(f"DELETE FROM {table} WHERE at < ?"), (cutoff,))
+            conn.commit()
+            return deleted
+        except Exception:
+            self._reset()
+            raise
+
+    # ----------------------------------------------------------------- reading
+
+    def _where(self, flt: Filter, *, with_outcome: bool, with_cursor: bool) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if flt.since is not None:
+            clauses.append("at >= ?")
+            params.append(flt.since)
+        if flt.until is not None:
+            clauses.append("at < ?")
+            params.append(flt.until)
+        if flt.type:
+            if "*" in flt.type:
+                clauses.append("type LIKE ?")
+                params.append(flt.type.replace("%", "").replace("_", "\\_").replace("*", "%"))
+            else:
+                clauses.append("type = ?")
+                params.append(flt.type)
+        # Verdicts and attempts come after their event arrived: bounding them by `since` too lets
+        # the (rule, at) and (channel, at) indexes answer instead of every row of the rule or channel.
+        after = " AND at >= ?" if flt.since is not None else ""
+        if flt.rule:
+            clauses.append(f"event_id IN (SELECT event_id FROM activity_verdicts WHERE rule = ?{after})")
+            params += [flt.rule, *([flt.since] if after else [])]
+        if flt.channel:
+            # The event's own channels summary: the list walks its time index and stops after a page,
+            # where a subquery would first collect every attempt of the channel in the window.
+            key = json.dumps(flt.channel) + ":"
+            clauses.append("channels LIKE ? ESCAPE '\\'")
+            params.append("%" + key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        if flt.q:
+            # An id, or a subject prefix as a range (so the subject index answers; LIKE would scan).
+            clauses.append(
+                "event_id IN (SELECT event_id FROM activity_events WHERE event_id = ? "
+                "UNION SELECT event_id FROM activity_events WHERE subject >= ? AND subject < ?)"
+            )
+            params += [flt.q, flt.q, flt.q + "\U0010ffff"]
+        if with_outcome and flt.outcome:
+            if flt.outcome == "failed":
+                clauses.append("failed = 1")
+            else:
+                clauses.append("outcome = ?")
+                params.append(flt.outcome)
+        if with_cursor and flt.before is not None:
+            at, event_id = flt.before
+            # `at <= ?` first: a range the index answers (an OR of the two would scan every row).
+            clauses.append("at <= ? AND (at < ? OR event_id < ?)")
+            params += [at, at, event_id]
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def list_events(self, flt: Filter) -> dict[str, Any]:
+        limit = max(1, min(flt.limit, MAX_LIMIT))
+        where, params = self._where(flt, with_outcome=True, with_cursor=True)
+        rows = self._query(
+            f"SELECT {_LIST_COLUMNS} FROM activity_events{where} ORDER BY at DESC, event_id DESC LIMIT ?",
+            [*params, limit + 1],
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        events = [
+            {
+                "event_id": r[0],
+                "source": r[3],
+                "type": r[2],
+                "subject": r[4],
+                "received_at": iso(r[1]),
+                "transport": r[5],
+                "size": r[6],
+                "schema": r[7],
+                "rules_fired": json.loads(r[8] or "[]"),
+                "outcome": r[9],
+                "channels": json.loads(r[10] or "{}"),
+            }
+            for r in rows
+        ]
+        where, params = self._where(flt, with_outcome=False, with_cursor=False)
+        counts = counts_template()
+        counted = 0
+        for outcome, count, failed in self._query(
+            # The newest COUNT_CAP events at most, read from the covering (at, outcome, failed) index.
+            f"SELECT outcome, count(*), sum(failed) FROM (SELECT outcome, failed FROM activity_events{where} "
+            "ORDER BY at DESC LIMIT ?) newest GROUP BY outcome",
+            [*params, COUNT_CAP + 1],
+        ):
+            counted += int(count)
+            if outcome in counts:
+                counts[outcome] += int(count)
+            counts["failed"] += int(failed or 0)
+        last = rows[-1] if rows else None
+        return {
+            "events": events,
+            "counts": counts,
+            "counts_exact": counted <= COUNT_CAP,
+            "next": f"{last[1]!r}:{last[0]}" if more and last else None,
+        }
+
+    def event_story(self, event_id: str) -> dict[str, Any] | None:
+        found = self._query(
+            "SELECT at, transport, process, schema_verdict, outcome, envelope, type, source, subject, size "
+            "FROM activity_events WHERE event_id = ?",
+            (event_id,),
+        )
+        verdicts = self._query(
+            "SELECT rule, verdict, reason, at FROM activity_verdicts WHERE event_id = ? ORDER BY id", (event_id,)
+        )
+        attempts = self._query(
+            f"SELECT {_ATTEMPT_COLUMNS} FROM activity_attempts WHERE event_id = ? ORDER BY id", (event_id,)
+        )
+        jobs = self._query(
+            "SELECT rule, job, outcome, error, at FROM activity_jobs WHERE event_id = ? ORDER BY id", (event_id,)
+        )
+        if not found and not attempts and not verdicts:
+            return None
+        deliveries: dict[tuple[str, str], dict[str, Any]] = {}
+        outcomes: list[str] = []
+        for a in attempts:
+            key = (a[2], a[3])
+            delivery = deliveries.setdefault(
+                key,
+                {
+                    "rule": a[2],
+                    "channel": a[3],
+                    "channel_type": a[4],
+                    "idempotency_key": a[5],
+                    "dead_letter_id": None,
+                    "message": None,
+                    "attempts": [],
+                    "outcome": None,
+                },
+            )
+            if a[7]:
+                delivery["message"] = json.loads(a[7])
+            delivery["attempts"].append(
+                {
+                    "attempt": a[6],
+                    "started_at": iso(a[1]),
+                    "duration_ms": a[8],
+                    "outcome": a[9],
+                    "retry_at": iso(a[10]),
+                    "status": a[11],
+                    "error_class": a[12],
+                    "error": a[13],
+                }
+            )
+            delivery["outcome"] = channel_outcome(a[9], a[13])
+            delivery["dead_letter_id"] = a[14] if a[9] == "dead" else None
+        for delivery in deliveries.values():
+            outcomes.append(delivery["outcome"])
+        story: dict[str, Any] = {
+            "event": json.loads(found[0][5]) if found and found[0][5] else {"id": event_id},
+            "event_id": event_id,
+            "received_at": iso(found[0][0]) if found else None,
+            "transport": found[0][1] if found else None,
+            "process": found[0][2] if found else None,
+            "size": found[0][9] if found else None,
+            "schema": found[0][3] if found else None,
+            "rules": [{"rule": v[0], "verdict": v[1], "reason": v[2] or "", "at": iso(v[3])} for v in verdicts],
+            "deliveries": list(deliveries.values()),
+            "jobs": [{"rule": j[0], "job": j[1], "outcome": j[2], "error": j[3], "at": iso(j[4])} for j in jobs],
+            "outcome": found[0][4] if found else None,
+        }
+        return story
+
+    def dead_letters(self, flt: Filter) -> list[dict[str, Any]]:
+        clauses = [
+            "a.outcome = 'dead'",
+            "NOT EXISTS (SELECT 1 FROM activity_attempts b WHERE b.event_id = a.event_id "
+            "AND b.rule = a.rule AND b.channel = a.channel AND b.id > a.id)",
+        ]
+        params: list[Any] = []
+        if flt.since is not None:
+            clauses.append("a.at >= ?")
+            params.append(flt.since)
+        if flt.until is not None:
+            clauses.append("a.at < ?")
+            params.append(flt.until)
+        if flt.rule:
+            clauses.append("a.rule = ?")
+            params.append(flt.rule)
+        if flt.channel:
+            clauses.append("a.channel = ?")
+            params.append(flt.channel)
+        if flt.type:
+            clauses.append("e.type = ?")
+            params.append(flt.type)
+        if flt.q:
+            clauses.append("a.event_id = ?")
+            params.append(flt.q)
+        rows = self._query(
+            "SELECT a.event_id, a.rule, a.channel, e.type, e.at, a.at, a.error_class, a.error, a.attempt, "
+            "a.dead_letter_id "
+            "FROM activity_attempts a LEFT JOIN activity_events e ON e.event_id = a.event_id WHERE "
+            + " AND ".join(clauses)
+            + " ORDER BY a.at DESC LIMIT ?",
+            [*params, max(1, min(flt.limit, 10_000))],
+        )
+        return [
+            {
+                "event_id": r[0],
+                "rule": r[1],
+                "channel": r[2],
+                "type": r[3],
+                "received_at": iso(r[4]),
+                "dead_at": iso(r[5]),
+                "reason": r[6],
+                "error": r[7],
+                "attempts": r[8],
+                "dead_letter_id": r[9],
+            }
+            for r in rows
+        ]
+
+    def rule_stats(self, since: float) -> list[dict[str, Any]]:
+        stats: dict[str, dict[str, Any]] = {}
+        for rule, matched in self._query(
+            "SELECT rule, count(DISTINCT event_id) FROM activity_verdicts WHERE at >= ? GROUP BY rule", (since,)
+        ):
+            stats[rule] = {"rule": rule, "matched": int(matched), "fired": 0, "skipped": 0, "last_fired": None}
+        for rule, verdict, count in self._query(
+            "SELECT rule, verdict, count(*) FROM activity_verdicts WHERE at >= ? GROUP BY rule, verdict", (since,)
+        ):
+            entry = stats[rule]
+            if verdict == "fired":
+                entry["fired"] += int(count)
+            else:
+                entry["skipped"] += int(count)
+        for rule, last in self._query(
+            "SELECT rule, max(at) FROM activity_verdicts WHERE verdict = 'fired' GROUP BY rule", ()
+        ):
+            stats.setdefault(rule, {"rule": rule, "matched": 0, "fired": 0, "skipped": 0, "last_fired": None})
+            stats[rule]["last_fired"] = iso(last)
+        return sorted(stats.values(), key=lambda s: s["rule"])
+
+    def channel_stats(self, since: float, now: float) -> list[dict[str, Any]]:
+        stats: dict[str, dict[str, Any]] = {}
+        window = max(1.0, now - since)
+        for channel, channel_type, outcome, count in self._query(
+            "SELECT channel, max(channel_type), outcome, count(*) FROM activity_attempts WHERE at >= ? "
+            "GROUP BY channel, outcome",
+            (since,),
+        ):
+            entry = stats.setdefault(
+                channel,
+                {
+                    "channel": channel,
+                    "type": channel_type,
+                    "sent": 0,
+                    "failed": 0,
+                    "attempts": 0,
+                    "send_rate": 0.0,
+                    "success_ratio": None,
+                    "p50_ms": None,
+                    "p99_ms": None,
+                    "paused_until": None,
+                    "last_error": None,
+                    "last_error_at": None,
+                },
+            )
+            if outcome in ("sent", "retry", "dead"):
+                entry["attempts"] += int(count)
+            if outcome == "sent":
+                entry["sent"] += int(count)
+            elif outcome in ("retry", "dead"):
+                entry["failed"] += int(count)
+        latencies: dict[str, list[float]] = {}
+        for channel, duration in self._query(
+            "SELECT channel, duration_ms FROM activity_attempts WHERE at >= ? AND outcome IN ('sent', 'retry', 'dead') "
+            "ORDER BY at DESC LIMIT ?",
+            (since, PERCENTILE_SAMPLE),
+        ):
+            latencies.setdefault(channel, []).append(float(duration or 0.0))
+        for channel, paused in self._query(
+            "SELECT channel, max(retry_at) FROM activity_attempts WHERE at >= ? AND status = 429 AND retry_at > ? "
+            "GROUP BY channel",
+            (since, now),
+        ):
+            if channel in stats:
+                stats[channel]["paused_until"] = iso(paused)
+        for channel, error, at in self._query(
+            "SELECT a.channel, a.error, a.at FROM activity_attempts a WHERE a.id IN (SELECT max(id) FROM "
+            "activity_attempts WHERE at >= ? AND outcome IN ('retry', 'dead') GROUP BY channel)",
+            (since,),
+        ):
+            if channel in stats:
+                stats[channel]["last_error"] = error
+                stats[channel]["last_error_at"] = iso(at)
+        for channel, entry in stats.items():
+            entry["send_rate"] = round(entry["attempts"] / window, 4)
+            if entry["attempts"]:
+                entry["success_ratio"] = round(entry["sent"] / entry["attempts"], 4)
+            values = sorted(latencies.get(channel, []))
+            entry["p50_ms"] = percentile(values, 0.5)
+            entry["p99_ms"] = percentile(values, 0.99)
+        return sorted(stats.values(), key=lambda s: s["channel"])
+
+    def overview(self, now: float, window: float, step: float) -> list[dict[str, Any]]:
+        start = now - window
+        buckets = max(1, math.ceil(window / step))
+        bucket = self._bucket()
+        events = dict.fromkeys(range(buckets), 0)
+        for b, count in self._query(
+            f"SELECT {bucket} AS b, count(*) FROM activity_events WHERE at >= ? GROUP BY b", (start, step, start)
+        ):
+            if int(b) in events:
+                events[int(b)] = int(count)
+        deliveries: dict[int, dict[str, int]] = {b: {} for b in range(buckets)}
+        for b, outcome, count in self._query(
+            f"SELECT {bucket} AS b, outcome, count(*) FROM activity_attempts WHERE at >= ? GROUP BY b, outcome",
+            (start, step, start),
+        ):
+            if int(b) in deliveries:
+                deliveries[int(b)][outcome] = int(count)
+        latency: dict[int, list[float]] = {b: [] for b in range(buckets)}
+        for b, duration in self._query(
+            f"SELECT {bucket} AS b, duration_ms FROM activity_attempts WHERE at >= ? AND outcome IN ('sent', 'retry', "
+            "'dead') ORDER BY at DESC LIMIT ?",
+            (start, step, start, PERCENTILE_SAMPLE),
+        ):
+            if int(b) in latency:
+                latency[int(b)].append(float(duration or 0.0))
+        series = []
+        for b in range(buckets):
+            values = sorted(latency[b])
+            series.append(
+                {
+                    "t": iso(start + b * step),
+                    "events_per_s": round(events[b] / step, 4),
+                    "deliveries_per_s": {k: round(v / step, 4) for k, v in deliveries[b].items()},
+                    "latency_p50_ms": percentile(values, 0.5),
+                    "latency_p99_ms": percentile(values, 0.99),
+                }
+            )
+        return series
+
+
+def _with_summaries(batch: Batch) -> list[tuple[Any, ...]]:
+    """The event rows of ``batch`` with their outcome, channels, rules fired and failed flag, from the batch."""
+    attempts: dict[str, list[tuple[str, str, str, str | None]]] = {}
+    verdicts: dict[str, list[tuple[str, str]]] = {}
+    jobs: dict[str, list[tuple[str, str]]] = {}
+    for a in batch.attempts:
+        attempts.setdefault(a[0], []).append((a[2], a[3], a[9], a[13]))
+    for v in batch.verdicts:
+        verdicts.setdefault(v[0], []).append((v[2], v[3]))
+    for j in batch.jobs:
+        jobs.setdefault(j[0], []).append((j[2], j[4]))
+    rows = []
+    for row in batch.events:
+        event_id = row[0]
+        if row[8] == "refused":
+            rows.append((*row, "{}", "[]", 0))
+            continue
+        its_verdicts = verdicts.get(event_id, [])
+        fired = list(dict.fromkeys(rule for rule, verdict in its_verdicts if verdict == "fired"))
+        outcome, channels, failed = summarise(attempts.get(event_id, []), fired, its_verdicts, jobs.get(event_id, []))
+        rows.append((*row[:9], outcome, row[10], json.dumps(channels), json.dumps(fired), int(failed)))
+    return rows
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The ``q`` quantile of sorted ``values`` (nearest rank), None when empty."""
+    if not values:
+        return None
+    index = min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))
+    return round(values[index], 3)
+
+
+def now() -> float:
+    return time.time()
+
+
+__all__ = ["OUTCOMES", "ActivityStore", "Batch", "Filter", "SqlStore", "percentile"]

@@ -1,0 +1,221 @@
+"""One contract for both activity stores (docs/activity.md): SQLite (the default) and PostgreSQL.
+
+Each test writes batches the way the recorder does and reads them back the way the CLI and the
+API do: filters, counts, cursors, an event's story, dead letters, stats, retention by age and size.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from router.activity.query import open_store, parse_filter
+from router.activity.recorder import build_batch
+from router.activity.store import ActivityStore, Batch, Filter
+from router.core.delivery import Delivery
+from router.core.events import Event
+from router.core.message import Message, Outcome
+from router.core.redact import register_secrets
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ActivityStore]:
+    if request.param == "sqlite":
+        opened = open_store(f"sqlite:///{tmp_path / 'activity.db'}")
+        opened.open()
+        yield opened
+        opened.close()
+        return
+    import psycopg
+
+    dsn = request.getfixturevalue("postgres_dsn")
+    schema = f"activity_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    opened = open_store(f"{dsn}?options=-csearch_path%3D{schema}")
+    try:
+        opened.open()
+        yield opened
+    finally:
+        opened.close()
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def event(event_id: str, type: str = "order.paid", subject: str | None = None, **data: object) -> Event:
+    return Event(type=type, id=event_id, source="shop", time=datetime.now(UTC), data=dict(data), subject=subject)
+
+
+def delivery(ev: Event, channel: str, attempt: int = 1, rule: str = "paid") -> Delivery:
+    return Delivery(ev, rule, channel, "webhook", Message(f"paid {ev.id}", "body", payload={"k": 1}), attempt)
+
+
+def record(store: ActivityStore, *items: tuple[object, ...]) -> None:
+    store.write(build_batch(list(items)))
+
+
+def story_of(store: ActivityStore, ev: Event, at: float, channels: dict[str, list[tuple[str, Outcome]]]) -> None:
+    """An event that fired rule 'paid' and whose channels saw these (action, outcome) attempts."""
+    items: list[tuple[object, ...]] = [
+        ("e", at, ev, 100, "none", "embedded", "test:1"),
+        ("v", at, ev.id, "paid", "fired", ""),
+    ]
+    for channel, attempts in channels.items():
+        for number, (action, outcome) in enumerate(attempts, start=1):
+            retry_at = at + 120 if action == "retry" else None
+            letter = f"dl-{ev.id}-{channel}" if action == "dead" else None
+            items.append(("a", at + number, delivery(ev, channel, number), outcome, action, 0.012, retry_at, letter))
+    record(store, *items)
+
+
+def test_an_event_story_keeps_every_attempt_of_every_channel(store: ActivityStore) -> None:
+    now = time.time()
+    ev = event("e-1", n=1)
+    story_of(
+        store,
+        ev,
+        now,
+        {
+            "flaky": [("retry", Outcome.retryable("HTTP 503 Service Unavailable")), ("sent", Outcome.sent("HTTP 204"))],
+            "broken": [("dead", Outcome.permanent("HTTP 400 Bad Request"))],
+        },
+    )
+    story = store.event_story("e-1")
+    assert story is not None
+    assert story["event"]["data"] == {"n": 1} and story["schema"] == "none" and story["transport"] == "embedded"
+    assert story["rules"][0]["rule"] == "paid" and story["rules"][0]["verdict"] == "fired"
+    by_channel = {d["channel"]: d for d in story["deliveries"]}
+    flaky = by_channel["flaky"]["attempts"]
+    assert [a["outcome"] for a in flaky] == ["retry", "sent"]
+    assert flaky[0]["status"] == 503 and flaky[0]["retry_at"] is not None and flaky[0]["error_class"] == "http"
+    assert by_channel["broken"]["attempts"][0]["status"] == 400
+    assert by_channel["broken"]["dead_letter_id"] == "dl-e-1-broken" and by_channel["flaky"]["dead_letter_id"] is None
+    assert by_channel["flaky"]["message"] == {"title": "paid e-1", "body": "body", "payload": {"k": 1}}
+    assert by_channel["flaky"]["idempotency_key"] == "e-1:paid:flaky"
+    assert story["outcome"] == "dead"
+    assert store.event_story("nope") is None
+
+
+def test_list_filters_counts_and_cursor(store: ActivityStore) -> None:
+    now = time.time()
+    sent = [("sent", Outcome.sent("HTTP 204"))]
+    for n in range(5):
+        story_of(store, event(f"ok-{n}", subject=f"order-{n}"), now - 100 + n, {"hook": sent})
+    story_of(store, event("bad", type="user.signed_up"), now - 50, {"hook": [("dead", Outcome.permanent("HTTP 400"))]})
+    story_of(
+        store,
+        event("late"),
+        now - 40,
+        {"mail": [("retry", Outcome.retryable("timeout")), ("sent", Outcome.sent())]},
+    )
+    record(store, ("e", now - 30, event("old"), 10, "none", "embedded", "test:1"))
+    record(store, ("e", now - 7200, event("ancient"), 10, "none", "embedded", "test:1"))
+
+    answer = store.list_events(parse_filter({"since": "1h"}))
+    ids = [e["event_id"] for e in answer["events"]]
+    assert ids[:3] == ["old", "late", "bad"] and "ancient" not in ids
+    assert answer["counts"] == {"sent": 6, "failed": 2, "dead": 1, "skipped": 1, "pending": 0, "dry_run": 0}
+    assert [e["event_id"] for e in store.list_events(parse_filter({"outcome": "dead"}))["events"]] == ["bad"]
+    assert {e["event_id"] for e in store.list_events(parse_filter({"outcome": "failed"}))["events"]} == {"bad", "late"}
+    assert [e["event_id"] for e in store.list_events(parse_filter({"type": "user.*"}))["events"]] == ["bad"]
+    assert [e["event_id"] for e in store.list_events(parse_filter({"channel": "mail"}))["events"]] == ["late"]
+    assert [e["event_id"] for e in store.list_events(parse_filter({"q": "order-3"}))["events"]] == ["ok-3"]
+    assert [e["event_id"] for e in store.list_events(parse_filter({"q": "bad"}))["events"]] == ["bad"]
+    assert store.list_events(parse_filter({"rule": "paid"}))["counts"]["sent"] == 6
+    late = store.list_events(parse_filter({"q": "late"}))["events"][0]
+    assert late["channels"] == {"mail": "sent"} and late["rules_fired"] == ["paid"] and late["outcome"] == "sent"
+
+    seen: list[str] = []
+    params = {"since": "3h", "limit": "3"}
+    while True:
+        page = store.list_events(parse_filter(params))
+        seen += [e["event_id"] for e in page["events"]]
+        if page["next"] is None:
+            break
+        params["before"] = page["next"]
+    assert len(seen) == len(set(seen)) == 9 and seen[-1] == "ancient"
+
+
+def test_dead_letters_rules_channels_overview(store: ActivityStore) -> None:
+    now = time.time()
+    story_of(store, event("d1"), now - 10, {"hook": [("dead", Outcome.permanent("HTTP 400"))]})
+    story_of(
+        store,
+        event("r1"),
+        now - 5,
+        {"hook": [("retry", Outcome.retryable("HTTP 429 Too Many Requests", 60)), ("sent", Outcome.sent())]},
+    )
+    dead = store.dead_letters(Filter(since=now - 3600))
+    assert [(d["event_id"], d["channel"], d["dead_letter_id"]) for d in dead] == [("d1", "hook", "dl-d1-hook")]
+    rules = store.rule_stats(now - 3600)
+    assert rules[0]["rule"] == "paid" and rules[0]["fired"] == 2 and rules[0]["last_fired"] is not None
+    channel = store.channel_stats(now - 3600, now)[0]
+    assert channel["channel"] == "hook" and channel["sent"] == 1 and channel["failed"] == 2
+    assert channel["success_ratio"] == pytest.approx(1 / 3, abs=0.01) and channel["p50_ms"] == 12.0
+    assert channel["paused_until"] is not None and channel["last_error"] == "HTTP 429 Too Many Requests"
+    series = store.overview(now, 3600, 60)
+    assert len(series) == 60 and sum(p["events_per_s"] for p in series) * 60 == pytest.approx(2, abs=0.01)
+
+
+def test_flow_control_verdicts_and_jobs(store: ActivityStore) -> None:
+    now = time.time()
+    ev = event("f1")
+    record(
+        store,
+        ("e", now, ev, 1, "ok", "amqp", "test:1"),
+        ("v", now, "f1", "paid", "deduped", "duplicate"),
+        ("v", now, "f1", "audit", "fired", ""),
+        ("j", now, "f1", "audit", "audit_log", "dead", "exhausted: job audit_log raised KeyError"),
+    )
+    story = store.event_story("f1")
+    assert story is not None
+    assert [(r["rule"], r["verdict"]) for r in story["rules"]] == [("paid", "deduped"), ("audit", "fired")]
+    assert story["jobs"][0]["outcome"] == "dead" and story["outcome"] == "dead"
+
+
+def test_no_registered_secret_is_stored(store: ActivityStore) -> None:
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    register_secrets(secret)
+    ev = event("sec", token=secret)
+    story_of(store, ev, time.time(), {"hook": [("sent", Outcome.sent())]})
+    story = store.event_story("sec")
+    assert secret not in repr(story) and "***" in repr(story)
+
+
+def test_retention_by_age_and_size(store: ActivityStore) -> None:
+    now = time.time()
+    story_of(store, event("too-old"), now - 10 * 86400, {"hook": [("sent", Outcome.sent())]})
+    story_of(store, event("recent"), now - 60, {"hook": [("sent", Outcome.sent())]})
+    store.prune(now, 7 * 86400, 1 << 40)
+    assert store.event_story("too-old") is None and store.event_story("recent") is not None
+
+    big = "x" * 2000
+    for chunk in range(6):
+        batch = Batch()
+        items = [
+            ("e", now - 3600 + chunk * 100 + n * 0.01, event(f"b{chunk}-{n}", blob=big), 2000, "none", "embedded", "t")
+            for n in range(500)
+        ]
+        batch = build_batch(list(items))
+        store.write(batch)
+    before = store.size_bytes()
+    limit = max(1 << 20, before // 2)
+    store.prune(now, 7 * 86400, limit)
+    assert store.size_bytes() <= limit, (before, store.size_bytes(), limit)
+    newest = store.list_events(Filter(since=now - 7200, limit=1))["events"][0]["event_id"]
+    assert newest == "recent", "the oldest events go first"
+
+
+def test_sqlite_file_is_private(tmp_path: Path) -> None:
+    opened = open_store(f"sqlite:///{tmp_path / 'sub' / 'activity.db'}")
+    opened.open()
+    opened.close()
+    mode = stat.S_IMODE(os.stat(tmp_path / "sub" / "activity.db").st_mode)
+    assert mode == 0o600

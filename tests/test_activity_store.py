@@ -98,7 +98,7 @@ def test_an_event_story_keeps_every_attempt_of_every_channel(store: ActivityStor
     assert by_channel["broken"]["attempts"][0]["status"] == 400
     assert by_channel["broken"]["dead_letter_id"] == "dl-e-1-broken" and by_channel["flaky"]["dead_letter_id"] is None
     assert by_channel["flaky"]["message"] == {"title": "paid e-1", "body": "body", "payload": {"k": 1}}
-    assert by_channel["flaky"]["idempotency_key"] == "e-1:paid:flaky"
+    assert by_channel["flaky"]["idempotency_key"] == f"{event('e-1').key}:paid:flaky"
     assert story["outcome"] == "dead"
     assert store.event_story("nope") is None
 

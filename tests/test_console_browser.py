@@ -145,7 +145,7 @@ async def test_failures_are_found_inspected_and_replayed_in_the_browser(tmp_path
             router, {**base, "id": "evt-refunded", "type": "order.refunded", "data": {**base["data"], "order": "A-3"}}
         )
         await flaky.wait_for(3, timeout=20)
-        await router.wait_for_log(lambda r: r.get("outcome") == "dead" and r.get("channel") == "ops", timeout=20)
+        await router.wait_for_log(lambda r: r.get("outcome") == "failed" and r.get("channel") == "ops", timeout=20)
 
         def browse() -> None:
             with chromium(height=1100) as driver:
@@ -370,9 +370,9 @@ async def test_dead_letters_page_replays_all_matching_and_the_stats_pages_show_t
                     "data": {**data, "order": f"R-{n}"},
                 },
             )
-        deaths = lambda r: r.get("outcome") == "dead" and r.get("event_id") == "evt-dead-2"  # noqa: E731
+        deaths = lambda r: r.get("outcome") == "failed" and r.get("event_id") == "evt-dead-2"  # noqa: E731
         await router.wait_for_log(deaths, timeout=30)
-        await router.wait_for_log(lambda r: r.get("outcome") == "dead" and r.get("event_id") == "evt-dead-1")
+        await router.wait_for_log(lambda r: r.get("outcome") == "failed" and r.get("event_id") == "evt-dead-1")
 
         def browse() -> None:
             with chromium() as driver:

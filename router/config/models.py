@@ -223,6 +223,13 @@ class HmacAuthSpec(StrictModel):
         return value
 
 
+def bearer_long_enough(value: SecretStr | None) -> SecretStr | None:
+    """A bearer token (ingest or console) must not be guessable: at least 16 characters."""
+    if value is not None and len(value.get_secret_value()) < 16:
+        raise ValueError("the bearer token must be at least 16 characters (try: openssl rand -hex 32)")
+    return value
+
+
 class IngestAuthSpec(StrictModel):
     """How POST /events authenticates requests: exactly one of ``bearer`` or ``hmac``."""
 
@@ -232,9 +239,7 @@ class IngestAuthSpec(StrictModel):
     @field_validator("bearer")
     @classmethod
     def _token_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 16:
-            raise ValueError("the bearer token must be at least 16 characters (try: openssl rand -hex 32)")
-        return value
+        return bearer_long_enough(value)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> IngestAuthSpec:
@@ -302,9 +307,7 @@ class UiAuthSpec(StrictModel):
     @field_validator("bearer")
     @classmethod
     def _token_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 16:
-            raise ValueError("the bearer token must be at least 16 characters (try: openssl rand -hex 32)")
-        return value
+        return bearer_long_enough(value)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> UiAuthSpec:

@@ -8,8 +8,6 @@ dead-letter and idempotency behaviour can be driven precisely.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +23,7 @@ from router.state.base import StateStore
 from router.support.metrics import Metrics
 from router.transports.base import Transport
 from router.transports.embedded import EmbeddedTransport
+from tests.polling import until as until  # re-exported: tests import it from here
 
 
 class RecorderConfig(ChannelConfig):
@@ -69,15 +68,6 @@ def test_registry() -> Registry:
     registry = build_registry(get_plugin_manager(load_entry_points=False))
     registry.channels["recorder"] = RecorderChannel
     return registry
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01) -> None:
-    """Poll ``predicate`` until true; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 @dataclass

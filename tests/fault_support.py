@@ -32,6 +32,7 @@ from aiohttp import web
 from router.pipeline.idempotency import idempotency_key
 from router.transports import retry_ladder
 from tests.fakes.http_sink import free_port
+from tests.polling import until as until  # re-exported: tests import it from here
 from tests.serve_support import RouterProcess
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
@@ -487,20 +488,6 @@ async def publish_events(amqp_url: str, exchange: str, event_ids: Sequence[str],
         await connection.close()
 
 
-async def until(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> None:
-    """Poll ``predicate()`` (sync or async) until true; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(interval)
-
-
 async def ready_status(router: RouterProcess) -> int | None:
     """``/readyz``'s status, or None when the router does not answer."""
     try:
@@ -522,7 +509,7 @@ async def finish(scenario: Scenario, count: int, timeout: float) -> dict[str, An
     for channel in scenario.channels:
         expected = scenario.expected(count, channel)
         got = sink.paths[channel].accepted_by_delivery
-        await until(lambda e=expected, g=got: all(g[d] for d in e), timeout, f"every delivery on {channel}")
+        await until(lambda e=expected, g=got: all(g[d] for d in e), f"every delivery on {channel}", timeout=timeout)
     await scenario.stop_routers()  # SIGTERM: in-flight work finishes, so a late duplicate would show
     left = await scenario.leftovers()
     tallies = {channel: sink.tally(channel, scenario.expected(count, channel)) for channel in scenario.channels}
@@ -559,7 +546,7 @@ async def run_crash(
         stats = sink.paths["hook"]
         for point in points:
             target = int(point * events)
-            await until(lambda t=target: len(stats.accepted_by_delivery) >= t, timeout, f"{target} deliveries")
+            await until(lambda t=target: len(stats.accepted_by_delivery) >= t, f"{target} deliveries", timeout=timeout)
             router = scenario.routers[-1]
             assert router.proc is not None
             router.proc.kill()  # SIGKILL: no drain, no ack, no ledger write after this instant
@@ -655,11 +642,11 @@ async def run_broker_blip(
     try:
         router = await scenario.start_router()
         await scenario.publish(events)
-        await until(lambda: sink.arrived["hook"] >= 48, 60, "sends in flight")
+        await until(lambda: sink.arrived["hook"] >= 48, "sends in flight", timeout=60)
         await asyncio.to_thread(rabbit.stop_app)
-        await until(lambda: _is(router, 503), 30, "/readyz 503")
+        await until(lambda: _is(router, 503), "/readyz 503", timeout=30)
         await asyncio.to_thread(rabbit.start_app)
-        await until(lambda: _is(router, 200), 60, "/readyz 200")
+        await until(lambda: _is(router, 200), "/readyz 200", timeout=60)
         result = await finish(scenario, events, timeout)
     finally:
         await scenario.stop_routers()

@@ -7,8 +7,6 @@ the history resumes. A full buffer drops and counts the same way.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +20,7 @@ from router.activity.store import Filter
 from router.core.events import Event
 from router.support.metrics import Metrics
 from tests.fakes.http_sink import HttpSink
+from tests.polling import until
 from tests.postgres_support import PrivatePostgres, postgres_bin
 from tests.serve_support import RouterProcess, scrape_metrics
 from tests.test_serve_embedded import embedded_rules, post_events, setup_project, total
@@ -55,13 +54,6 @@ async def listed_ids(router: RouterProcess) -> set[str] | None:
         if response.status != 200:
             return None
         return {e["event_id"] for e in (await response.json())["events"]}
-
-
-async def until(check: object, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 def batch(prefix: str, n: int = 20) -> list[dict[str, object]]:

@@ -106,15 +106,15 @@ async def test_router_rides_out_a_broker_restart(tmp_path: Path, private_rabbit:
         router = await scenario.start_router()
         await scenario.publish(count)
         stats = sink.paths["hook"]
-        await until(lambda: len(stats.accepted_by_delivery) >= count // 4, 60, "a quarter of the deliveries")
+        await until(lambda: len(stats.accepted_by_delivery) >= count // 4, "a quarter of the deliveries", timeout=60)
         await asyncio.to_thread(private_rabbit.stop_app)
         stopped = time.monotonic()
-        await until(lambda: _status_is(router, 503), 30, "/readyz to report 503 while the broker is down")
+        await until(lambda: _status_is(router, 503), "/readyz to report 503 while the broker is down", timeout=30)
         during = len(stats.accepted_by_delivery)
         await asyncio.sleep(max(0.0, 3.0 - (time.monotonic() - stopped)))  # the outage lasts ~3 s
         assert await ready_status(router) == 503, "ready while the broker is still down"
         await asyncio.to_thread(private_rabbit.start_app)
-        await until(lambda: _status_is(router, 200), 60, "/readyz to report 200 once the broker is back")
+        await until(lambda: _status_is(router, 200), "/readyz to report 200 once the broker is back", timeout=60)
         assert router.proc is not None and router.proc.poll() is None, "the router exited instead of reconnecting"
         result = await finish(scenario, count, 120)
     finally:
@@ -158,7 +158,7 @@ async def test_state_store_restart_loses_and_applies_nothing_twice(tmp_path: Pat
         await scenario.start_router()
         await scenario.publish(count)
         stats = sink.paths["hook"]
-        await until(lambda: len(stats.accepted_by_delivery) >= count // 4, 60, "a quarter of the deliveries")
+        await until(lambda: len(stats.accepted_by_delivery) >= count // 4, "a quarter of the deliveries", timeout=60)
         await redis.stop()
         during = len(stats.accepted_by_delivery)
         await asyncio.sleep(3.0)  # the outage lasts 3 s

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import aiohttp
 import pytest
 
 from tests.fakes.http_sink import HttpSink
+from tests.polling import until
 from tests.serve_support import RouterProcess, Samples, scrape_metrics
 
 RULES = """\
@@ -74,14 +74,6 @@ class Publisher:
 
 def reloads(samples: Samples, result: str) -> float:
     return samples.get(("router_config_reloads_total", (("result", result),)), 0.0)
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def failed_reloads(router: RouterProcess) -> list[dict[str, Any]]:

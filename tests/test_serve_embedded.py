@@ -12,8 +12,7 @@ import json
 import re
 import signal
 import sqlite3
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import aiohttp
 import pytest
 
 from tests.fakes.http_sink import HttpSink, Recorded, Reply
+from tests.polling import until
 from tests.serve_support import ROUTER, RouterProcess, Samples, delete_topology, scrape_metrics, unique_names
 
 PREFETCH = 4
@@ -99,14 +99,6 @@ async def run_cli(root: Path, *args: str, env: dict[str, str] | None = None) -> 
 
 def total(samples: Samples, name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_posted_and_published_events_are_delivered(

@@ -26,3 +26,12 @@ async def until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def until_sync(predicate: Callable[[], object], what: str = "the condition", *, timeout: float = 10.0) -> None:
+    """:func:`until` for code running in a plain thread (no event loop)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.02)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from router.core.delivery import Delivery
 from router.core.events import Event
 from router.core.message import Message, Outcome
 from router.core.redact import register_secrets
+from tests.polling import until_sync
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
@@ -101,6 +103,101 @@ def test_an_event_story_keeps_every_attempt_of_every_channel(store: ActivityStor
     assert by_channel["flaky"]["idempotency_key"] == f"{event('e-1').key}:paid:flaky"
     assert story["outcome"] == "dead"
     assert store.event_story("nope") is None
+
+
+DEFERRED = Outcome("skipped", "deferred 0.05s: channel at its concurrency limit (8)")
+
+
+def test_a_deferral_written_after_its_retry_does_not_hide_the_send(store: ActivityStore) -> None:
+    # Router A defers a delivery; router B runs the retry and writes "sent" first; A's batch
+    # (the arrival and the deferral) lands later. The story reads attempts in the order they began.
+    now = time.time()
+    ev = event("e-deferred")
+    record(store, ("a", now + 0.2, delivery(ev, "hook"), Outcome.sent("HTTP 204"), "sent", 0.01, None, None))
+    record(
+        store,
+        ("e", now, ev, 100, "none", "amqp", "a:1"),
+        ("v", now, ev.id, "paid", "fired", ""),
+        ("a", now, delivery(ev, "hook"), DEFERRED, "skipped", 0.1, None, None),
+    )
+    story = store.event_story(ev.id)
+    assert story is not None
+    assert [a["outcome"] for a in story["deliveries"][0]["attempts"]] == ["skipped", "sent"]
+    assert story["outcome"] == "sent"
+    assert [e["outcome"] for e in store.list_events(Filter())["events"]] == ["sent"]
+
+
+def test_a_retry_buffered_before_its_deferral_in_one_batch_still_counts_as_sent(store: ActivityStore) -> None:
+    now = time.time()
+    ev = event("e-one-batch")
+    record(
+        store,
+        ("e", now, ev, 100, "none", "amqp", "a:1"),
+        ("v", now, ev.id, "paid", "fired", ""),
+        ("a", now + 0.2, delivery(ev, "hook"), Outcome.sent("HTTP 204"), "sent", 0.01, None, None),
+        ("a", now, delivery(ev, "hook"), DEFERRED, "skipped", 0.1, None, None),
+    )
+    assert store.list_events(Filter())["events"][0]["outcome"] == "sent"
+
+
+@pytest.mark.integration
+def test_two_routers_writing_one_event_at_once_agree_on_its_outcome(postgres_dsn: str) -> None:
+    """Router B's retry commits while router A writes the event's arrival: A's summary must include it."""
+    import psycopg
+
+    from router.activity.postgres_store import PostgresActivityStore
+
+    schema = f"activity_race_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    url = f"{postgres_dsn}?options=-csearch_path%3D{schema}"
+    inside, go = threading.Event(), threading.Event()
+
+    class PausingStore(PostgresActivityStore):
+        def _summarise(self, cursor: object, event_ids: set[str]) -> None:
+            super()._summarise(cursor, event_ids)
+            inside.set()  # B's rows are written, not committed
+            go.wait(30)
+
+    router_a, router_b = PostgresActivityStore(url), PausingStore(url)
+    try:
+        router_a.open()
+        router_b.open()
+        now = time.time()
+        ev = event("e-race")
+        b = threading.Thread(
+            target=record,
+            args=(router_b, ("a", now + 0.2, delivery(ev, "hook"), Outcome.sent("HTTP 204"), "sent", 0.01, None, None)),
+        )
+        a = threading.Thread(
+            target=record,
+            args=(
+                router_a,
+                ("e", now, ev, 100, "none", "amqp", "a:1"),
+                ("v", now, ev.id, "paid", "fired", ""),
+                ("a", now, delivery(ev, "hook"), DEFERRED, "skipped", 0.1, None, None),
+            ),
+        )
+        b.start()
+        assert inside.wait(30)
+        a.start()
+        with psycopg.connect(postgres_dsn, autocommit=True) as watcher:
+
+            def a_waits_or_is_done() -> bool:
+                waiting = watcher.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                return not a.is_alive() or waiting.fetchone()[0] > 0  # type: ignore[index]
+
+            until_sync(a_waits_or_is_done, what="router A blocked on B's lock, or finished")
+        go.set()
+        a.join(30)
+        b.join(30)
+        assert router_a.list_events(Filter())["events"][0]["outcome"] == "sent"
+    finally:
+        go.set()
+        router_a.close()
+        router_b.close()
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def test_list_filters_counts_and_cursor(store: ActivityStore) -> None:

@@ -446,9 +446,12 @@ async def test_with_a_bearer_token_the_console_asks_for_it(tmp_path: Path, sinks
                 )
                 field.send_keys("wrong-token-0123456789abcdef")
                 field.submit()
-                field = wait_until(
-                    lambda: driver.find_element("css selector", "form.login input[name=token]"), what="asked again"
+                # The form is drawn again with a refusal; wait for the new one, not the old field.
+                refusal = wait_until(
+                    lambda: driver.find_element("css selector", "form.login [role=alert]"), what="the refusal"
                 )
+                assert "not accepted" in refusal.text
+                field = driver.find_element("css selector", "form.login input[name=token]")
                 assert not driver.find_elements("css selector", "tr[data-event-id]")
                 field.send_keys(token)
                 field.submit()

@@ -5,6 +5,7 @@ Needs psycopg 3 (``pip install router[postgres]``); imported only when this back
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 from router.activity.store import TABLES, SqlStore
@@ -12,6 +13,8 @@ from router.core.redact import redact_url
 
 CONNECT_TIMEOUT = 3  # seconds: an unreachable store must fail fast, the recorder drops and moves on
 _SCHEMA_LOCK = 0x526F7574  # advisory lock: several routers starting at once create the tables once
+_EVENT_LOCKS = 0x41637476  # the (int, int) advisory lock space of the event summaries
+LOCK_BUCKETS = 64
 
 
 class PostgresActivityStore(SqlStore):
@@ -42,6 +45,15 @@ class PostgresActivityStore(SqlStore):
             self._create(cursor)
         conn.commit()
         return conn
+
+    def _lock_events(self, cursor: Any, event_ids: set[str]) -> None:
+        # Two routers may write rows of one event at once (a deferral here, its retry there).
+        # Without a lock each summary reads only its own uncommitted rows and the later commit
+        # wins, wrongly; a row lock cannot help while the event's row is not yet committed. So
+        # each event maps to one of LOCK_BUCKETS transaction locks, taken in one order: at most
+        # that many locks per write, whatever its size, and no deadlock.
+        for bucket in sorted({zlib.crc32(event_id.encode()) % LOCK_BUCKETS for event_id in event_ids}):
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_EVENT_LOCKS, bucket))
 
     def _bucket(self) -> str:
         return "FLOOR((at - %s) / %s)::bigint"

@@ -228,13 +228,22 @@ class SqlStore(ActivityStore):
         conn = self._ensure()
         try:
             cursor = conn.cursor()
-            if batch.events:
+            event_rows = _with_summaries(batch)
+            # Events that arrived in this batch were summarised from it; the others (a retry, a
+            # delivery that outlasted a flush) from all their rows. So were arrivals still pending:
+            # their retry or deferred delivery may already have run on another router, whose rows
+            # only the table holds.
+            arrived = {row[0] for row in batch.events}
+            pending = {row[0] for row in event_rows if row[9] == "pending"}
+            to_summarise = (batch.touched() - arrived) | pending
+            self._lock_events(cursor, to_summarise)
+            if event_rows:
                 cursor.executemany(
                     self._sql(
                         f"INSERT INTO activity_events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                         "ON CONFLICT (event_id) DO NOTHING"
                     ),
-                    _with_summaries(batch),
+                    event_rows,
                 )
             for table, columns, rows in (
                 ("activity_verdicts", _VERDICT_COLUMNS, batch.verdicts),
@@ -244,28 +253,37 @@ class SqlStore(ActivityStore):
                 if rows:
                     marks = ",".join("?" * len(rows[0]))
                     cursor.executemany(self._sql(f"INSERT INTO {table} ({columns}) VALUES ({marks})"), rows)
-            # Events that arrived in this batch were summarised from it; the others (a retry, a
-            # delivery that outlasted a flush) from all their rows.
-            self._summarise(cursor, batch.touched() - {row[0] for row in batch.events})
+            self._summarise(cursor, to_summarise)
             conn.commit()
         except Exception:
             self._reset()
             raise
 
+    def _lock_events(self, cursor: Any, event_ids: set[str]) -> None:
+        """Keep other writers off ``event_ids`` until commit (a store several routers share overrides this)."""
+
     def _summarise(self, cursor: Any, event_ids: set[str]) -> None:
-        """Recompute the outcome, channels and rules fired of ``event_ids`` from their rows."""
+        """Recompute the outcome, channels and rules fired of ``event_ids`` from their rows.
+
+        Rows are read in the order the attempts started, not the order they were written: a
+        router that deferred a delivery may write that attempt after another router wrote the
+        retry that followed it.
+        """
         for event_id in event_ids:
             cursor.execute(
-                self._sql("SELECT rule, channel, outcome, error FROM activity_attempts WHERE event_id = ? ORDER BY id"),
+                self._sql(
+                    "SELECT rule, channel, outcome, error FROM activity_attempts WHERE event_id = ? ORDER BY at, id"
+                ),
                 (event_id,),
             )
             attempts = cursor.fetchall()
             cursor.execute(
-                self._sql("SELECT rule, verdict FROM activity_verdicts WHERE event_id = ? ORDER BY id"), (event_id,)
+                self._sql("SELECT rule, verdict FROM activity_verdicts WHERE event_id = ? ORDER BY at, id"),
+                (event_id,),
             )
             verdicts = cursor.fetchall()
             cursor.execute(
-                self._sql("SELECT rule, outcome FROM activity_jobs WHERE event_id = ? ORDER BY id"), (event_id,)
+                self._sql("SELECT rule, outcome FROM activity_jobs WHERE event_id = ? ORDER BY at, id"), (event_id,)
             )
             jobs = cursor.fetchall()
             fired = list(dict.fromkeys(rule for rule, verdict in verdicts if verdict == "fired"))
@@ -419,13 +437,13 @@ class SqlStore(ActivityStore):
             (event_id,),
         )
         verdicts = self._query(
-            "SELECT rule, verdict, reason, at FROM activity_verdicts WHERE event_id = ? ORDER BY id", (event_id,)
+            "SELECT rule, verdict, reason, at FROM activity_verdicts WHERE event_id = ? ORDER BY at, id", (event_id,)
         )
         attempts = self._query(
-            f"SELECT {_ATTEMPT_COLUMNS} FROM activity_attempts WHERE event_id = ? ORDER BY id", (event_id,)
+            f"SELECT {_ATTEMPT_COLUMNS} FROM activity_attempts WHERE event_id = ? ORDER BY at, id", (event_id,)
         )
         jobs = self._query(
-            "SELECT rule, job, outcome, error, at FROM activity_jobs WHERE event_id = ? ORDER BY id", (event_id,)
+            "SELECT rule, job, outcome, error, at FROM activity_jobs WHERE event_id = ? ORDER BY at, id", (event_id,)
         )
         if not found and not attempts and not verdicts:
             return None
@@ -656,7 +674,7 @@ def _with_summaries(batch: Batch) -> list[tuple[Any, ...]]:
     attempts: dict[str, list[tuple[str, str, str, str | None]]] = {}
     verdicts: dict[str, list[tuple[str, str]]] = {}
     jobs: dict[str, list[tuple[str, str]]] = {}
-    for a in batch.attempts:
+    for a in sorted(batch.attempts, key=lambda a: a[1]):  # by start: a deferral can be recorded after its retry
         attempts.setdefault(a[0], []).append((a[2], a[3], a[9], a[13]))
     for v in batch.verdicts:
         verdicts.setdefault(v[0], []).append((v[2], v[3]))

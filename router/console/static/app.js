@@ -1,6 +1,6 @@
 // The console's entry point: a hash router (#/activity, #/event/<id>, #/dead, #/rules,
 // #/channels, #/overview) and, with ui.auth.bearer, the token form.
-import { api, setToken } from "./api.js";
+import { api, hasToken, setToken } from "./api.js";
 import { h, clear, append } from "./dom.js";
 import { activityView } from "./activity.js";
 import { eventView } from "./event.js";
@@ -30,7 +30,7 @@ async function show() {
   try {
     await api("/api/csrf"); // also tells whether a token is needed
   } catch (error) {
-    if (error.status === 401) return tokenForm();
+    if (error.status === 401) return tokenForm(hasToken());
     append(clear(main), h("p", { class: "status error" }, "The router's API does not answer: " + error.message));
     return;
   }
@@ -42,10 +42,11 @@ async function show() {
   else cleanup = activityView(main, params, navigate);
 }
 
-function tokenForm() {
+function tokenForm(rejected) {
   const input = h("input", { type: "password", name: "token", autocomplete: "current-password", required: true });
   const form = h("form", { class: "login", onsubmit: (e) => { e.preventDefault(); setToken(input.value.trim()); show(); } },
     h("p", null, "This console needs the token set in ui.auth.bearer. It is kept in this tab only."),
+    rejected ? h("p", { class: "status error", role: "alert" }, "That token was not accepted. Check ui.auth.bearer and try again.") : null,
     h("label", { class: "field" }, h("span", null, "Token"), input),
     h("button", { type: "submit" }, "Open the console"),
   );

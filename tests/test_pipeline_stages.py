@@ -193,6 +193,30 @@ async def test_a_full_channel_defers_further_deliveries_as_signed_records_withou
     assert DEFER_META not in back.message.meta, "the mark is not content: removed before sending"
 
 
+async def test_a_burst_on_a_fast_channel_waits_for_slots_in_memory_instead_of_deferring() -> None:
+    # A durable deferral costs a write and a second handling: for a channel whose sends take
+    # milliseconds, a burst that fills its slots must wait a moment, not go round the queue.
+    transport = RecordingTransport()
+    stage = ChannelConcurrency({"fast": 2}, transport=transport, metrics=Metrics())  # type: ignore[arg-type]
+    for _ in range(12):  # sends that take no time teach the stage the channel is fast
+        assert (await stage(delivery("fast"), sent_terminal)).ok
+    release = asyncio.Event()
+
+    async def held(d: Delivery) -> Outcome:
+        await release.wait()
+        return Outcome.sent()
+
+    busy = [asyncio.create_task(stage(delivery("fast"), held)) for _ in range(2)]
+    await asyncio.sleep(0)
+    burst = [asyncio.create_task(stage(delivery("fast"), sent_terminal)) for _ in range(20)]
+    await asyncio.sleep(0)
+    assert not any(task.done() for task in burst), "they wait for a slot"
+    release.set()
+    outcomes = await asyncio.wait_for(asyncio.gather(*busy, *burst), 5)
+    assert all(o.ok for o in outcomes)
+    assert transport.scheduled == [], "nothing was deferred"
+
+
 async def test_before_delivery_hooks_do_not_run_again_on_a_deferred_delivery() -> None:
     from router import hookimpl
     from router.pipeline.concurrency import DEFER_META

@@ -1,12 +1,15 @@
 """Bound the sends in flight per channel, so one slow channel cannot take every worker.
 
-A channel at its limit does not hold the message's handler either: a delivery that finds every
-slot taken is written as a durable retry record (as a throttled or paced one is) and resolved
-at once, so its event is acknowledged and its prefetch slot goes to the next event. The record
-takes a turn in a virtual queue (one send time, as recently measured, per ``limit`` deliveries)
-and comes back then; it takes a free slot, or (back too early) waits again briefly, twice as long
-each time. It keeps its attempt number: waiting is not a failed attempt. Without a transport (tests, tools) a full channel is waited
-for in memory, as before.
+A channel at its limit does not hold the message's handler for long either. A delivery that
+finds every slot taken waits in memory only while the expected wait (the deliveries ahead of it
+times the channel's measured send time, over its limit) is at most :data:`WAIT_IN_MEMORY`: a
+fast channel absorbs a burst at the cost of a moment's wait, not of a durable write and a second
+handling per delivery. Past that, the delivery is written as a durable retry record (as a
+throttled or paced one is) and resolved at once, so its event is acknowledged and its prefetch
+slot goes to the next event. The record takes a turn in a virtual queue (one send time, as
+recently measured, per ``limit`` deliveries) and comes back then; it takes a free slot, or (back
+too early) waits again briefly, twice as long each time. It keeps its attempt number: waiting is
+not a failed attempt. Without a transport (tests, tools) a full channel is waited for in memory.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from router.transports.dead_letters import delivery_headers
 DEFER_META = "x-router-deferred"
 """Message meta of a delivery deferred by a full channel (removed before sending)."""
 MIN_DELAY = 0.05
+WAIT_IN_MEMORY = 0.1  # seconds a delivery may expect to wait for a slot before it is deferred instead
 MAX_DELAY = 30.0
 FIRST_ESTIMATE = 1.0  # seconds per send, until the channel's first send finished
 _SMOOTHING = 0.5  # follows a channel that slows down within a few sends
@@ -42,6 +46,10 @@ class _Channel:
         self.slots = Slots(limit)
         self.send_time = FIRST_ESTIMATE
         self.next_turn = 0.0  # monotonic time of the last turn handed out
+
+    def turn_is_near(self) -> bool:
+        """Whether one more waiter would get a slot within :data:`WAIT_IN_MEMORY`, as sends go now."""
+        return (self.slots.waiting + 1) * self.send_time / self.limit <= WAIT_IN_MEMORY
 
     def delay(self, tries: int) -> float:
         """How long a delivery deferred for the ``tries``-th time waits.
@@ -85,7 +93,7 @@ class ChannelConcurrency:
             meta = delivery.message.meta
             tries = _tries(meta[DEFER_META])
             delivery.message = replace(delivery.message, meta={k: v for k, v in meta.items() if k != DEFER_META})
-        if channel.slots.free == 0 and self.transport is not None:
+        if channel.slots.free == 0 and self.transport is not None and not channel.turn_is_near():
             return await self._defer(delivery, channel, tries + 1)
         async with channel.slots:
             started = time.monotonic()

@@ -29,6 +29,11 @@ class Slots:
         """Slots nobody holds (0 while anyone waits)."""
         return self._free
 
+    @property
+    def waiting(self) -> int:
+        """Callers waiting for a slot (one that gave up may count until a release skips it)."""
+        return len(self._waiters)
+
     async def acquire(self) -> None:
         if self._free > 0:
             self._free -= 1

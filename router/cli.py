@@ -8,6 +8,7 @@ a template that fails to render).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -513,6 +514,17 @@ def plugins(as_json: bool) -> None:
     help="Render every delivery and log it (at INFO) instead of sending it; events are still consumed and"
     " acknowledged. Overrides dry_run in rules.yaml.",
 )
+@click.option(
+    "--workers",
+    default="1",
+    show_default=True,
+    envvar="ROUTER_WORKERS",
+    show_envvar=True,
+    help="Consumer processes, this one included, or 'auto' (one per core). Above 1 needs RabbitMQ and Redis state;"
+    " one HTTP server, one log stream, one /metrics (a worker label).",
+)
+@click.option("--worker-index", type=int, hidden=True)  # a child of --workers: router/app/workers.py
+@click.option("--worker-socket", type=click.Path(path_type=Path), hidden=True)
 @config_option
 def serve(
     broker_url: str | None,
@@ -525,6 +537,9 @@ def serve(
     no_watch: bool,
     loop: str,
     dry_run: bool,
+    workers: str,
+    worker_index: int | None,
+    worker_socket: Path | None,
     config_path: Path | None,
 ) -> None:
     """Run the router: consume events, deliver notifications, serve HTTP.
@@ -535,14 +550,31 @@ def serve(
     """
     import asyncio
 
-    from router.app.server import ServeOptions
+    from router.app.server import ServeOptions, WorkersFailed
     from router.app.server import serve as run_server
+    from router.app.workers import BROKER_ENV, parse_workers
     from router.support.logs import configure_logging
 
     if log_level.upper() not in LOG_LEVELS:  # a usage error, before anything starts
         fail(f"--log-level: {log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    try:
+        processes = parse_workers(workers)
+    except ValueError as error:
+        fail(f"--workers: {error}")
     path = resolve_config_path(config_path)  # no rules.yaml: exit 2 before logging is set up
-    configure_logging("json" if log_format == "json" else "text", log_level)
+    if worker_index is not None and broker_url is None:
+        # The parent's --broker, passed in the environment: a command line is visible to every user.
+        broker_url = os.environ.get(BROKER_ENV)
+    if worker_index is not None:
+        number: int | None = worker_index
+    else:
+        number = 0 if processes > 1 else None
+    configure_logging("json" if log_format == "json" else "text", log_level, worker=number)
+    child_args = ["--log-format", log_format, "--log-level", log_level, "--shutdown-timeout", str(shutdown_timeout)]
+    child_args += ["--loop", loop, *(["--dry-run"] if dry_run else [])]
+    for flag, value in (("--queue", queue), ("--exchange", exchange)):
+        if value is not None:
+            child_args += [flag, value]
     options = ServeOptions(
         config_path=path,
         broker_url=broker_url,
@@ -552,6 +584,11 @@ def serve(
         shutdown_timeout=shutdown_timeout,
         watch=not no_watch,
         dry_run=dry_run,
+        workers=processes if worker_index is None else 1,
+        worker_args=tuple(child_args),
+        worker_index=worker_index,
+        worker_socket=worker_socket,
+        worker_env={BROKER_ENV: broker_url} if broker_url is not None else {},
     )
     from router.transports import TransportError
 
@@ -561,6 +598,8 @@ def serve(
             runner.run(run_server(options))
     except ConfigError as error:
         fail(format_config_error(error))
+    except WorkersFailed as error:
+        fail(f"stopped: {error}", code=1)
     except TransportError as error:  # its message names the broker or file, never a password
         fail(f"could not start: {scrub_error(error)}")
     except (OSError, ConnectionError, ValueError) as error:  # ValueError: an unusable URL or address

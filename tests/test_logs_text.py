@@ -47,3 +47,33 @@ def test_reload_failure_text_line_does_not_repeat_the_problems_as_json() -> None
     assert text.count("tempalte") == 1
     assert text.endswith('trigger="file change"')
     assert '"problems": [' in JsonFormatter().format(made).replace('"problems":[', '"problems": [')
+
+
+def test_every_line_of_a_worker_carries_its_number_in_both_formats() -> None:
+    import io
+    import json
+
+    from router.support.logs import configure_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        for fmt in ("text", "json"):
+            configure_logging(fmt, "INFO", worker=1)
+            stream = io.StringIO()
+            root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+            logging.getLogger("router.test").info("hello", extra={"fields": {"a": 1}})
+            logging.getLogger("other.library").warning("plain")
+            first, second = stream.getvalue().splitlines()
+            if fmt == "json":
+                assert json.loads(first)["worker"] == 1 and json.loads(second)["worker"] == 1
+            else:
+                assert first.endswith("hello a=1 worker=1") and second.endswith("plain worker=1")
+        configure_logging("text", "INFO")  # one process: no such field
+        stream = io.StringIO()
+        root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+        logging.getLogger("router.test").info("hello")
+        assert "worker" not in stream.getvalue()
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])

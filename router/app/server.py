@@ -5,14 +5,20 @@ connect the transport -> start HTTP -> consume. SIGHUP or a change to rules.yaml
 reloads (validated fully before it is swapped in; a bad one keeps the old running). SIGTERM or
 SIGINT stops consuming, lets in-flight messages finish within ``shutdown_timeout`` (a second
 signal stops waiting: what is unfinished is redelivered after a restart), then closes.
+
+With ``workers`` above 1 this process is worker 0 and starts the others once it consumes
+(:mod:`router.app.workers`); it forwards SIGTERM/SIGINT and SIGHUP to them, reloads them after
+its own reload on a file change, and waits for them before it exits. A child (``worker_index``
+set) serves no HTTP and watches no files; its metrics are read from ``worker_socket``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
@@ -23,6 +29,7 @@ from router.activity.recorder import NullRecorder, Recorder
 from router.app import gc_tuning as heap
 from router.app.story import with_not_matched
 from router.app.watchdog import Watchdog, stall_after_from_env
+from router.app.workers import KILL_MARGIN, Supervisor, check_workers, child_argv
 from router.config.models import BrokerConfig
 from router.console import routes as console
 from router.console.guard import ConsoleGuard
@@ -56,6 +63,15 @@ class ServeOptions:
     watch: bool = True
     watch_interval: float = 1.0
     dry_run: bool = False  # log deliveries instead of sending them, whatever rules.yaml says
+    workers: int = 1  # consumer processes, this one included (router/app/workers.py)
+    worker_args: tuple[str, ...] = ()  # what the children are given besides the config path
+    worker_index: int | None = None  # set in a child: its number (1..workers-1)
+    worker_socket: Path | None = None  # a child's metrics, read by the parent
+    worker_env: dict[str, str] = field(default_factory=dict)  # added to the children's environment
+
+
+class WorkersFailed(Exception):
+    """A child of ``--workers`` kept exiting: the parent gave up and stopped."""
 
 
 class Server:
@@ -73,6 +89,7 @@ class Server:
         self._background: set[asyncio.Task[object]] = set()
         self._signals: list[signal.Signals] = []
         self.watchdog: Watchdog | None = None
+        self.supervisor: Supervisor | None = None
 
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT (or :meth:`stop`)."""
@@ -83,11 +100,14 @@ class Server:
         runtime = build_runtime(self.options.config_path, registry)
         install_record_keys(runtime)
         broker = self._broker_config(runtime)
+        if self.options.worker_index is None:
+            check_workers(self.options.workers, broker, runtime.config.state.url)
         state = open_state_store(runtime.config.state.url)
         transport = open_transport(broker)
         engine: Engine | None = None
         recorder = self._recorder(runtime, broker)
         runner: web.AppRunner | None = None
+        metrics_site: web.AppRunner | None = None
         watcher: asyncio.Task[None] | None = None
         started = False
         # One try for every step: whatever fails (RabbitMQ down, the port taken) closes what
@@ -120,6 +140,11 @@ class Server:
             await transport.start(engine.handle, prefetch=broker.prefetch)
             self._start_watchdog(engine)
             await engine.start()  # the digest flusher: buckets left open by a restart go out on time
+            if self.options.workers > 1 and self.options.worker_index is None and not self.stopping.is_set():
+                self._start_workers()
+            if self.options.worker_socket is not None:
+                metrics_site = await self._serve_worker_metrics(self.options.worker_socket)
+                self._watch_parent()
             started = True
             kind = "RabbitMQ" if broker.url else f"embedded queue {broker.embedded_path}"
             fields = {"transport": kind, "rules": len(runtime.config.rules), "dry_run": engine.generation.dry_run}
@@ -130,7 +155,9 @@ class Server:
                 watcher.cancel()
             await transport.stop_consuming()
             await self._drain(engine)
+            await self._stop_workers()
         finally:
+            await self._stop_workers()
             self._remove_signals()
             if watcher is not None:
                 watcher.cancel()
@@ -138,6 +165,8 @@ class Server:
                 task.cancel()
             if runner is not None:
                 await runner.cleanup()
+            if metrics_site is not None:
+                await metrics_site.cleanup()
             # The transport first: it cancels handlers still running after the timeout (their
             # messages are redelivered), so that no handler uses a channel being closed.
             await transport.close()
@@ -148,6 +177,45 @@ class Server:
             await state.close()
             if started:
                 log.info("router stopped")
+        if self.supervisor is not None and self.supervisor.failed:
+            raise WorkersFailed(self.supervisor.failed)
+
+    def _start_workers(self) -> None:
+        """Start the children (the configuration is valid and this process consumes already)."""
+        argv = child_argv(self.options.config_path, self.options.worker_args)
+        self.supervisor = Supervisor(self.options.workers, argv, on_give_up=self.stop, env=self.options.worker_env)
+        self.supervisor.start()
+
+    async def _stop_workers(self) -> None:
+        if self.supervisor is not None and not self.supervisor.waited:
+            await self.supervisor.wait_stopped(self.options.shutdown_timeout + KILL_MARGIN)
+
+    async def _serve_worker_metrics(self, path: Path) -> web.AppRunner:
+        """A child's metrics on a unix socket only the parent's user can reach (its folder is 0700)."""
+
+        async def metrics(_: web.Request) -> web.Response:
+            return web.Response(body=self.metrics.render())
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.UnixSite(runner, str(path)).start()
+        return runner
+
+    def _watch_parent(self) -> None:
+        """A child stops when its parent is gone (killed -9): it must not consume on its own."""
+        parent = os.getppid()
+
+        async def watch() -> None:
+            while os.getppid() == parent:
+                await asyncio.sleep(1.0)
+            log.error("the parent process is gone; stopping")
+            self.stop()
+
+        task: asyncio.Task[object] = asyncio.create_task(watch())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _start_watchdog(self, engine: Engine) -> None:
         """Turn /readyz to 503 when the consumer stops making progress while messages wait."""
@@ -243,6 +311,10 @@ class Server:
                 open_files,
             )
         guard = ConnectionGuard(max_connections=cap, header_timeout=limits.header_timeout)
+
+        async def every_worker(own: bytes) -> bytes:
+            return own if self.supervisor is None else await self.supervisor.metrics(own)
+
         app = build_app(
             transport=engine.transport,
             metrics=self.metrics,
@@ -251,6 +323,7 @@ class Server:
             # Asked per request: a reload's new token or limit applies to the next request.
             ingest=IngestGuard(lambda: engine.runtime.config, max_event_bytes=broker.max_body_bytes).settings,
             guard=guard,
+            more_metrics=every_worker if self.options.workers > 1 else None,
         )
         console_guard = ConsoleGuard(lambda: engine.runtime.config, host)
         console.install(app, console_guard)
@@ -282,6 +355,10 @@ class Server:
         loop.add_signal_handler(signal.SIGINT, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_soon, "SIGHUP")
         self._signals = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
+        if self.options.worker_index is not None:
+            # The parent started this child with them blocked (router/app/workers.py): one sent
+            # while it was starting is delivered now, to these handlers.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, self._signals)
 
     def _remove_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -290,6 +367,8 @@ class Server:
         self._signals = []
 
     def _reload_soon(self, why: str) -> None:
+        if self.supervisor is not None:
+            self.supervisor.send(signal.SIGHUP)
         # Keep a reference: the event loop holds tasks weakly, and a collected task never runs.
         task: asyncio.Task[object] = asyncio.create_task(self.reload(why))
         self._background.add(task)
@@ -300,6 +379,8 @@ class Server:
         if self.stopping.is_set():
             self._forced.set()
         self.stopping.set()
+        if self.supervisor is not None:
+            self.supervisor.terminate()
 
     async def reload(self, why: str) -> bool:
         """Load the configuration again; swap it in only if it is entirely valid."""
@@ -352,8 +433,8 @@ class Server:
         """Reload when rules.yaml or a template changes (mtime polling: no extra dependency)."""
         while True:
             await asyncio.sleep(self.options.watch_interval)
-            if self._watched() != self._snapshot:
-                await self.reload("file change")
+            if self._watched() != self._snapshot and await self.reload("file change") and self.supervisor:
+                self.supervisor.send(signal.SIGHUP)  # the children watch no files
 
 
 def private_paths(runtime: Runtime, *stores: object) -> list[Path]:

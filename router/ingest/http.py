@@ -27,7 +27,7 @@ import asyncio
 import json
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
@@ -132,8 +132,12 @@ def build_app(
     max_event_bytes: int,
     ingest: Callable[[], IngestSettings] | None = None,
     guard: ConnectionGuard | None = None,
+    more_metrics: Callable[[bytes], Awaitable[bytes]] | None = None,
 ) -> web.Application:
     """The aiohttp application serving the endpoints above.
+
+    ``more_metrics`` turns this process's exposition into the one ``/metrics`` answers (with
+    ``router serve --workers``: every process's, labelled by worker).
 
     ``ingest`` gives the authentication and request limits in force, asked per request so that
     a reload applies to the next one; without it requests are not authenticated. ``guard``
@@ -260,7 +264,10 @@ def build_app(
             depth = None
         if depth is not None:
             metrics.queue_depth.set(depth)
-        response = web.Response(body=metrics.render())
+        body = metrics.render()
+        if more_metrics is not None:
+            body = await more_metrics(body)
+        response = web.Response(body=body)
         response.headers["Content-Type"] = METRICS_CONTENT_TYPE
         return response
 

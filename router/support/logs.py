@@ -5,6 +5,9 @@ Callers pass the structured fields in ``extra={"fields": {...}}``; the formatter
 says the same in words (JSON lines keep every field).
 Field values are produced by the router itself (ids, names, outcomes, scrubbed reasons), never
 raw configuration values, so no secret reaches a log line.
+
+With ``router serve --workers N`` every process logs to the same stream, and each line carries
+the process's ``worker`` (0 for the parent, which serves HTTP; 1..N-1 for its consumers).
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             payload.update(fields)
+        worker = getattr(record, "worker", None)
+        if worker is not None:
+            payload["worker"] = worker
         if record.exc_info and record.exc_info[0] is not None:
             payload["exception"] = record.exc_info[0].__name__
         return json.dumps(payload, default=str, ensure_ascii=False)
@@ -51,6 +57,9 @@ class TextFormatter(logging.Formatter):
             shown = [f"{k}={_text_value(v)}" for k, v in fields.items() if k not in hidden]
             if shown:
                 line += " " + " ".join(shown)
+        worker = getattr(record, "worker", None)
+        if worker is not None:
+            line += f" worker={worker}"
         if record.exc_info and record.exc_info[0] is not None:
             line += f" exception={record.exc_info[0].__name__}"
         return line
@@ -74,12 +83,30 @@ _BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
 """Bidirectional embeddings, overrides and isolates: they can make a log line read differently."""
 
 
-def configure_logging(fmt: LogFormat = "text", level: str = "INFO") -> None:
-    """Send the router's logs to stderr in ``fmt``; quiet chatty libraries."""
+class WorkerFilter(logging.Filter):
+    """Stamps every record with the number of the process that wrote it (``--workers``)."""
+
+    def __init__(self, worker: int) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.worker
+        return True
+
+
+def configure_logging(fmt: LogFormat = "text", level: str = "INFO", *, worker: int | None = None) -> None:
+    """Send the router's logs to stderr in ``fmt``; quiet chatty libraries.
+
+    ``worker``: this process's number among ``router serve --workers``' processes, added to
+    every line (None: one process, no such field).
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     # On the handler, so that every record is scrubbed, whichever library's logger made it.
     handler.addFilter(SecretFilter())
+    if worker is not None:
+        handler.addFilter(WorkerFilter(worker))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -415,3 +415,30 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+def merge_by_worker(expositions: Sequence[tuple[str, bytes]], *extra: CollectorRegistry) -> bytes:
+    """One Prometheus text exposition of several processes' (``router serve --workers``).
+
+    ``expositions`` are (worker number, text) pairs; each sample gets a ``worker`` label with
+    its process's number, and a family appears once, with the samples of every process.
+    ``extra`` registries (the parent's own supervision metrics) are added as they are.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families: dict[str, Metric] = {}
+    for worker, text in expositions:
+        for family in text_string_to_metric_families(text.decode("utf-8")):
+            merged = families.get(family.name)
+            if merged is None:
+                merged = families[family.name] = Metric(family.name, family.documentation, family.type)
+            for sample in family.samples:
+                merged.add_sample(sample.name, {**sample.labels, "worker": worker}, sample.value)
+
+    class _Merged:
+        def collect(self) -> Iterable[Metric]:
+            yield from families.values()
+            for registry in extra:
+                yield from registry.collect()
+
+    return generate_latest(_Merged())

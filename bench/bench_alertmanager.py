@@ -14,16 +14,20 @@ POST to one local sink (bench/sink.py: aiohttp, keep-alive, its own process). Ro
   rules.yaml) with ``broker.url`` amqp: ``POST /events`` publishes to RabbitMQ (confirmed),
   then the router consumes; a fresh exchange and queue per round, deleted after it;
 - ``router-embedded``: the same with no broker: the embedded SQLite queue;
-- ``router-amqp-warning``, ``router-embedded-warning``: the same at ``--log-level WARNING``.
+- ``router-amqp-warning``, ``router-embedded-warning``: the same at ``--log-level WARNING``;
+- ``router-amqp-redis``: ``router-amqp`` with Redis state (a redis-server of its own per round,
+  no persistence), the baseline of the next row;
+- ``router-amqp-workers2``: ``router-amqp-redis`` as ``router serve --workers 2`` (two consumer
+  processes; ``--workers`` above 1 needs RabbitMQ and Redis state).
 
-Both routers use SQLite state, 10 rules (one matches each event) and a ``webhook`` channel at
+The routers use SQLite state unless the row says Redis, 10 rules (one matches each event) and a ``webhook`` channel at
 its default options. Rounds alternate between the rows (the order rotates each round) and
 each round starts the system fresh; ``uptime`` is printed before each round.
 
 Figures (medians of the rounds): notifications/s is N over the time from the first POST to
 the last arrival at the sink; CPU us per notification is the system's user + system time from
-/proc/<pid>/stat over the same span (every thread, and for the router any child process; the
-RabbitMQ broker's CPU is not included); p50 and p99 latency run from the start of the POST that
+/proc/<pid>/stat over the same span (every thread, and for the router any child process, so
+every worker; the RabbitMQ broker's and redis-server's CPU is not included); p50 and p99 latency run from the start of the POST that
 carried an event to its arrival at the sink (``time.monotonic()`` in both processes, one clock
 on Linux). Correctness, every round: the sink saw each event exactly once (no duplicate, no
 unparsed request), the system exited cleanly on SIGTERM, and the router's queues (RabbitMQ's
@@ -43,9 +47,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import tempfile
@@ -266,6 +273,8 @@ class RouterRow:
     transport: str  # "amqp" or "embedded"
     log_level: str  # "INFO" (the default) or "WARNING"
     tree: Path | None = None  # PYTHONPATH for the router (None: this checkout)
+    state: str = "sqlite"  # or "redis": a private redis-server per round
+    workers: int = 1  # router serve --workers
 
 
 async def start_router(sink: harness.Sink, row: RouterRow, profile: Path | None) -> Started:
@@ -275,10 +284,12 @@ async def start_router(sink: harness.Sink, row: RouterRow, profile: Path | None)
         broker: dict[str, Any] = topology.broker_config()
     else:
         broker = {"url": "", "embedded_path": "queue.db"}
+    redis = await start_redis() if row.state == "redis" else None
     workspace = harness.make_workspace(
         broker=broker,
         channels={"hook": {"type": "webhook", "url": sink.url("/router")}},
         rules=harness.tenant_rules(10, channel="hook"),
+        state_url=redis.url if redis is not None else None,
     )
     env = {"PYTHONPATH": str(row.tree)} if row.tree is not None else None
     router = harness.RouterProcess(
@@ -289,6 +300,7 @@ async def start_router(sink: harness.Sink, row: RouterRow, profile: Path | None)
         profile=profile,
         py_spy_options=["--native", "--subprocesses"],
         env=env,
+        extra_args=["--workers", str(row.workers)] if row.workers > 1 else [],
     )
     started = Started(
         pid=router.router_pid(),
@@ -298,6 +310,8 @@ async def start_router(sink: harness.Sink, row: RouterRow, profile: Path | None)
         log_tail=router.log_tail,
         cleanup=[lambda: shutil.rmtree(workspace.root, ignore_errors=True)],
     )
+    if redis is not None:
+        started.cleanup.append(redis.stop)
     if topology is not None:
 
         async def queues_empty() -> None:
@@ -325,6 +339,52 @@ async def start_router(sink: harness.Sink, row: RouterRow, profile: Path | None)
         raise
     started.pid = router.router_pid()
     return started
+
+
+@dataclass
+class PrivateRedis:
+    """A redis-server of a row's own (fresh each round, as the RabbitMQ topology is): no persistence."""
+
+    process: harness.Process
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self.process.stop()
+        shutil.rmtree(self.process.log_path.parent, ignore_errors=True)
+
+
+async def start_redis() -> PrivateRedis:
+    binary = shutil.which("redis-server")
+    check(binary is not None, "redis-server is not installed (the Redis rows need one)")
+    assert binary is not None
+    port = harness.free_port()
+    folder = Path(tempfile.mkdtemp(prefix="bench-redis-"))
+    args = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(folder),
+    ]
+    process = harness.Process("redis", args, cwd=folder)
+
+    def listening() -> bool:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+        return False
+
+    await harness.wait_for(listening, timeout=20, what="redis-server to listen", alive=process.alive)
+    return PrivateRedis(process, port)
 
 
 async def run_all(actions: list[Callable[[], Any]]) -> None:
@@ -386,7 +446,15 @@ async def measure(
 # ----------------------------------------------------------------------------- the run
 
 
-ROW_NAMES = ["alertmanager", "router-amqp", "router-embedded", "router-amqp-warning", "router-embedded-warning"]
+ROW_NAMES = [
+    "alertmanager",
+    "router-amqp",
+    "router-embedded",
+    "router-amqp-warning",
+    "router-embedded-warning",
+    "router-amqp-redis",
+    "router-amqp-workers2",
+]
 
 
 def router_rows(args: argparse.Namespace) -> dict[str, RouterRow]:
@@ -396,9 +464,12 @@ def router_rows(args: argparse.Namespace) -> dict[str, RouterRow]:
             continue
         transport = "amqp" if "amqp" in name else "embedded"
         level = "WARNING" if name.endswith("-warning") else "INFO"
-        rows[name] = RouterRow(transport, level)
+        redis = name.endswith(("-redis", "-workers2"))
+        rows[name] = RouterRow(
+            transport, level, state="redis" if redis else "sqlite", workers=2 if "workers2" in name else 1
+        )
         if args.compare_tree is not None and name in args.compare_rows.split(","):
-            rows[f"{name}-{args.compare_label}"] = RouterRow(transport, level, args.compare_tree.resolve())
+            rows[f"{name}-{args.compare_label}"] = dataclasses.replace(rows[name], tree=args.compare_tree.resolve())
     return rows
 
 

@@ -385,6 +385,7 @@ class RouterProcess(Process):
         env: dict[str, str] | None = None,
         watch: bool = False,  # True: `router serve`'s default (polls rules.yaml and templates)
         py_spy_options: Sequence[str] = (),
+        extra_args: Sequence[str] = (),  # more `router serve` options (e.g. --workers 2)
     ) -> None:
         self.http_port = free_port()
         args = [
@@ -401,6 +402,7 @@ class RouterProcess(Process):
         ]
         if not watch:
             args.append("--no-watch")
+        args += extra_args
         environment = {"ROUTER_LOAD_PLUGINS": "router-bench-plugin", **(env or {})}
         if loop != "default":
             args += ["--loop", loop]

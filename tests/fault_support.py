@@ -4,6 +4,11 @@ a receiver that counts effects and transmissions, and a router scenario to run t
 The shared RabbitMQ (5672) and Redis (6379) are never stopped: a broker outage is a private
 RabbitMQ node (own node name, ports and data directory), a state-store outage a private
 redis-server, both started here and torn down by their owner.
+
+``ROUTER_FAULT_WORKERS=2`` runs every scenario's router as ``router serve --workers 2``, with
+Redis state (``ROUTER_TEST_REDIS_URL``, default db 15 on 6379) where a scenario uses SQLite
+and each channel's concurrency split between the processes: the same checks, against one
+command of several processes.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from tests.polling import until as until  # re-exported: tests import it from he
 from tests.serve_support import RouterProcess
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
+WORKERS = int(os.environ.get("ROUTER_FAULT_WORKERS", "1"))
 
 
 def _rabbit_tool(name: str) -> str | None:
@@ -364,6 +370,14 @@ class Scenario:
     prefetch: int = 256
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     routers: list[RouterProcess] = field(default_factory=list)
+    workers: int = WORKERS
+
+    def __post_init__(self) -> None:
+        if self.workers > 1 and self.state_url.startswith("sqlite"):  # several processes need shared state
+            self.state_url = os.environ.get("ROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+        # A channel's concurrency bounds each process: split it, so that the scenario's sends in
+        # flight (and so its pace, which the faults are timed against) stay those of one router.
+        self.concurrency = max(1, self.concurrency // self.workers)
 
     @property
     def exchange(self) -> str:
@@ -404,7 +418,8 @@ rules:
         return [f"{event_id}:all:{channel}" for event_id in self.event_ids(count)]
 
     async def start_router(self, timeout: float = 60.0) -> RouterProcess:
-        router = RouterProcess(self.root, args=("--log-level", "WARNING", "--no-watch"))
+        args = ("--log-level", "WARNING", "--no-watch", "--workers", str(self.workers))
+        router = RouterProcess(self.root, args=args)
         self.routers.append(router)
         return await router.start(timeout)
 

@@ -516,6 +516,7 @@ def plugins(as_json: bool) -> None:
 )
 @click.option(
     "--workers",
+    metavar="N|auto",
     default="1",
     show_default=True,
     envvar="ROUTER_WORKERS",

@@ -13,16 +13,10 @@ import pytest
 from router.config.models import Rule
 from router.core.errors import ConfigError
 from router.core.events import Event
-from router.matching.index import (
-    RuleIndex,
-    compile_conditions,
-    compile_pattern,
-    naive_match,
-    path_error,
-    pattern_error,
-    pattern_matches,
-    rule_problems,
-)
+from router.core.patterns import compile_pattern, pattern_error, pattern_matches
+from router.matching.codegen import compile_conditions
+from router.matching.conditions import path_error
+from router.matching.index import RuleIndex, naive_match, rule_problems
 from router.matching.paths import MISSING, compile_path, lookup
 
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from router.config.models import Rule
 from router.core.events import Event
-from router.matching.index import RuleIndex, compile_pattern, naive_match, pattern_matches
+from router.core.patterns import compile_pattern, pattern_matches
+from router.matching.index import RuleIndex, naive_match
 
 # Strategies are built once, at import: building them inside composites dominated run time.
 

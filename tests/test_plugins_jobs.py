@@ -16,7 +16,7 @@ import router.plugins.manager as plugin_manager
 from router import ChannelRef, Job, JobContext, NoOptions, UnknownChannelError
 from router.cli import cli
 from router.plugins.registry import Registry
-from tests.builders import event_bytes, event_object
+from tests.builders import event_bytes, event_object, make_event
 from tests.engine_support import Harness, RecorderChannel, start_harness, until
 from tests.engine_support import test_registry as recorder_registry
 
@@ -378,7 +378,7 @@ async def test_a_publish_id_that_no_event_may_carry_is_refused_naming_the_rule()
     from datetime import UTC, datetime
 
     from router.config.models import Rule
-    from router.core.events import MAX_ID_LENGTH, Event
+    from router.core.events import MAX_ID_LENGTH
     from router.core.message import Message, Outcome
     from router.jobs.context import RuleJobContext
 
@@ -407,7 +407,7 @@ async def test_a_publish_id_that_no_event_may_carry_is_refused_naming_the_rule()
     from router.jobs.context import ScopedJobState
 
     ctx = RuleJobContext(
-        event=Event("x", "e", "s", datetime.now(UTC), {}),
+        event=make_event(type="x", id="e", source="s", time=datetime.now(UTC)),
         rule=Rule.model_validate({"name": "r", "on": "x", "job": "j"}),
         options=NoOptions(),
         state=ScopedJobState(NoState(), "j"),

@@ -23,6 +23,7 @@ from router.config.models import OPERATORS, Rule
 from router.core.errors import ConfigError
 from router.core.events import Event
 from router.matching.index import RuleIndex, compile_pattern, naive_match, pattern_matches
+from tests.builders import make_event
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -89,7 +90,7 @@ def rule_sets(draw: st.DrawFn) -> list[Rule]:
 
 @st.composite
 def events(draw: st.DrawFn) -> Event:
-    return Event(
+    return make_event(
         type=draw(st.sampled_from(["order.created", "order.paid", "a.b"])),
         id=draw(st.sampled_from(["e1", "1", ""])),
         source="svc",
@@ -181,7 +182,7 @@ def test_ordering_of_mismatched_types_is_false(
     rule = Rule.model_validate({"name": "r", "on": "**", "when": {"data.v": {operator: operand}}, "channels": ["c"]})
     index = RuleIndex([rule], compile_after=compile_after)
     data = {"v": value} if present else {}
-    event = Event("a.b", "e", "s", datetime(2024, 1, 1, tzinfo=UTC), data)
+    event = make_event(data, type="a.b", id="e", source="s", time=datetime(2024, 1, 1, tzinfo=UTC))
     expected = present and _oracle(operator, value, operand)
     for _ in range(2):
         assert bool(index.match(event)) is expected, (operator, operand, value)
@@ -197,7 +198,9 @@ def test_a_path_with_a_huge_index_finds_nothing() -> None:
         Rule.model_validate({"name": "s", "on": "**", "when": {f"data.b.{huge}": {"eq": 1}}, "channels": ["c"]}),
     ]
     index = RuleIndex(rules, compile_after=0)
-    event = Event("a.b", "e", "s", datetime(2024, 1, 1, tzinfo=UTC), {"a": [1, 2], "b": {huge: 1}})
+    event = make_event(
+        {"a": [1, 2], "b": {huge: 1}}, type="a.b", id="e", source="s", time=datetime(2024, 1, 1, tzinfo=UTC)
+    )
     assert [rule.name for rule in index.match(event)] == ["r", "s"]  # a list has no such element; a dict may
 
 
@@ -279,7 +282,7 @@ def small_events(draw: st.DrawFn) -> Event:
             data[key] = draw(pool)
     if draw(st.booleans()):
         data["n"] = {"m": draw(values)}
-    return Event(
+    return make_event(
         type=draw(event_types),
         id="e",
         source="svc",
@@ -311,7 +314,9 @@ routing_rules = st.lists(
     ]
 )
 routing_events = st.builds(
-    lambda event_type, x: Event(event_type, "e", "s", datetime(2024, 5, 1, tzinfo=UTC), {"x": x}),
+    lambda event_type, x: make_event(
+        {"x": x}, type=event_type, id="e", source="s", time=datetime(2024, 5, 1, tzinfo=UTC)
+    ),
     event_types,
     keyed,
 )
@@ -330,7 +335,10 @@ def test_compiled_pattern_agrees_with_reference(pattern: str, event_type: str) -
     expected = pattern_matches(pattern, event_type)
     assert compile_pattern(pattern)(event_type) is expected
     index = RuleIndex([Rule.model_validate({"name": "r", "on": pattern, "channels": ["c"]})])
-    assert bool(index.match(Event(event_type, "e", "s", datetime(2024, 1, 1, tzinfo=UTC), {}))) is expected
+    assert (
+        bool(index.match(make_event(type=event_type, id="e", source="s", time=datetime(2024, 1, 1, tzinfo=UTC))))
+        is expected
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -338,7 +346,7 @@ def test_compiled_pattern_agrees_with_reference(pattern: str, event_type: str) -
 def test_a_domain_glob_takes_every_type_of_that_domain(domain: str, event_type: str) -> None:
     # `on: "<domain>/**"` takes the domain itself and every `<domain>/...` type, and nothing else.
     index = RuleIndex([Rule.model_validate({"name": "r", "on": f"{domain}/**", "channels": ["c"]})])
-    event = Event(event_type, "e", "s", datetime(2024, 1, 1, tzinfo=UTC), {})
+    event = make_event(type=event_type, id="e", source="s", time=datetime(2024, 1, 1, tzinfo=UTC))
     expected = event_type == domain or event_type.startswith(domain + "/")
     assert bool(index.match(event)) is expected
     assert pattern_matches(f"{domain}/**", event_type) is expected

@@ -24,6 +24,7 @@ from router.core.delivery import Delivery
 from router.core.events import Event
 from router.core.message import Message, Outcome
 from router.core.redact import register_secrets
+from tests.builders import make_event
 from tests.polling import until_sync
 
 
@@ -52,7 +53,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ActivitySt
 
 
 def event(event_id: str, type: str = "order.paid", subject: str | None = None, **data: object) -> Event:
-    return Event(type=type, id=event_id, source="shop", time=datetime.now(UTC), data=dict(data), subject=subject)
+    return make_event(dict(data), type=type, id=event_id, source="shop", time=datetime.now(UTC), subject=subject)
 
 
 def delivery(ev: Event, channel: str, attempt: int = 1, rule: str = "paid") -> Delivery:

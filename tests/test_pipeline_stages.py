@@ -12,7 +12,6 @@ import pytest
 from router.channels.base import Channel, ChannelConfig
 from router.config.models import RetryPolicy
 from router.core.delivery import Delivery
-from router.core.events import Event
 from router.core.message import Message, Outcome
 from router.pipeline.backoff import retry_delay
 from router.pipeline.chain import Next, chain
@@ -22,10 +21,11 @@ from router.pipeline.idempotency import ALREADY_SENT, SkipIfSent
 from router.pipeline.send import Send
 from router.state import open_state_store
 from router.support.metrics import Metrics
+from tests.builders import make_event
 
 
 def delivery(channel: str = "a") -> Delivery:
-    event = Event(type="t.x", id="e1", source="s", time=datetime.now(UTC), data={})
+    event = make_event(type="t.x", id="e1", source="s", time=datetime.now(UTC))
     return Delivery(event=event, rule="r", channel=channel, channel_type="test", message=Message("t", "b"))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,7 +84,7 @@ async def test_poison_oversize_and_schema_failures_are_in_the_activity(
     )
     router = await RouterProcess(tmp_path).start()
     routers.append(router)
-    await post_events(router, {"type": "user.created", "id": "u-bad", "subject": "sub-1", "data": {"name": 7}})
+    await post_events(router, {"type": "user.created", "id": "u-bad", "subject": "sub-1", "data": {"name": 7, "n": 1}})
     await post_events(router, {"type": "user.created", "id": "u-good", "data": {"name": "Ada", "age": 36, "n": 1}})
     # Undecodable and oversize bytes, as another writer of the queue file (or a broken client) leaves them.
     big = json.dumps({"type": "user.created", "id": "u-big", "data": {"pad": "x" * 5000}}).encode()
@@ -120,7 +121,7 @@ async def test_poison_oversize_and_schema_failures_are_in_the_activity(
     assert story["event"] == {"id": poison_id(POISON), "routing_key": "user.created"}
     assert "hunter2" not in json.dumps(story) + json.dumps(answer), "the bytes of a poison message are not kept"
     story = await api(router, "/api/events/u-bad")
-    assert story["event"]["data"] == {"name": 7} and story["rejection"]["reason"] == "schema"
+    assert story["event"]["data"] == {"name": 7, "n": 1} and story["rejection"]["reason"] == "schema"
     assert story["rules"] == [], "a rejected event was never matched: no not_matched verdicts"
 
     # The CLI: the store directly, and through the API.
@@ -134,6 +135,20 @@ async def test_poison_oversize_and_schema_failures_are_in_the_activity(
     assert poison["rejection"]["dead_letter_id"] in trace and "outcome: rejected" in trace
     trace = await run_cli(tmp_path, "trace", "u-bad", "--url", router.url)
     assert "rejected (schema)" in trace and "not_matched" not in trace, trace
+
+    # Once the schema is fixed (a reload), `router replay --outcome rejected` sends the schema
+    # failure through again and its story becomes a delivery; poison has no event to replay.
+    (tmp_path / "rules.yaml").write_text((tmp_path / "rules.yaml").read_text().replace(SCHEMAS, ""))
+    router.signal(signal.SIGHUP)
+    await router.wait_for_log(lambda r: r.get("msg") == "configuration reloaded")
+    done = await run_cli(tmp_path, "replay", "--outcome", "rejected", "--yes")
+    assert "replayed 1 dead letter(s) of 3 event(s); 2 event(s) had none left" in done, done
+
+    async def delivered() -> bool:
+        story = await api(router, "/api/events/u-bad")
+        return story["outcome"] == "sent" and story["rejection"] is None
+
+    await until(delivered, "the replayed schema failure delivered", timeout=30)
 
 
 @pytest.fixture
@@ -187,3 +202,34 @@ async def test_a_flood_of_rejections_is_bounded_by_the_buffer(tmp_path: Path) ->
         assert store.list_events(Filter(limit=1))["counts"]["rejected"] == 100
     finally:
         await recorder.close()
+
+
+async def test_forged_and_unreadable_retry_records_are_rejected_under_their_own_id(tmp_path: Path) -> None:
+    from router.transports.base import Incoming
+    from tests.engine_support import start_harness
+    from tests.test_records_signing import forged_payload
+
+    rules = (
+        "version: 1\nchannels: {out: {type: recorder}}\n"
+        "rules: [{name: signup, on: user.signed_up, template: t, channels: [out]}]\n"
+    )
+    harness = await start_harness(tmp_path, rules, {"t.j2": "{% block title %}t{% endblock %}"})
+    store = SqliteActivityStore(tmp_path / "activity.db")
+    recorder = Recorder(store, metrics=harness.metrics, transport="embedded", interval=60)
+    await recorder.start()
+    harness.engine.activity = recorder  # the path under test reads it per message
+    try:
+        forged = forged_payload("signup", "out")  # claims event forged-1, unsigned
+        for body in (forged, b"\x00 not a record"):
+            await harness.engine.handle(Incoming(kind="retry", body=body, headers={"x-router-event-id": "victim"}))
+        await recorder.flush()
+        listed = {e["event_id"]: e for e in store.list_events(Filter(outcome="rejected"))["events"]}
+        assert set(listed) == {poison_id(forged), poison_id(b"\x00 not a record")}
+        # The signature is checked first: bytes that are no record at all fail it too.
+        assert {e["rejection"]["reason"] for e in listed.values()} == {"forged"}
+        letters = {letter.id for letter in await harness.transport.dlq_list()}
+        assert {e["rejection"]["dead_letter_id"] for e in listed.values()} <= letters
+        assert store.event_story("victim") is None and store.event_story("forged-1") is None
+    finally:
+        await recorder.close()
+        await harness.close()

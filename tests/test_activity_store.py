@@ -354,6 +354,24 @@ def test_rejected_messages_are_listed_filtered_and_told(store: ActivityStore) ->
     assert [d["channel"] for d in schema["deliveries"]] == ["ops"]
 
 
+def test_a_rejected_event_that_comes_back_tells_its_new_story(store: ActivityStore) -> None:
+    now = time.time()
+    ev = event("again", n=1)
+    record(store, rejected("again", now, "schema", "data.n: wrong", letter="dl-1", event=ev))
+    record(store, rejected("again", now + 1, "schema", "data.n: still wrong", letter="dl-2", event=ev))
+    story = store.event_story("again")
+    assert story is not None and story["rejection"]["dead_letter_id"] == "dl-2"
+    assert story["rejection"]["error"] == "data.n: still wrong"
+    # Replayed once its schema was fixed: routed and sent, no longer rejected.
+    story_of(store, ev, now + 2, {"hook": [("sent", Outcome.sent())]})
+    story = store.event_story("again")
+    assert story is not None and story["outcome"] == "sent" and story["rejection"] is None
+    assert story["schema"] == "none"
+    # A routed event's row is never replaced by a later rejection of the same id.
+    record(store, rejected("again", now + 3, "schema", "data.n: wrong", letter="dl-3", event=ev))
+    assert store.list_events(parse_filter({"q": "again"}))["events"][0]["outcome"] == "sent"
+
+
 def test_a_rejection_keeps_no_bytes_and_no_secret(store: ActivityStore) -> None:
     secret = f"s3cr3t-{uuid.uuid4().hex}"
     register_secrets(secret)

@@ -120,6 +120,9 @@ _EVENT_COLUMNS = (
     "event_id, at, type, source, subject, transport, process, size, schema_verdict, outcome, envelope, "
     "channels, rules_fired, failed, reason, error, dead_letter_id"
 )
+_REPLACE_REJECTED = ", ".join(
+    f"{column} = excluded.{column}" for column in (c.strip() for c in _EVENT_COLUMNS.split(",")) if column != "event_id"
+)
 # Columns added after the first release: added to an existing table when the store opens.
 _ADDED_EVENT_COLUMNS = (("reason", "TEXT"), ("error", "TEXT"), ("dead_letter_id", "TEXT"))
 _VERDICT_COLUMNS = "event_id, at, rule, verdict, reason"
@@ -255,7 +258,10 @@ class SqlStore(ActivityStore):
                 cursor.executemany(
                     self._sql(
                         f"INSERT INTO activity_events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                        "ON CONFLICT (event_id) DO NOTHING"
+                        # An event seen before keeps its row, unless that row is a rejection: a
+                        # rejected event replayed (say, once its schema was fixed) tells its new story.
+                        f"ON CONFLICT (event_id) DO UPDATE SET {_REPLACE_REJECTED} "
+                        f"WHERE activity_events.outcome = '{REJECTED}'"
                     ),
                     event_rows,
                 )

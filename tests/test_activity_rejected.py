@@ -92,12 +92,21 @@ async def test_poison_oversize_and_schema_failures_are_in_the_activity(
     await queue.connect()
     try:
         await queue.publish_event(POISON, routing_key="user.created")
+        await queue.publish_event(POISON, routing_key="user.created")  # the same bytes again: one entry
         await queue.publish_event(big, routing_key="user.created")
     finally:
         await queue.close()
 
+    letters: dict[str, dict[str, Any]] = {}
+
+    async def four_letters() -> bool:
+        nonlocal letters
+        letters = {letter["id"]: letter for letter in json.loads(await run_cli(tmp_path, "dlq", "list", "--json"))}
+        return len(letters) == 4
+
+    await until(four_letters, "four dead letters (a schema failure, poison twice, oversize)", timeout=30)
     rejected = await listed(router, {"u-bad", poison_id(POISON), poison_id(big)})
-    letters = {letter["id"]: letter for letter in json.loads(await run_cli(tmp_path, "dlq", "list", "--json"))}
+    assert len(rejected) == 3
     schema_failure = rejected["u-bad"]
     assert schema_failure["outcome"] == "rejected" and schema_failure["type"] == "user.created"
     assert schema_failure["subject"] == "sub-1" and schema_failure["schema"] == "refused"

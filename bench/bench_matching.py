@@ -33,7 +33,9 @@ from typing import Any
 
 from router.config.models import Rule
 from router.core.events import Event
-from router.matching.index import RuleIndex, compile_conditions, compile_pattern, naive_match
+from router.core.patterns import compile_pattern
+from router.matching.codegen import compile_conditions
+from router.matching.index import RuleIndex, naive_match
 
 DOMAINS = ["billing", "user", "planet", "space", "order", "ship", "team", "auth", "report", "media"]
 ENTITIES = ["item", "account", "invoice", "session", "task", "crew", "fleet", "badge", "file", "plan"]

@@ -863,9 +863,11 @@ def _activity_options(func: F) -> F:
             click.option("--channel", default=None, help="Only events delivered (or not) to this channel."),
             click.option(
                 "--outcome",
-                type=click.Choice(["sent", "failed", "dead", "skipped", "pending", "dry_run"]),
+                # records.OUTCOMES, written out: importing it here would slow every command's start.
+                type=click.Choice(["sent", "failed", "dead", "skipped", "pending", "dry_run", "rejected"]),
                 default=None,
-                help="Only events with this outcome (failed: at least one failed attempt).",
+                help="Only events with this outcome (failed: at least one failed attempt; rejected: "
+                "never routed: undecodable, oversize, failing its schema or a forged retry record).",
             ),
             click.option("-q", "--query", "q", default=None, help="An event id, or a subject prefix."),
             click.option("--url", default=None, help="Use the JSON API of a running router (http://host:port)."),

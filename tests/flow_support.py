@@ -3,7 +3,6 @@ a router config builder. The channel is a plugin of our own, not a stand-in for 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from router.runtime.runtime import build_runtime
 from router.state.base import StateStore
 from router.support.metrics import Metrics
 from router.transports.base import Transport
+from tests.builders import event_bytes
 from tests.engine_support import Harness, test_registry, write_config
 
 
@@ -94,7 +94,7 @@ rules:
 
 
 def event(type_: str, event_id: str, **data: Any) -> bytes:
-    return json.dumps({"type": type_, "id": event_id, "data": data}).encode()
+    return event_bytes(type_, event_id, data)
 
 
 TEMPLATES = {

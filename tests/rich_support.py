@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from router.channels.base import Channel
-from router.core.events import Event
 from router.core.message import Message
 from router.templating.filters import BUILTIN_FILTERS
 from router.templating.templates import Rendered, Templates, build_context
-
-
-def make_event(data: dict[str, Any], **fields: Any) -> Event:
-    values: dict[str, Any] = {
-        "type": "planet.completed",
-        "id": "evt-1",
-        "source": "game",
-        "time": datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
-        "data": data,
-    }
-    values.update(fields)
-    return Event(**values)
+from tests.builders import make_event
 
 
 def write(folder: Path, files: dict[str, str]) -> Templates:

@@ -4,7 +4,6 @@ the API of any one of them shows the events of all three (docs/activity.md, "Sto
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -14,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.builders import event_bytes
 from tests.fakes.http_sink import HttpSink
 from tests.serve_support import RouterProcess, amqp_rules, delete_topology, publish_amqp, unique_names
 
@@ -68,10 +68,7 @@ async def test_one_api_shows_the_events_of_three_routers(
         routers = [RouterProcess(tmp_path) for _ in range(3)]
         try:
             await asyncio.gather(*(router.start() for router in routers))
-            events = [
-                ("order.paid", json.dumps({"type": "order.paid", "id": f"{tag}-{n}", "data": {}}).encode())
-                for n in range(total)
-            ]
+            events = [("order.paid", event_bytes("order.paid", f"{tag}-{n}")) for n in range(total)]
             await publish_amqp(rabbitmq_url, names["exchange"], events)
             await hook.wait_for(total, timeout=90)
             async with aiohttp.ClientSession() as session:

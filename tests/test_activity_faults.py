@@ -17,8 +17,8 @@ import pytest
 from router.activity.recorder import Recorder
 from router.activity.sqlite_store import SqliteActivityStore
 from router.activity.store import Filter
-from router.core.events import Event
 from router.support.metrics import Metrics
+from tests.builders import make_event
 from tests.fakes.http_sink import HttpSink
 from tests.polling import until
 from tests.postgres_support import PrivatePostgres, postgres_bin
@@ -114,7 +114,7 @@ async def test_a_full_buffer_drops_and_counts_without_waiting(tmp_path: Path, ca
     await recorder.start()
     try:
         for n in range(150):
-            recorder.event(Event("t.x", f"e{n}", "s", datetime.now(UTC), {}), 10, "none")
+            recorder.event(make_event(type="t.x", id=f"e{n}", source="s", time=datetime.now(UTC)), 10, "none")
         assert metrics.activity_dropped.get() == 50
         assert caplog.text.count("activity buffer full") == 1
         await recorder.flush()

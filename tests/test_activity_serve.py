@@ -1,6 +1,7 @@
 """Activity against a real `router serve` (docs/activity.md): the trace of an event with one
 channel retried then sent and another dead-lettered, `router activity --json` against its JSON
-Schema, the API's CSRF protection and replay, and the API staying off beyond loopback without auth.
+Schema, the API's CSRF protection and replay, and the API staying off beyond loopback without auth
+until a reload sets ui.auth.
 """
 
 from __future__ import annotations
@@ -139,6 +140,50 @@ async def test_api_is_off_beyond_loopback_without_ui_auth(tmp_path: Path, router
     async with aiohttp.ClientSession() as session, session.get(f"{router.url}/api/activity") as response:
         assert response.status == 404
     assert "beyond loopback" in router.logs()
+
+
+async def test_a_reload_adding_ui_auth_beyond_loopback_turns_the_api_on(
+    tmp_path: Path, routers: list[RouterProcess]
+) -> None:
+    import os
+    import signal
+    import subprocess
+
+    from tests.serve_support import ROUTER
+
+    token = "r" * 24
+    rules = embedded_rules("  hook: {type: console}", "  - {name: n, on: '**', template: note, channels: [hook]}")
+    setup_project(tmp_path, rules)
+    router = RouterProcess(tmp_path)
+    with open(router.log_path, "ab") as log:
+        router.proc = subprocess.Popen(
+            [ROUTER, "serve", "--http", f"0.0.0.0:{router.port}", "--log-format", "json"],
+            cwd=tmp_path,
+            stderr=log,
+            env={**os.environ, "UI_TOKEN": token},
+        )
+    routers.append(router)
+    await router.wait_ready(30)
+    bearer = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        async with session.get(f"{router.url}/api/activity", headers=bearer) as response:
+            assert response.status == 404
+        (tmp_path / "rules.yaml").write_text(rules + "ui: {auth: {bearer: '${UI_TOKEN}'}}\n")
+        router.signal(signal.SIGHUP)
+        await router.wait_for_log(lambda r: r.get("msg") == "configuration reloaded")
+        async with session.get(f"{router.url}/api/activity") as response:
+            assert response.status == 401 and response.headers["WWW-Authenticate"].startswith("Bearer ")
+        async with session.get(f"{router.url}/api/activity", headers=bearer) as response:
+            assert response.status == 200, await response.text()
+        # The same guard checks CSRF on the API's POSTs, the token notwithstanding.
+        replay = {"event_ids": ["nothing"]}
+        async with session.post(f"{router.url}/api/replay", json=replay, headers=bearer) as response:
+            assert response.status == 403 and "CSRF" in (await response.json())["error"]
+        async with session.get(f"{router.url}/api/csrf", headers=bearer) as response:
+            csrf = (await response.json())["token"]
+        headers = {**bearer, "X-CSRF-Token": csrf}
+        async with session.post(f"{router.url}/api/replay", json=replay, headers=headers) as response:
+            assert response.status == 200 and (await response.json())["skipped"] == 1
 
 
 async def test_ui_auth_bearer_guards_the_api(tmp_path: Path, routers: list[RouterProcess]) -> None:

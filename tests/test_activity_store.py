@@ -24,6 +24,7 @@ from router.core.delivery import Delivery
 from router.core.events import Event
 from router.core.message import Message, Outcome
 from router.core.redact import register_secrets
+from tests.builders import make_event
 from tests.polling import until_sync
 
 
@@ -52,7 +53,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ActivitySt
 
 
 def event(event_id: str, type: str = "order.paid", subject: str | None = None, **data: object) -> Event:
-    return Event(type=type, id=event_id, source="shop", time=datetime.now(UTC), data=dict(data), subject=subject)
+    return make_event(dict(data), type=type, id=event_id, source="shop", time=datetime.now(UTC), subject=subject)
 
 
 def delivery(ev: Event, channel: str, attempt: int = 1, rule: str = "paid") -> Delivery:
@@ -218,7 +219,15 @@ def test_list_filters_counts_and_cursor(store: ActivityStore) -> None:
     answer = store.list_events(parse_filter({"since": "1h"}))
     ids = [e["event_id"] for e in answer["events"]]
     assert ids[:3] == ["old", "late", "bad"] and "ancient" not in ids
-    assert answer["counts"] == {"sent": 6, "failed": 2, "dead": 1, "skipped": 1, "pending": 0, "dry_run": 0}
+    assert answer["counts"] == {
+        "sent": 6,
+        "failed": 2,
+        "dead": 1,
+        "skipped": 1,
+        "pending": 0,
+        "dry_run": 0,
+        "rejected": 0,
+    }
     assert [e["event_id"] for e in store.list_events(parse_filter({"outcome": "dead"}))["events"]] == ["bad"]
     assert {e["event_id"] for e in store.list_events(parse_filter({"outcome": "failed"}))["events"]} == {"bad", "late"}
     assert [e["event_id"] for e in store.list_events(parse_filter({"type": "user.*"}))["events"]] == ["bad"]
@@ -275,6 +284,130 @@ def test_flow_control_verdicts_and_jobs(store: ActivityStore) -> None:
     assert story is not None
     assert [(r["rule"], r["verdict"]) for r in story["rules"]] == [("paid", "deduped"), ("audit", "fired")]
     assert story["jobs"][0]["outcome"] == "dead" and story["outcome"] == "dead"
+
+
+def rejected(event_id: str, at: float, reason: str, error: str, **extra: object) -> tuple[object, ...]:
+    """A recorder item for a rejected message, as Recorder.rejected buffers it."""
+    return (
+        "r",
+        at,
+        event_id,
+        extra.get("size", 9),
+        reason,
+        error,
+        extra.get("letter"),
+        extra.get("event"),
+        extra.get("routing_key"),
+        "embedded",
+        "test:1",
+    )
+
+
+def test_rejected_messages_are_listed_filtered_and_told(store: ActivityStore) -> None:
+    now = time.time()
+    refused = event("bad-1", type="user.created", subject="u-1", n="x")
+    record(
+        store,
+        rejected(
+            "poison-abc",
+            now,
+            "poison",
+            "body is not JSON: Expecting value at line 1 column 1",
+            letter="dl-1",
+            routing_key="order.paid",
+            size=8,
+        ),
+        rejected("bad-1", now + 1, "schema", "data.n: 'x' is not of type 'integer'", letter="dl-2", event=refused),
+    )
+    story_of(store, event("ok-1"), now + 2, {"hook": [("sent", Outcome.sent())]})
+    # The failure notification of the schema failure is delivered under the event's id: its
+    # attempt is part of the story, and does not turn the rejection into a delivery outcome.
+    note = Delivery(refused, "on_failure", "ops", "console", Message("failed", "b"), 1)
+    record(store, ("a", now + 3, note, Outcome.sent(), "sent", 0.01, None, None))
+
+    answer = store.list_events(Filter())
+    by_id = {e["event_id"]: e for e in answer["events"]}
+    assert by_id["poison-abc"]["outcome"] == "rejected" and by_id["bad-1"]["outcome"] == "rejected"
+    assert by_id["poison-abc"]["rejection"] == {
+        "reason": "poison",
+        "error": "body is not JSON: Expecting value at line 1 column 1",
+        "dead_letter_id": "dl-1",
+    }
+    assert by_id["poison-abc"]["type"] == "order.paid" and by_id["poison-abc"]["size"] == 8
+    assert by_id["poison-abc"]["schema"] is None and by_id["bad-1"]["schema"] == "refused"
+    assert by_id["ok-1"]["rejection"] is None
+    assert answer["counts"]["rejected"] == 2 and answer["counts"]["sent"] == 1 and answer["counts"]["failed"] == 0
+    only = store.list_events(parse_filter({"outcome": "rejected"}))
+    assert sorted(e["event_id"] for e in only["events"]) == ["bad-1", "poison-abc"]
+    assert [e["event_id"] for e in store.list_events(parse_filter({"type": "order.*"}))["events"]] == [
+        "ok-1",
+        "poison-abc",
+    ]
+
+    poison = store.event_story("poison-abc")
+    assert poison is not None
+    assert poison["event"] == {"id": "poison-abc", "routing_key": "order.paid"}
+    assert poison["outcome"] == "rejected" and poison["rejection"]["dead_letter_id"] == "dl-1"
+    schema = store.event_story("bad-1")
+    assert schema is not None
+    assert schema["event"]["type"] == "user.created" and schema["event"]["subject"] == "u-1"
+    assert schema["outcome"] == "rejected" and schema["rejection"]["reason"] == "schema"
+    assert [d["channel"] for d in schema["deliveries"]] == ["ops"]
+
+
+def test_a_rejected_event_that_comes_back_tells_its_new_story(store: ActivityStore) -> None:
+    now = time.time()
+    ev = event("again", n=1)
+    record(store, rejected("again", now, "schema", "data.n: wrong", letter="dl-1", event=ev))
+    record(store, rejected("again", now + 1, "schema", "data.n: still wrong", letter="dl-2", event=ev))
+    story = store.event_story("again")
+    assert story is not None and story["rejection"]["dead_letter_id"] == "dl-2"
+    assert story["rejection"]["error"] == "data.n: still wrong"
+    # Replayed once its schema was fixed: routed and sent, no longer rejected.
+    story_of(store, ev, now + 2, {"hook": [("sent", Outcome.sent())]})
+    story = store.event_story("again")
+    assert story is not None and story["outcome"] == "sent" and story["rejection"] is None
+    assert story["schema"] == "none"
+    # A routed event's row is never replaced by a later rejection of the same id.
+    record(store, rejected("again", now + 3, "schema", "data.n: wrong", letter="dl-3", event=ev))
+    assert store.list_events(parse_filter({"q": "again"}))["events"][0]["outcome"] == "sent"
+
+
+def test_a_rejection_keeps_no_bytes_and_no_secret(store: ActivityStore) -> None:
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    register_secrets(secret)
+    long_reason = f"the decoder failed near https://user:{secret}@example.com/x " + "y" * 1000
+    record(store, rejected("poison-long", time.time(), "poison", long_reason))
+    story = store.event_story("poison-long")
+    assert story is not None
+    error = story["rejection"]["error"]
+    assert secret not in repr(story) and len(error) <= 300 and error.endswith("...")
+
+
+def test_a_store_written_before_rejections_gains_their_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:  # the events table as the first release created it
+        conn.execute(
+            """CREATE TABLE activity_events (
+            event_id TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL, type TEXT NOT NULL, source TEXT, subject TEXT,
+            transport TEXT, process TEXT, size INTEGER, schema_verdict TEXT, outcome TEXT NOT NULL,
+            failed INTEGER NOT NULL DEFAULT 0, channels TEXT NOT NULL DEFAULT '{}',
+            rules_fired TEXT NOT NULL DEFAULT '[]', envelope TEXT)"""
+        )
+        conn.execute(
+            "INSERT INTO activity_events (event_id, at, type, outcome) VALUES ('old', ?, 'a.b', 'sent')", (time.time(),)
+        )
+    store = open_store(f"sqlite:///{path}")
+    store.open()
+    try:
+        record(store, rejected("poison-new", time.time(), "oversize", "body of 9 bytes exceeds 8"))
+        listed = {e["event_id"]: e for e in store.list_events(Filter())["events"]}
+        assert listed["old"]["rejection"] is None and listed["old"]["outcome"] == "sent"
+        assert listed["poison-new"]["rejection"]["reason"] == "oversize"
+    finally:
+        store.close()
 
 
 def test_no_registered_secret_is_stored(store: ActivityStore) -> None:

@@ -1,4 +1,8 @@
-"""The Discord channel, checked on the wire: apprise's real request, rerouted to a local server."""
+"""The Discord channel, checked on the wire: apprise's real request, rerouted to a local server.
+
+What Discord and Slack share (failure classification, timeouts, refused connections, wrong
+URLs) is tested for both in test_channels_chat.py.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from pydantic import ValidationError
 from router.channels.discord import DiscordChannel, DiscordConfig
 from router.core.message import Message, Outcome
 from tests.fakes import intercept
-from tests.fakes.http_sink import HttpSink, Reply, free_port
+from tests.fakes.http_sink import HttpSink, Reply
 
 URL = "https://discord.com/api/webhooks/112233445566/Tok3n_SECRET-value"
 
@@ -97,51 +101,10 @@ async def test_long_messages_respect_discord_limits(sink: HttpSink) -> None:
     assert 1900 < len(content) <= 2000 and content.endswith("…")
 
 
-@pytest.mark.parametrize(
-    ("replies", "status", "reason", "retry_after"),
-    [
-        ([Reply(200)], "sent", "", None),
-        ([Reply(204)], "sent", "", None),
-        ([Reply(400, {"message": "Invalid Form Body"})], "failed", "HTTP 400 Bad Request", None),
-        ([Reply(401)], "failed", "HTTP 401 Unauthorized", None),
-        ([Reply(403)], "failed", "HTTP 403 Forbidden", None),
-        ([Reply(404, {"message": "Unknown Webhook"})], "failed", "HTTP 404 Not Found", None),
-        # Apprise retries a 429 once by itself; both answers are rate limits here.
-        ([Reply(429), Reply(429)], "retry", "HTTP 429 Too Many Requests", None),
-        ([Reply(429, headers={"Retry-After": "3"})] * 2, "retry", "HTTP 429 Too Many Requests", 3.0),
-        ([Reply(429, {"message": "You are being rate limited.", "retry_after": 1.75})] * 2, "retry", None, 1.75),
-        ([Reply(500)], "retry", "HTTP 500 Internal Server Error", None),
-        ([Reply(502)], "retry", "HTTP 502 Bad Gateway", None),
-        ([Reply(503)], "retry", "HTTP 503 Service Unavailable", None),
-    ],
-)
-async def test_classification_through_apprise(
-    sink: HttpSink, replies: list[Reply], status: str, reason: str | None, retry_after: float | None
-) -> None:
-    sink.reply(*replies)
-    outcome = await send(Message("t", "b"))
-    assert outcome.status == status
-    if reason is not None:
-        assert outcome.reason == reason
-    assert outcome.retry_after == retry_after
-
-
 async def test_a_429_then_success_is_sent(sink: HttpSink) -> None:
     sink.reply(Reply(429), Reply(204))
     assert (await send(Message("t", "b"))).ok
     assert len(sink.requests) == 2
-
-
-async def test_timeout_through_apprise(sink: HttpSink) -> None:
-    sink.reply(Reply(hang=True))
-    outcome = await send(Message("t", "b"), timeout="500ms")
-    assert outcome == Outcome.retryable("timeout after 500ms")
-
-
-async def test_refused_connection_through_apprise() -> None:
-    with intercept.redirect({"discord.com": f"http://127.0.0.1:{free_port()}"}):
-        outcome = await send(Message("t", "b"))
-    assert outcome == Outcome.retryable("connection refused")
 
 
 async def test_apprise_object_built_once_per_channel(sink: HttpSink, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,22 +125,6 @@ async def test_apprise_object_built_once_per_channel(sink: HttpSink, monkeypatch
         await channel.aclose()
     assert len(built) == 1
     assert len(sink.requests) == 6
-
-
-@pytest.mark.parametrize(
-    ("url", "message"),
-    [
-        ("https://hooks.slack.com/services/T000/B000/XXXX", "use `type: slack`"),
-        ("mailto://user:pass@example.com", "use `type: email`"),
-        ("https://discord.com/api/webhooks/notanumber/x", "expected a Discord webhook URL"),
-        ("https://example.com/api/webhooks/1/x", "expected a Discord webhook URL"),
-    ],
-)
-def test_wrong_urls_are_config_errors(url: str, message: str) -> None:
-    with pytest.raises(ValidationError) as info:
-        DiscordConfig(type="discord", url=url)
-    assert message in str(info.value)
-    assert "XXXX" not in str(info.value) and "pass" not in str(info.value)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,8 @@
-"""The Slack channel, checked on the wire: apprise's real request, rerouted to a local server."""
+"""The Slack channel, checked on the wire: apprise's real request, rerouted to a local server.
+
+What Discord and Slack share (failure classification, timeouts, refused connections, wrong
+URLs) is tested for both in test_channels_chat.py.
+"""
 
 from __future__ import annotations
 
@@ -82,45 +86,10 @@ async def test_message_limit_without_blocks(sink: HttpSink) -> None:
     assert attachment["text"].endswith("…")
 
 
-@pytest.mark.parametrize(
-    ("reply", "status", "reason"),
-    [
-        (Reply(200, "ok"), "sent", ""),
-        (Reply(400, "invalid_payload"), "failed", "HTTP 400 Bad Request"),
-        (Reply(403, "invalid_token"), "failed", "HTTP 403 Forbidden"),
-        (Reply(404, "no_service"), "failed", "HTTP 404 Not Found"),
-        (Reply(429, headers={"Retry-After": "30"}), "retry", "HTTP 429 Too Many Requests"),
-        (Reply(500), "retry", "HTTP 500 Internal Server Error"),
-        (Reply(200, "not ok"), "failed", None),
-    ],
-)
-async def test_classification(sink: HttpSink, reply: Reply, status: str, reason: str | None) -> None:
-    sink.reply(reply)
-    outcome = await send(Message("t", "b"))
-    assert outcome.status == status
-    if reason is not None:
-        assert outcome.reason == reason
-
-
 async def test_native_url_with_channel(sink: HttpSink) -> None:
     assert (await send(Message("t", "b"), url="slack://Bot@T0001AAAA/B0002BBBB/SeCrEtToKeN/#alerts")).ok
     payload = sink.requests[0].json()
     assert (payload["username"], payload["channel"]) == ("Bot", "#alerts")
-
-
-@pytest.mark.parametrize(
-    ("url", "message"),
-    [
-        ("https://discord.com/api/webhooks/1/abcdef", "use `type: discord`"),
-        ("https://hooks.slack.com/workflows/T1/A2/B3/C4", "expected a Slack incoming-webhook URL"),
-        ("slack://onlyone", "expected a Slack incoming-webhook URL"),
-    ],
-)
-def test_wrong_urls_are_config_errors(url: str, message: str) -> None:
-    with pytest.raises(ValidationError) as info:
-        SlackConfig(type="slack", url=url)
-    assert message in str(info.value)
-    assert "abcdef" not in str(info.value)
 
 
 def test_option_errors() -> None:

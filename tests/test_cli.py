@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from router.cli import cli
+from tests.builders import event_object
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,7 +95,9 @@ def test_render_names_template_line_and_undefined_variable(project: Path) -> Non
         "{% block title %}done{% endblock %}\n{% block body %}\n{{ data.user.nmae }}\n{% endblock %}\n"
     )
     event = project / "space.json"
-    event.write_text(json.dumps({"type": "space.completed", "data": {"user": {"name": "Ada"}, "space": {"name": "S"}}}))
+    event.write_text(
+        json.dumps(event_object("space.completed", None, {"user": {"name": "Ada"}, "space": {"name": "S"}}))
+    )
     result = run(project, "render", "--rule", "space-completed", "--event", str(event))
     assert result.exit_code == 2
     assert "space_completed.j2" in result.output
@@ -129,7 +132,9 @@ def test_test_shows_matched_rules_and_explains_the_others(project: Path) -> None
 def test_test_explain_names_the_failing_condition(project: Path) -> None:
     easy = project / "easy.json"
     easy.write_text(
-        json.dumps({"type": "planet.completed", "data": {"user": {"id": 1, "name": "B"}, "planet": {"difficulty": 1}}})
+        json.dumps(
+            event_object("planet.completed", None, {"user": {"id": 1, "name": "B"}, "planet": {"difficulty": 1}})
+        )
     )
     result = run(project, "test", str(easy), "--explain")
     assert "no rule matched" in result.output
@@ -284,7 +289,7 @@ def test_render_previews_a_digest_rule_as_a_batch_of_one(tmp_path: Path) -> None
         "version: 1\nchannels: {console: {type: console}}\nrules:\n"
         "  - {name: d, on: '**', template: d, channels: [console], digest: {window: 5m}}\n"
     )
-    (tmp_path / "e.json").write_text(json.dumps({"type": "planet.completed", "data": {"user": "ada"}}))
+    (tmp_path / "e.json").write_text(json.dumps(event_object("planet.completed", None, {"user": "ada"})))
     result = run(tmp_path, "render", "--rule", "d", "--event", str(tmp_path / "e.json"), "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == [{"channel": "console", "title": "1 planets", "body": "- ada"}]

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 import textwrap
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from pydantic import BaseModel, ValidationError
@@ -16,22 +13,7 @@ from router.config import load_config, load_config_text
 from router.config.validate import issues_from_validation_error
 from router.core.errors import ConfigError, Problem
 from router.plugins.registry import Registry
-
-DATA = Path(__file__).parent / "data" / "config"
-
-
-def _plugins() -> ModuleType:
-    # tests/data is not a package; load the shared test plugins by path, once per session.
-    name = "config_test_plugins"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, DATA / "plugins.py")
-        assert spec and spec.loader
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-plugins = _plugins()
+from tests import config_plugins as plugins
 
 CHANNELS = """\
 channels:
@@ -43,7 +25,7 @@ channels:
 
 @pytest.fixture
 def registry() -> Registry:
-    return plugins.make_registry()  # type: ignore[no-any-return]
+    return plugins.make_registry()
 
 
 @pytest.fixture

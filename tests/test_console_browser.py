@@ -4,6 +4,7 @@ One event is delivered (Discord, through the intercepted apprise request), one's
 twice then succeeds, one's Slack channel is dead-lettered. In the console: the live list shows
 them, "failed" narrows it to the two that failed, the dead one's page shows the error and the
 Slack message as rendered; once the sink recovers, replaying it from the page delivers it.
+A schema failure and a poison message show under the "rejected" count with their reasons.
 The escaping test puts script tags, an ``onerror`` image and ``javascript:`` links in event
 data and templates, and checks that nothing runs and no such link is followable.
 """
@@ -288,6 +289,51 @@ async def test_event_data_is_shown_as_text_and_nothing_in_it_runs(tmp_path: Path
                     assert state == {"pwned": None, "images": 0, "scripts": 1}, state
                     errors = browser_errors(driver)
                     assert not [e for e in errors if "Content Security Policy" in e or "pwned" in e], errors
+
+        await asyncio.to_thread(browse)
+    finally:
+        await router.stop()
+
+
+async def test_rejected_messages_are_listed_and_explained(tmp_path: Path, sinks: dict[str, Any]) -> None:
+    from router.transports.embedded import EmbeddedTransport
+    from tests.test_activity_rejected import POISON, poison_id
+
+    router = await start_router(tmp_path, sinks, extra="events:\n  order.checked:\n    order: string\n")
+    try:
+        await publish(router, {"id": "evt-no-order", "type": "order.checked", "source": "shop", "data": {"total": 1}})
+        queue = EmbeddedTransport(tmp_path / "queue.db")  # a poison message, as a broken writer leaves one
+        await queue.connect()
+        try:
+            await queue.publish_event(POISON, routing_key="order.paid")
+        finally:
+            await queue.close()
+        poison = poison_id(POISON)
+
+        def browse() -> None:
+            with chromium() as driver:
+                driver.get(f"{router.url}/ui/#/activity")
+                click(driver, '.count[data-outcome="rejected"]')
+                for event_id in ("evt-no-order", poison):
+                    row = f'tr[data-event-id="{event_id}"] .rejection'
+                    wait_until(lambda row=row: driver.find_elements("css selector", row), what=event_id, driver=driver)
+                reasons = {
+                    r.get_attribute("data-event-id"): r.find_element("css selector", ".rejection").text
+                    for r in driver.find_elements("css selector", "tr[data-event-id]")
+                }
+                assert set(reasons) == {"evt-no-order", poison}, reasons
+                assert reasons["evt-no-order"].startswith("schema: ") and "order" in reasons["evt-no-order"]
+                assert reasons[poison].startswith("poison: body is not UTF-8"), reasons
+                screenshot(driver, "rejected-list")
+                click(driver, f'tr[data-event-id="{poison}"] .event-link')
+                section = wait_until(
+                    lambda: driver.find_element("css selector", "#rejection"), what="rejection", driver=driver
+                )
+                assert "Rejected: poison" in section.text and "dead-letter queue" in section.text
+                assert driver.find_element("id", "event-outcome").text == "rejected"
+                assert "hunter2" not in driver.find_element("tag name", "main").text
+                screenshot(driver, "rejected-event")
+                assert not browser_errors(driver)
 
         await asyncio.to_thread(browse)
     finally:

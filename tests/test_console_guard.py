@@ -38,9 +38,9 @@ Serve = Callable[..., Any]
 async def serve() -> AsyncIterator[Serve]:
     runners: list[web.AppRunner] = []
 
-    async def start(cfg: RouterConfig, host: str = "127.0.0.1") -> str:
+    async def start(cfg: RouterConfig | Callable[[], RouterConfig], host: str = "127.0.0.1") -> str:
         app = web.Application()
-        routes.install(app, ConsoleGuard(lambda: cfg, host))
+        routes.install(app, ConsoleGuard(cfg if callable(cfg) else lambda: cfg, host))
 
         async def echo(request: web.Request) -> web.Response:
             return web.json_response({"ok": True, "method": request.method})
@@ -148,6 +148,33 @@ async def test_bearer_token_guards_the_api_not_the_empty_page(serve: Serve) -> N
             assert post.status == 403
 
 
+async def test_credentials_are_compared_in_constant_time(serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hmac
+
+    from router.console import guard
+
+    compared: list[tuple[bytes, bytes]] = []
+    original = hmac.compare_digest
+
+    def spy(given: bytes, expected: bytes) -> bool:  # hmac's own, recorded
+        compared.append((given, expected))
+        return original(given, expected)
+
+    monkeypatch.setattr(guard.hmac, "compare_digest", spy)
+    url = await serve(config({"bearer": TOKEN}))
+    async with aiohttp.ClientSession() as session:
+        for value in (TOKEN, "wrong-token-0123456789"):
+            async with session.get(f"{url}/api/echo", headers={"Authorization": f"Bearer {value}"}):
+                pass
+    assert compared == [(TOKEN.encode(), TOKEN.encode()), (b"wrong-token-0123456789", TOKEN.encode())]
+    compared.clear()
+    url = await serve(config({"basic": {"user": "ops", "password": PASSWORD}}))
+    good = "Basic " + base64.b64encode(f"ops:{PASSWORD}".encode()).decode()
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/api/echo", headers={"Authorization": good}):
+        pass
+    assert compared == [(f"ops:{PASSWORD}".encode(), f"ops:{PASSWORD}".encode())]
+
+
 async def test_basic_auth_guards_page_and_api(serve: Serve) -> None:
     url = await serve(config({"basic": {"user": "ops", "password": PASSWORD}}))
     good = {"Authorization": "Basic " + base64.b64encode(f"ops:{PASSWORD}".encode()).decode()}
@@ -178,6 +205,53 @@ async def test_beyond_loopback_without_auth_the_console_stays_off(serve: Serve) 
     url = await serve(config({"bearer": TOKEN}), host="0.0.0.0")
     async with aiohttp.ClientSession() as session, session.get(f"{url}/ui/") as on:
         assert on.status == 200
+
+
+async def test_a_reload_that_adds_or_removes_ui_auth_applies_to_the_next_request(serve: Serve) -> None:
+    # The guard reads the configuration in force per request: no restart beyond loopback.
+    holder = {"config": config()}
+    url = await serve_current(serve, holder, host="0.0.0.0")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{url}/api/echo", headers=auth) as off:
+            assert off.status == 404 and "ui.auth" in (await off.json())["error"]
+        holder["config"] = config({"bearer": TOKEN})  # a reload adds ui.auth
+        async with session.get(f"{url}/api/echo") as missing:
+            assert missing.status == 401
+        async with session.get(f"{url}/api/echo", headers=auth) as on:
+            assert on.status == 200
+        holder["config"] = config()  # and one that removes it again
+        async with session.get(f"{url}/api/echo", headers=auth) as off_again:
+            assert off_again.status == 404
+
+
+async def serve_current(serve: Serve, holder: dict[str, RouterConfig], host: str) -> str:
+    """Serve with a guard that reads ``holder["config"]`` at each request, as after a reload."""
+    return str(await serve(lambda: holder["config"], host=host))
+
+
+async def test_csrf_endpoint_hands_out_the_cookie_and_its_value(serve: Serve) -> None:
+    url = await serve(config())
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        async with session.get(f"{url}/api/csrf") as first:
+            answer = await first.json()
+            assert answer["header"] == "X-CSRF-Token" and first.cookies["router_csrf"].value == answer["token"]
+            assert first.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+        async with session.get(f"{url}/api/csrf") as again:  # the same pair while the cookie lives
+            assert (await again.json())["token"] == answer["token"]
+        async with session.post(f"{url}/api/echo", json={}, headers={"X-CSRF-Token": answer["token"]}) as post:
+            assert post.status == 200
+
+
+def test_the_activity_api_mounts_only_behind_the_guard() -> None:
+    from router.activity.api import ActivityApi, mount
+
+    with pytest.raises(RuntimeError, match="console guard"):
+        mount(web.Application(), ActivityApi(None))
+    app = web.Application()
+    routes.install(app, ConsoleGuard(lambda: config(), "127.0.0.1"))
+    mount(app, ActivityApi(None))
+    assert "/api/activity" in {r.resource.canonical for r in app.router.routes() if r.resource is not None}
 
 
 @pytest.mark.integration

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from router.transports.base import H_ATTEMPTS, H_CHANNEL, H_RULE
+from tests.builders import event_bytes
 from tests.engine_support import Harness, RecorderChannel, start_harness, until
 
 TEMPLATES = {
@@ -45,7 +45,7 @@ NOTIFY_BOTH = """
 
 
 def event(name: str = "Ada", event_id: str = "evt-1", type_: str = "user.signed_up") -> bytes:
-    return json.dumps({"type": type_, "id": event_id, "data": {"name": name}}).encode()
+    return event_bytes(type_, event_id, {"name": name})
 
 
 @pytest.fixture(autouse=True)

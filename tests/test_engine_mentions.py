@@ -16,6 +16,7 @@ import pytest
 from router.channels.discord import DiscordChannel, DiscordConfig
 from router.channels.slack import SlackChannel, SlackConfig
 from router.pipeline.fold import FoldItem, summary
+from tests.builders import event_bytes
 from tests.engine_support import Harness, start_harness, until
 from tests.fakes import intercept
 from tests.fakes.http_sink import HttpSink, Reply
@@ -63,7 +64,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[list[Harness]]:
 
 
 def event(name: str, event_id: str) -> bytes:
-    return json.dumps({"type": "user.signed_up", "id": event_id, "data": {"name": name}}).encode()
+    return event_bytes("user.signed_up", event_id, {"name": name})
 
 
 def texts(value: Any) -> list[str]:

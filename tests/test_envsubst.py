@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import textwrap
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -14,25 +11,14 @@ from router.config import load_config_text
 from router.config.envsubst import SubstitutionError, expand, substitute_tree
 from router.core.errors import ConfigError
 from router.plugins.registry import Registry
+from tests import config_plugins as plugins
 
-DATA = Path(__file__).parent / "data" / "config"
 SECRET = "hunter2-very-secret-token"
-
-
-def _plugins() -> ModuleType:
-    # tests/data is not a package; load the shared test plugins by path, once per session.
-    name = "config_test_plugins"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, DATA / "plugins.py")
-        assert spec and spec.loader
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
 
 
 @pytest.fixture
 def registry() -> Registry:
-    return _plugins().make_registry()  # type: ignore[no-any-return]
+    return plugins.make_registry()
 
 
 @pytest.mark.parametrize(

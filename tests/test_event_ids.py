@@ -10,7 +10,6 @@ published again, it is recognised and not delivered twice.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.builders import event_bytes
 from tests.fakes.http_sink import HttpSink
 from tests.serve_support import RouterProcess, amqp_rules, delete_topology, publish_amqp, unique_names
 
@@ -117,7 +117,7 @@ async def test_an_amqp_message_without_id_keeps_a_derived_id_and_is_recognised(
             project(tmp_path, amqp_rules(rabbitmq_url, channels=channels, rules=rules, names=names))
             router = await RouterProcess(tmp_path, args=("--no-watch",)).start()
             routers.append(router)
-            body = json.dumps({"type": "order.paid", "data": {"order": 7}}).encode()
+            body = event_bytes("order.paid", None, {"order": 7})
             # The same message twice (as a redelivery or a publisher's retry would bring it).
             await publish_amqp(rabbitmq_url, names["exchange"], [("order.paid", body)])
             await sink.wait_for(1)

@@ -17,6 +17,7 @@ from router.cli import cli
 from router.config import load_config_text
 from router.config.event_schemas import EventSchema, SpecProblem, compile_event, compile_events
 from router.core.errors import ConfigError
+from tests.builders import event_bytes, event_object
 from tests.engine_support import Harness, RecorderChannel, start_harness, until
 from tests.engine_support import test_registry as make_registry
 
@@ -299,15 +300,11 @@ def sent() -> list[str]:
     return [m.body for m in RecorderChannel.sent.get("a", [])]
 
 
-def body(type_: str, event_id: str, data: dict[str, Any]) -> bytes:
-    return json.dumps({"type": type_, "id": event_id, "data": data}).encode()
-
-
 async def test_failing_event_is_dead_lettered_whole_and_the_valid_one_delivered(harness: Harness) -> None:
-    bad = body("planet.completed", "evt-bad", {"planetName": 42, "secret": "hunter2"})
+    bad = event_bytes("planet.completed", "evt-bad", {"planetName": 42, "secret": "hunter2"})
     await harness.publish(bad, routing_key="planet.completed")
-    await harness.publish(body("planet.completed", "evt-ok", {"userName": "Ada", "planetName": "Mars"}))
-    await harness.publish(body("user.signed_up", "evt-user", {"anything": True, "name": "Grace"}))
+    await harness.publish(event_bytes("planet.completed", "evt-ok", {"userName": "Ada", "planetName": "Mars"}))
+    await harness.publish(event_bytes("user.signed_up", "evt-user", {"anything": True, "name": "Grace"}))
     await until(lambda: sorted(sent()) == ["Ada completed Mars", "hello Grace"])
     await until(lambda: harness.metrics.dead_letters.labels("schema")._value.get() == 1)
     [letter] = await harness.transport.dlq_list()
@@ -335,7 +332,7 @@ def project(tmp_path: Path) -> Path:
 
 def run_test(project: Path, data: dict[str, Any], *extra: str) -> Any:
     event = project / "event.json"
-    event.write_text(json.dumps({"type": "planet.completed", "data": data}))
+    event.write_text(json.dumps(event_object("planet.completed", None, data)))
     return CliRunner().invoke(cli, ["test", str(event), "-c", str(project / "rules.yaml"), *extra])
 
 

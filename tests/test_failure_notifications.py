@@ -20,6 +20,7 @@ from router.plugins.registry import Registry
 from router.runtime.runtime import build_runtime
 from router.transports.amqp import AmqpTransport
 from router.transports.base import H_RULE
+from tests.builders import event_bytes
 from tests.engine_support import Harness, start_harness, until, write_config
 from tests.engine_support import test_registry as registry_for_tests
 from tests.fakes.http_sink import HttpSink, Recorded, Reply
@@ -54,7 +55,7 @@ rules:
 
 
 def event(name: str = "Ada", event_id: str = "evt-1") -> bytes:
-    return json.dumps({"type": "user.signed_up", "id": event_id, "data": {"name": name}}).encode()
+    return event_bytes("user.signed_up", event_id, {"name": name})
 
 
 def hook(name: str, sink: HttpSink, path: str = "/hook") -> str:

@@ -15,10 +15,10 @@ import pytest
 from router.channels.webhook import IDEMPOTENCY_HEADER, WebhookChannel, WebhookConfig
 from router.channels.webhook import IDEMPOTENCY_META as WEBHOOK_META
 from router.core.delivery import Delivery
-from router.core.events import Event
 from router.core.message import Message, Outcome
 from router.pipeline.idempotency import ALREADY_SENT, IDEMPOTENCY_META, SkipIfSent, idempotency_key
 from router.state import StateStore, open_state_store
+from tests.builders import make_event
 from tests.fakes.http_sink import HttpSink
 from tests.test_state_contract import FakeClock, clock, new_store, store  # noqa: F401 - fixtures
 
@@ -60,7 +60,7 @@ async def test_claim_delivery_has_one_winner_across_connections(new_store) -> No
 
 
 def delivery(attempt: int = 1) -> Delivery:
-    event = Event(type="t.x", id="e1", source="s", time=datetime.now(UTC), data={})
+    event = make_event(type="t.x", id="e1", source="s", time=datetime.now(UTC))
     message = Message("t", "b", {"event_id": "e1"})
     return Delivery(event=event, rule="r", channel="hook", channel_type="webhook", message=message, attempt=attempt)
 

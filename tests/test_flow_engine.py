@@ -10,6 +10,7 @@ import pytest
 
 from router.core.records import RetryRecord
 from router.runtime.runtime import build_runtime
+from tests.builders import make_event
 from tests.engine_support import Harness, start_harness, until
 from tests.flow_support import TEMPLATES, TimedChannel, bodies, event, flow_registry, got, rules_yaml
 
@@ -287,11 +288,10 @@ async def test_a_job_retried_after_a_failure_is_not_charged_to_its_rate_limit_ag
 def test_a_job_record_carries_its_batch_and_how_far_flow_control_got() -> None:
     from datetime import UTC, datetime
 
-    from router.core.events import Event
     from router.flow.resume import Resume
 
     events = [
-        Event(type="t", id=f"e{i}", source="s", time=datetime(2024, 1, 1, tzinfo=UTC), data={"n": i}) for i in range(3)
+        make_event({"n": i}, type="t", id=f"e{i}", source="s", time=datetime(2024, 1, 1, tzinfo=UTC)) for i in range(3)
     ]
     record = Resume("admitted", events=tuple(events)).record(events[0], "sum", attempt=2, last_error="x")
     again = RetryRecord.from_bytes(record.to_bytes())

@@ -8,7 +8,6 @@ import logging
 import re
 import sys
 import types
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +25,13 @@ from router.plugins.manager import (
     call_event_received,
     get_plugin_manager,
 )
+from tests import builders
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
 
 
 def make_event(**data: Any) -> Event:
-    return Event(
-        type="planet.completed",
-        id="evt-1",
-        source="tests",
-        time=datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
-        data=dict(data),
-    )
+    return builders.make_event(dict(data), source="tests")
 
 
 def make_delivery(channel_type: str = "discord", attempt: int = 1) -> Delivery:

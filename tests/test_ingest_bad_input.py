@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from router.ingest.http import MAX_BATCH
+from tests.builders import event_bytes
 from tests.fakes.http_sink import HttpSink
 from tests.serve_support import RouterProcess, scrape_metrics
 
@@ -59,7 +60,7 @@ async def post(router: RouterProcess, body: Any, **kwargs: Any) -> tuple[int, di
 
 
 async def assert_only_the_good_event_gets_through(router: RouterProcess, sink: HttpSink) -> None:
-    status, body = await post(router, json.dumps({"type": "planet.completed", "id": "good", "data": {}}))
+    status, body = await post(router, event_bytes("planet.completed", "good"))
     assert (status, body) == (202, {"ids": ["good"]}), "the router still accepts a good event"
     await sink.wait_for(1)
     samples = await scrape_metrics(router)
@@ -141,7 +142,7 @@ async def test_a_20_mb_body_gets_413_without_being_buffered(
     router: RouterProcess, sink: HttpSink, declared: bool
 ) -> None:
     assert router.proc is not None
-    await post(router, json.dumps({"type": "warm.up", "id": "warm", "data": {}}))  # first-request allocations
+    await post(router, event_bytes("warm.up", "warm"))  # first-request allocations
     await sink.wait_for(1)
     sink.requests.clear()
     before = peak_rss(router.proc.pid)
@@ -156,7 +157,7 @@ async def test_a_20_mb_body_gets_413_without_being_buffered(
     assert "above the limit" in answer["error"]
     growth = peak_rss(router.proc.pid) - before
     assert growth < 8 * MB, f"the router's peak memory grew by {growth / MB:.1f} MB for a refused 20 MB body"
-    status, _ = await post(router, json.dumps({"type": "planet.completed", "id": "good", "data": {}}))
+    status, _ = await post(router, event_bytes("planet.completed", "good"))
     assert status == 202
     await sink.wait_for(1)
     assert [r.json()["meta"]["event_id"] for r in sink.requests] == ["good"]
@@ -176,7 +177,7 @@ async def test_a_truncated_request_enqueues_nothing_and_the_router_keeps_running
     router: RouterProcess, sink: HttpSink
 ) -> None:
     # What arrived is a valid event on its own: only the declared length says it is incomplete.
-    partial = json.dumps({"type": "planet.completed", "id": "truncated", "data": {}}).encode()
+    partial = event_bytes("planet.completed", "truncated")
     head = (
         b"POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         + f"Content-Length: {len(partial) + 1000}\r\n\r\n".encode()
@@ -194,7 +195,7 @@ async def test_a_truncated_request_enqueues_nothing_and_the_router_keeps_running
 
 async def test_a_slow_truncated_chunked_request_enqueues_nothing(router: RouterProcess, sink: HttpSink) -> None:
     head = b"POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-    event = json.dumps({"type": "planet.completed", "id": "truncated", "data": {}}).encode()
+    event = event_bytes("planet.completed", "truncated")
     chunk = f"{len(event):x}\r\n".encode() + event + b"\r\n"  # no terminating 0-length chunk
 
     async def pause() -> None:
@@ -230,7 +231,7 @@ async def test_expect_100_continue_is_refused_before_the_body_is_sent(router: Ro
 
     # 20 MB announced: refused at once, and the client never sends a byte of it.
     assert (await exchange(head(20 * MB), None))[0].startswith(b"HTTP/1.1 413 ")
-    good = json.dumps({"type": "planet.completed", "id": "good", "data": {}}).encode()
+    good = event_bytes("planet.completed", "good")
     status, final = await exchange(head(len(good)), good)
     assert status.startswith(b"HTTP/1.1 100 ") and final.startswith(b"HTTP/1.1 202 ")
     await sink.wait_for(1)

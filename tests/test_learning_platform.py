@@ -23,6 +23,7 @@ from click.testing import CliRunner
 
 from router import Publisher
 from router.cli import cli
+from tests.builders import event_object
 from tests.conftest import ROOT
 from tests.engine_support import until
 from tests.fakes import intercept
@@ -349,7 +350,7 @@ def test_optional_fields_of_a_learner_message_may_be_absent_or_null(clean_env: N
         },
     }.items():
         path = tmp_path / f"{variant}.json"
-        path.write_text(json.dumps({"type": "feedback.user.message.created", "id": "e", "data": data}))
+        path.write_text(json.dumps(event_object("feedback.user.message.created", "e", data)))
         code, output = run_cli(
             "render", "--rule", "feedback-user-message", "--event", str(path), "--json", "-c", config
         )

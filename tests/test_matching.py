@@ -13,24 +13,19 @@ import pytest
 from router.config.models import Rule
 from router.core.errors import ConfigError
 from router.core.events import Event
-from router.matching.index import (
-    RuleIndex,
-    compile_conditions,
-    compile_pattern,
-    naive_match,
-    path_error,
-    pattern_error,
-    pattern_matches,
-    rule_problems,
-)
+from router.core.patterns import compile_pattern, pattern_error, pattern_matches
+from router.matching.codegen import compile_conditions
+from router.matching.conditions import path_error
+from router.matching.index import RuleIndex, naive_match, rule_problems
 from router.matching.paths import MISSING, compile_path, lookup
+from tests.builders import make_event
 
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 
 
 def event(type: str = "planet.completed", data: dict[str, Any] | None = None, **fields: Any) -> Event:
     fields.setdefault("source", "test")
-    return Event(type=type, id="e1", time=T0, data=data or {}, **fields)
+    return make_event(data or {}, type=type, id="e1", time=T0, **fields)
 
 
 def rule(name: str, on: str | list[str] = "**", when: dict[str, Any] | None = None, stop: bool = False) -> Rule:

@@ -16,6 +16,7 @@ from router.config.models import Rule
 from router.core.events import Event
 from router.matching.index import RuleIndex, naive_match
 from router.support.linear_regex import RegexError, compile_linear, regex_problem
+from tests.builders import make_event
 
 CATASTROPHIC = r"^([a-zA-Z0-9._%+-]+)*@example\.com$"
 
@@ -25,7 +26,7 @@ def rule(name: str, when: dict[str, Any]) -> Rule:
 
 
 def event(data: dict[str, Any]) -> Event:
-    return Event(id="e1", type="log.line", source="test", time=datetime(2024, 5, 1, tzinfo=UTC), data=data)
+    return make_event(data, id="e1", type="log.line", source="test", time=datetime(2024, 5, 1, tzinfo=UTC))
 
 
 @pytest.mark.parametrize(

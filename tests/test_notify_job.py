@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from router import Event, Message, NoOptions, Outcome, TemplateError
+from router import Message, NoOptions, Outcome, TemplateError
 from router.config.models import Rule
 from router.jobs.notify import NotifyJob
+from tests.builders import make_event
 
 Deliver = Callable[[str, Message], Awaitable[Outcome]]
 
@@ -20,7 +21,7 @@ class Ctx:
     """A JobContext whose render and deliver the test controls."""
 
     def __init__(self, channels: list[str], *, fail_render: dict[str, Exception] | None = None) -> None:
-        self.event = Event(type="planet.completed", id="evt-9", source="tests", time=datetime.now(UTC), data={"n": 1})
+        self.event = make_event({"n": 1}, type="planet.completed", id="evt-9", source="tests", time=datetime.now(UTC))
         self.rule = Rule.model_validate(
             {"name": "done", "on": "planet.completed", "template": "t", "channels": channels}
         )

@@ -17,7 +17,6 @@ from router.channels.discord import DiscordChannel
 from router.channels.slack import SlackChannel
 from router.channels.webhook import WebhookChannel
 from router.core.delivery import Delivery
-from router.core.events import Event
 from router.core.message import Message, Outcome
 from router.core.records import RetryRecord
 from router.pipeline import fold
@@ -25,6 +24,7 @@ from router.pipeline.pacing import SEND_GUARD, SLOT_META, Pace, Pacing, pace_of
 from router.state.sqlite import SqliteStateStore
 from router.support.metrics import Metrics
 from router.transports.embedded import EmbeddedTransport
+from tests.builders import make_event
 from tests.engine_support import Harness, start_harness, until
 from tests.flow_support import TEMPLATES, TimedChannel, event, flow_registry, got, rules_yaml
 
@@ -79,7 +79,7 @@ def stage(store: SqliteStateStore, transport: EmbeddedTransport, clock: Clock, p
 
 
 def delivery(n: int, rule: str = "r", meta: dict[str, object] | None = None) -> Delivery:
-    ev = Event(type="t", id=f"e{n}", source="test", time=datetime.now(UTC), data={"n": n})
+    ev = make_event({"n": n}, type="t", id=f"e{n}", source="test", time=datetime.now(UTC))
     message = Message(f"title {n}", f"body {n}", meta={"event_id": ev.id, **(meta or {})})
     return Delivery(ev, rule, "chat", "timed", message)
 
@@ -363,12 +363,11 @@ def test_a_folded_rich_message_keeps_its_payload_when_sent_alone() -> None:
     from datetime import UTC, datetime
 
     from router.core.delivery import Delivery
-    from router.core.events import Event
     from router.core.message import Message
 
     embeds = {"embeds": [{"title": "Ada did it", "color": 5763719}]}
     message = Message("Ada did it", "the body", meta={"event_id": "e1"}, payload=embeds)
-    event_ = Event(type="t.x", id="e1", source="test", time=datetime.now(UTC), data={})
+    event_ = make_event(type="t.x", id="e1", source="test", time=datetime.now(UTC))
     delivery = Delivery(event_, "r", "chat", "discord", message, 1)
     item = fold.decode_item(fold.encode_item(delivery))
     assert item.payload == embeds

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from router import Event, Message, Outcome
 from router.config.models import Rule
+from tests import builders
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent / "plugins" / "router-audit"
 IN_CI = os.environ.get("CI") == "true"
@@ -220,12 +221,10 @@ def audit(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 def make_event(event_id: str = "evt-1", **data: Any) -> Event:
-    return Event(
-        type="planet.completed",
+    return builders.make_event(
+        data or {"planet": {"id": 7, "name": "Kepler"}, "user": "ünïcode"},
         id=event_id,
-        source="game",
         time=datetime(2024, 5, 1, 12, 30, tzinfo=UTC),
-        data=data or {"planet": {"id": 7, "name": "Kepler"}, "user": "ünïcode"},
         subject="planet/7",
     )
 

@@ -17,6 +17,7 @@ from router.config.channel_options import COMMON_OPTIONS, config_secrets
 from router.plugins.manager import build_registry, get_plugin_manager
 from router.plugins.registry import Registry
 from router.transports.dead_letters import clean_error
+from tests.builders import event_bytes
 from tests.engine_support import Harness, start_harness, until
 from tests.engine_support import test_registry as recorder_registry
 
@@ -151,7 +152,7 @@ rules:
 
 
 async def test_a_plugins_secret_never_reaches_the_dead_letter(harness: Harness) -> None:
-    await harness.publish(json.dumps({"type": "x", "id": "e1", "data": {}}).encode())
+    await harness.publish(event_bytes("x", "e1"))
     await until(lambda: harness.metrics.dead_letters.labels("permanent")._value.get() == 1)
     [letter] = await harness.transport.dlq_list()
     shown = json.dumps(letter.headers) + letter.body.decode("utf-8", errors="replace")
@@ -210,7 +211,7 @@ async def test_a_dead_lettered_delivery_is_failed_in_the_log_the_metric_and_the_
     from router.core.message import OutcomeStatus
 
     caplog.set_level(logging.INFO, logger="router.delivery")
-    await harness.publish(json.dumps({"type": "x", "id": "e1", "data": {}}).encode())
+    await harness.publish(event_bytes("x", "e1"))
     await until(lambda: harness.metrics.dead_letters.labels("permanent")._value.get() == 1)
     [record] = [r for r in caplog.records if r.name == "router.delivery"]
     assert record.fields["outcome"] == "failed"  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ import router.plugins.manager as plugin_manager
 from router import ChannelRef, Job, JobContext, NoOptions, UnknownChannelError
 from router.cli import cli
 from router.plugins.registry import Registry
+from tests.builders import event_bytes, event_object, make_event
 from tests.engine_support import Harness, RecorderChannel, start_harness, until
 from tests.engine_support import test_registry as recorder_registry
 
@@ -146,9 +147,7 @@ def write(root: Path, rules: str) -> Path:
         "{% block title %}Incident {{ data.id }}{% endblock %}{% block body %}{{ data.summary }}"
         "{% if channel.name is defined %} (for {{ channel.name }}){% endif %}{% endblock %}"
     )
-    (root / "event.json").write_text(
-        json.dumps({"type": "incident.opened", "id": "e1", "data": {"id": 7, "summary": "db down"}})
-    )
+    (root / "event.json").write_text(json.dumps(event_object("incident.opened", "e1", {"id": 7, "summary": "db down"})))
     config = root / "rules.yaml"
     config.write_text(
         f"version: 1\nchannels:\n  oncall-slack: {{type: console}}\n  oncall-email: {{type: console}}\nrules:\n{rules}"
@@ -263,7 +262,7 @@ async def start(tmp_path: Path, harnesses: list[Harness], rules: str) -> Harness
 
 
 def body(event_type: str, event_id: str, **data: Any) -> bytes:
-    return json.dumps({"type": event_type, "id": event_id, "data": data}).encode()
+    return event_bytes(event_type, event_id, data)
 
 
 async def test_deliver_to_an_unknown_channel_is_dead_lettered_at_once_naming_it(
@@ -379,7 +378,7 @@ async def test_a_publish_id_that_no_event_may_carry_is_refused_naming_the_rule()
     from datetime import UTC, datetime
 
     from router.config.models import Rule
-    from router.core.events import MAX_ID_LENGTH, Event
+    from router.core.events import MAX_ID_LENGTH
     from router.core.message import Message, Outcome
     from router.jobs.context import RuleJobContext
 
@@ -408,7 +407,7 @@ async def test_a_publish_id_that_no_event_may_carry_is_refused_naming_the_rule()
     from router.jobs.context import ScopedJobState
 
     ctx = RuleJobContext(
-        event=Event("x", "e", "s", datetime.now(UTC), {}),
+        event=make_event(type="x", id="e", source="s", time=datetime.now(UTC)),
         rule=Rule.model_validate({"name": "r", "on": "x", "job": "j"}),
         options=NoOptions(),
         state=ScopedJobState(NoState(), "j"),

@@ -1,8 +1,13 @@
-"""Properties of condition evaluation on arbitrary event data and arbitrary rule sets.
+"""Properties of matching: the compiled rule index against the plain scan, on any input.
 
 Whatever the event carries, matching never raises: a condition whose operand and value do not
 fit is simply false (README "Conditions"). A rule set is either accepted whole or rejected at
-load with located problems (an invalid regex is a config error, never a runtime one).
+load with located problems (an invalid regex is a config error, never a runtime one). On any
+rules and events the index (grouped plans, generated code, its cache) fires exactly what the
+plain scan fires, and ``on:`` patterns compile to what the reference matcher says.
+
+Two input worlds: arbitrary data and operands (robustness), and a tiny alphabet where
+patterns, types and values meet often so most rules are candidates and plans group them.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from hypothesis import strategies as st
 from router.config.models import OPERATORS, Rule
 from router.core.errors import ConfigError
 from router.core.events import Event
+from router.core.patterns import compile_pattern, pattern_matches
 from router.matching.index import RuleIndex, naive_match
+from tests.builders import make_event
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -84,7 +91,7 @@ def rule_sets(draw: st.DrawFn) -> list[Rule]:
 
 @st.composite
 def events(draw: st.DrawFn) -> Event:
-    return Event(
+    return make_event(
         type=draw(st.sampled_from(["order.created", "order.paid", "a.b"])),
         id=draw(st.sampled_from(["e1", "1", ""])),
         source="svc",
@@ -108,6 +115,18 @@ def _invalid_regex(rules: list[Rule]) -> bool:
     return False
 
 
+def assert_agrees_with_the_plain_scan(rules: list[Rule], event_list: list[Event], indexes: list[RuleIndex]) -> None:
+    """Every index fires exactly what the plain scan fires on each event, in order; so does `router test --explain`.
+
+    Pass an event twice to match it again on the cached (and, by then, compiled) plans.
+    """
+    for event in event_list:
+        expected = naive_match(rules, event)
+        for index in indexes:
+            assert index.match(event) == expected
+        assert [v.rule for v in indexes[0].explain(event) if v.fired] == expected
+
+
 @SETTINGS
 @given(rule_sets(), st.lists(events(), min_size=1, max_size=6))
 def test_matching_never_raises_and_agrees_with_the_plain_scan(rules: list[Rule], event_list: list[Event]) -> None:
@@ -117,11 +136,7 @@ def test_matching_never_raises_and_agrees_with_the_plain_scan(rules: list[Rule],
         assert error.problems and all(p.path.startswith("rules[") for p in error.problems)
         return
     assert not _invalid_regex(rules), "an invalid regex must be rejected when the rules are loaded"
-    for event in event_list + event_list:  # the second pass runs the cached, compiled plans
-        expected = naive_match(rules, event)
-        for index in indexes:
-            assert index.match(event) == expected
-        index.explain(event)  # `router test --explain` on the same input never raises either
+    assert_agrees_with_the_plain_scan(rules, event_list + event_list, indexes)  # the second pass: cached plans
 
 
 def test_an_invalid_regex_is_a_located_config_error() -> None:
@@ -168,7 +183,7 @@ def test_ordering_of_mismatched_types_is_false(
     rule = Rule.model_validate({"name": "r", "on": "**", "when": {"data.v": {operator: operand}}, "channels": ["c"]})
     index = RuleIndex([rule], compile_after=compile_after)
     data = {"v": value} if present else {}
-    event = Event("a.b", "e", "s", datetime(2024, 1, 1, tzinfo=UTC), data)
+    event = make_event(data, type="a.b", id="e", source="s", time=datetime(2024, 1, 1, tzinfo=UTC))
     expected = present and _oracle(operator, value, operand)
     for _ in range(2):
         assert bool(index.match(event)) is expected, (operator, operand, value)
@@ -184,5 +199,155 @@ def test_a_path_with_a_huge_index_finds_nothing() -> None:
         Rule.model_validate({"name": "s", "on": "**", "when": {f"data.b.{huge}": {"eq": 1}}, "channels": ["c"]}),
     ]
     index = RuleIndex(rules, compile_after=0)
-    event = Event("a.b", "e", "s", datetime(2024, 1, 1, tzinfo=UTC), {"a": [1, 2], "b": {huge: 1}})
+    event = make_event(
+        {"a": [1, 2], "b": {huge: 1}}, type="a.b", id="e", source="s", time=datetime(2024, 1, 1, tzinfo=UTC)
+    )
     assert [rule.name for rule in index.match(event)] == ["r", "s"]  # a list has no such element; a dict may
+
+
+# -- a small world: a tiny alphabet where patterns, types and values meet often -------------
+
+# Strategies are built once, at import: building them inside composites dominated run time.
+
+
+def dotted(alphabet: list[str], max_size: int) -> st.SearchStrategy[str]:
+    """Names of 1..max_size segments, each separated by '.' or '/' (both are segment boundaries)."""
+    parts = st.lists(st.tuples(st.sampled_from([".", "/"]), st.sampled_from(alphabet)), min_size=1, max_size=max_size)
+    return parts.map(lambda drawn: drawn[0][1] + "".join(separator + segment for separator, segment in drawn[1:]))
+
+
+# A tiny alphabet makes patterns and types meet often, so most rules are candidates.
+small_patterns = dotted(["a", "b", "*", "**"], 3)
+event_types = dotted(["a", "b"], 3)
+
+# Fixed value pools: cheap to draw, and small enough that equal values are common.
+SMALL_SCALARS: list[Any] = [0, 1, 1.0, 2, -1.5, True, False, None, "a", "b", "ab", ""]
+SMALL_CONTAINERS: list[Any] = [[], [1], [True], ["a", 1.0], [[1]], {}, {"k": 1}, {"a": None}]
+values = st.sampled_from(SMALL_SCALARS + SMALL_CONTAINERS)
+keyed = st.sampled_from([1, True, "a", None, 1.0])  # what indexable eq/in conditions test (1.0 keys as 1)
+ordered = st.sampled_from([0, 1, 1.5, "a", "b"])
+
+SMALL_OPERANDS: dict[str, st.SearchStrategy[Any]] = {
+    "eq": st.one_of(keyed, values),
+    "ne": values,
+    "lt": ordered,
+    "lte": ordered,
+    "gt": ordered,
+    "gte": ordered,
+    "in": st.lists(st.one_of(keyed, values), max_size=3),
+    "not_in": st.lists(values, max_size=3),
+    "regex": st.sampled_from(["^a", "b$", ".", "^$", "a|b"]),
+    "contains": st.sampled_from([*SMALL_SCALARS, "k", [1]]),
+    "exists": st.booleans(),
+}
+SMALL_PATHS = ["data.x", "data.y", "data.l", "data.n.m", "data.l.0", "subject", "headers.h", "type"]
+operator_sets = st.lists(st.sampled_from(sorted(SMALL_OPERANDS)), min_size=1, max_size=2, unique=True)
+
+
+@st.composite
+def small_conditions(draw: st.DrawFn) -> dict[str, Any]:
+    return {op: draw(SMALL_OPERANDS[op]) for op in draw(operator_sets)}
+
+
+random_whens = st.dictionaries(st.sampled_from(SMALL_PATHS), small_conditions(), max_size=2)
+# Most rules of a large config select on one field, like a tenant: the shape plans index.
+tenant_conditions = st.one_of(keyed.map(lambda v: {"eq": v}), st.lists(keyed, max_size=3).map(lambda v: {"in": v}))
+tenant_whens = st.tuples(random_whens, tenant_conditions).map(lambda pair: {**pair[0], "data.x": pair[1]})
+whens = st.one_of(st.just({}), random_whens, tenant_whens, tenant_whens)
+ons = st.lists(small_patterns, min_size=1, max_size=2)
+stops = st.sampled_from([False, False, False, True])
+
+
+@st.composite
+def small_rules(draw: st.DrawFn) -> list[Rule]:
+    count = draw(st.integers(min_value=0, max_value=10))
+    return [
+        Rule.model_validate(
+            {"name": f"r{i}", "on": draw(ons), "when": draw(whens), "channels": ["c"], "stop": draw(stops)}
+        )
+        for i in range(count)
+    ]
+
+
+x_values = st.one_of(keyed, keyed, values)
+present = st.integers(0, 4)  # a field is present four times in five
+subjects = st.sampled_from([None, "a", "ab", ""])
+headers: st.SearchStrategy[dict[str, Any]] = st.sampled_from([{}, {"h": "a"}, {"h": 1}])
+
+
+@st.composite
+def small_events(draw: st.DrawFn) -> Event:
+    data: dict[str, Any] = {}
+    for key, pool in (("x", x_values), ("y", values), ("l", values), ("n", values)):
+        if draw(present):
+            data[key] = draw(pool)
+    if draw(st.booleans()):
+        data["n"] = {"m": draw(values)}
+    return make_event(
+        type=draw(event_types),
+        id="e",
+        source="svc",
+        time=datetime(2024, 5, 1, tzinfo=UTC),
+        data=data,
+        subject=draw(subjects),
+        headers=draw(headers),
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(small_rules(), st.lists(small_events(), min_size=1, max_size=8), st.sampled_from([1, 2, 3]))
+def test_index_agrees_with_the_plain_scan(rule_list: list[Rule], event_list: list[Event], min_group: int) -> None:
+    # min_group=1 indexes every eq/in path it can. compile_after=0 generates each plan's code
+    # at once, 2 after two events of its type, 1000 never. A tiny cache makes plans rebuilt.
+    indexes = [RuleIndex(rule_list, min_group=min_group, cache_size=3, compile_after=n) for n in (0, 2, 1000)]
+    assert_agrees_with_the_plain_scan(rule_list, event_list + event_list[:2], indexes)
+
+
+# Routing-shaped configs: rules that only select on data.x (grouped by plans) or on nothing
+# (always fire), many of them ``stop``; this is where merging and stopping go wrong if they do.
+routing_rules = st.lists(
+    st.tuples(ons, st.one_of(st.just({}), tenant_conditions.map(lambda c: {"data.x": c})), st.booleans()),
+    max_size=10,
+).map(
+    lambda drawn: [
+        Rule.model_validate({"name": f"r{i}", "on": on, "when": when, "channels": ["c"], "stop": stop})
+        for i, (on, when, stop) in enumerate(drawn)
+    ]
+)
+routing_events = st.builds(
+    lambda event_type, x: make_event(
+        {"x": x}, type=event_type, id="e", source="s", time=datetime(2024, 5, 1, tzinfo=UTC)
+    ),
+    event_types,
+    keyed,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(routing_rules, st.lists(routing_events, min_size=1, max_size=8), st.sampled_from([1, 2]))
+def test_grouped_rules_fire_in_order_and_stop(rule_list: list[Rule], event_list: list[Event], min_group: int) -> None:
+    indexes = [RuleIndex(rule_list, min_group=min_group, compile_after=n) for n in (0, 1000)]
+    assert_agrees_with_the_plain_scan(rule_list, event_list, indexes)
+
+
+@settings(max_examples=200, deadline=None)
+@given(dotted(["a", "b", "c", "*", "**"], 5), dotted(["a", "b", "c"], 5))
+def test_compiled_pattern_agrees_with_reference(pattern: str, event_type: str) -> None:
+    expected = pattern_matches(pattern, event_type)
+    assert compile_pattern(pattern)(event_type) is expected
+    index = RuleIndex([Rule.model_validate({"name": "r", "on": pattern, "channels": ["c"]})])
+    assert (
+        bool(index.match(make_event(type=event_type, id="e", source="s", time=datetime(2024, 1, 1, tzinfo=UTC))))
+        is expected
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["a", "b"]), dotted(["a", "b", "c"], 4))
+def test_a_domain_glob_takes_every_type_of_that_domain(domain: str, event_type: str) -> None:
+    # `on: "<domain>/**"` takes the domain itself and every `<domain>/...` type, and nothing else.
+    index = RuleIndex([Rule.model_validate({"name": "r", "on": f"{domain}/**", "channels": ["c"]})])
+    event = make_event(type=event_type, id="e", source="s", time=datetime(2024, 1, 1, tzinfo=UTC))
+    expected = event_type == domain or event_type.startswith(domain + "/")
+    assert bool(index.match(event)) is expected
+    assert pattern_matches(f"{domain}/**", event_type) is expected

@@ -23,10 +23,10 @@ import pytest
 
 from router import Publisher
 from router.core import signing
-from router.core.events import Event
 from router.core.message import Message
 from router.core.records import ForgedRecord, RetryRecord
 from router.core.signing import KeyRing, load_keyring
+from tests.builders import make_event
 from tests.fakes.http_sink import HttpSink
 from tests.serve_support import ROUTER, RouterProcess
 from tests.test_serve_embedded import run_cli, setup_project
@@ -35,7 +35,7 @@ from tests.test_serve_embedded import run_cli, setup_project
 
 
 def record() -> RetryRecord:
-    event = Event(type="user.signed_up", id="e1", source="test", time=datetime.now(UTC), data={"n": 1})
+    event = make_event({"n": 1}, type="user.signed_up", id="e1", source="test", time=datetime.now(UTC))
     return RetryRecord("delivery", event, "signup", 1, channel="mail", message=Message("t", "b"))
 
 

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from router.cli import cli
+from tests.builders import event_object
 
 RULES = """\
 version: 1
@@ -53,7 +54,7 @@ def project(tmp_path: Path) -> Path:
     (tmp_path / "templates" / "planet.j2").write_text(BASE)
     (tmp_path / "templates" / "planet.discord.j2").write_text(DISCORD)
     (tmp_path / "event.json").write_text(
-        json.dumps({"type": "planet.completed", "data": {"user": 'Ann "A": B', "planet": "Mars"}})
+        json.dumps(event_object("planet.completed", None, {"user": 'Ann "A": B', "planet": "Mars"}))
     )
     return tmp_path
 

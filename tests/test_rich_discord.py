@@ -13,9 +13,10 @@ from router.channels.discord import DiscordChannel, DiscordConfig
 from router.core.errors import TemplateError
 from router.core.message import Message, Outcome
 from router.core.records import RetryRecord
+from tests.builders import make_event
 from tests.fakes import intercept
 from tests.fakes.http_sink import HttpSink, Reply
-from tests.rich_support import make_event, message, render
+from tests.rich_support import message, render
 
 URL = "https://discord.com/api/webhooks/112233445566/Tok3n_SECRET-value?thread_id=99"
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
+from tests.builders import event_bytes
 from tests.engine_support import Harness, RecorderChannel, start_harness, until
 from tests.fakes import intercept
 from tests.fakes.http_sink import HttpSink, Reply
@@ -48,7 +48,7 @@ rules:
 
 
 def event(name: str) -> bytes:
-    return json.dumps({"type": "user.signed_up", "id": "evt-1", "data": {"name": name}}).encode()
+    return event_bytes("user.signed_up", "evt-1", {"name": name})
 
 
 @pytest.fixture(autouse=True)

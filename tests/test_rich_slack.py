@@ -12,9 +12,10 @@ from router.channels.slack import SlackChannel, SlackConfig
 from router.core.errors import TemplateError
 from router.core.message import Message, Outcome
 from router.core.records import RetryRecord
+from tests.builders import make_event
 from tests.fakes import intercept
 from tests.fakes.http_sink import HttpSink, Reply
-from tests.rich_support import make_event, message, render
+from tests.rich_support import message, render
 
 URL = "https://hooks.slack.com/services/T0001AAAA/B0002BBBB/SeCrEtToKeN123456789abc"
 

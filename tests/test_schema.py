@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -16,26 +13,16 @@ from router.channels.base import ChannelConfig
 from router.config import config_json_schema
 from router.config.yamlsource import parse_yaml
 from router.plugins.registry import Registry
+from tests import config_plugins as plugins
 
 jsonschema = pytest.importorskip("jsonschema")
 
 DATA = Path(__file__).parent / "data" / "config"
 
 
-def _plugins() -> ModuleType:
-    # tests/data is not a package; load the shared test plugins by path, once per session.
-    name = "config_test_plugins"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, DATA / "plugins.py")
-        assert spec and spec.loader
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
 @pytest.fixture(scope="module")
 def validator() -> Any:
-    schema = config_json_schema(_plugins().make_registry())
+    schema = config_json_schema(plugins.make_registry())
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
 
@@ -45,7 +32,7 @@ def errors(validator: Any, document: dict[str, Any]) -> list[str]:
 
 
 def test_schema_is_json_serialisable_and_names_the_dialect() -> None:
-    schema = config_json_schema(_plugins().make_registry())
+    schema = config_json_schema(plugins.make_registry())
     assert json.loads(json.dumps(schema))["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["additionalProperties"] is False
 
@@ -121,9 +108,7 @@ def test_a_plugin_model_without_a_schema_does_not_break_the_schema() -> None:
         model_config = ConfigDict(arbitrary_types_allowed=True)
         thing: Opaque | None = None
 
-    plugins = _plugins()
-
-    class Odd(plugins.Discord):  # type: ignore[name-defined,misc]
+    class Odd(plugins.Discord):
         type_name = "odd"
         Config = OpaqueConfig
 

@@ -31,6 +31,7 @@ import pytest
 
 from router.core.redact import SecretFilter, register_secrets
 from router.support.logs import JsonFormatter
+from tests.builders import event_object
 from tests.engine_support import until
 from tests.fakes import intercept
 from tests.fakes.http_sink import HttpSink, Reply, free_port
@@ -168,7 +169,7 @@ rules:
 
 
 def event(kind: str, n: int) -> dict[str, object]:
-    return {"type": f"suite.{kind}", "id": f"{kind}-{n}", "data": {"user": "ada", "n": n}}
+    return event_object(f"suite.{kind}", f"{kind}-{n}", {"user": "ada", "n": n})
 
 
 def environment(f: Fakes) -> dict[str, str]:

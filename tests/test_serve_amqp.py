@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.builders import event_bytes
 from tests.fakes import intercept
 from tests.fakes.http_sink import HttpSink, Reply
 from tests.serve_support import ROUTER, RouterProcess, amqp_rules, delete_topology, publish_amqp, unique_names
@@ -26,7 +27,7 @@ TEMPLATE = (
 
 
 def event(n: int, *, user: str = "ada", type_: str = "planet.completed") -> tuple[str, bytes]:
-    return type_, json.dumps({"type": type_, "id": f"evt-{n}", "data": {"user": user, "n": n}}).encode()
+    return type_, event_bytes(type_, f"evt-{n}", {"user": user, "n": n})
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from router.core.errors import TemplateError
 from router.templating.filters import BUILTIN_FILTERS
 from router.templating.limits import OUTPUT_LIMIT, TIME_LIMIT
 from router.templating.templates import Templates, build_context
-from tests.rich_support import make_event
+from tests.builders import make_event
 
 DATA = {"user": {"name": "Ann", "tags": ["a", "b"]}, "items": [1, 2, 3]}
 

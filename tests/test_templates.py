@@ -15,6 +15,7 @@ from router.core.errors import TemplateError
 from router.core.events import Event
 from router.templating.filters import BUILTIN_FILTERS
 from router.templating.templates import Rendered, Templates, build_context
+from tests import builders
 
 DATA = {
     "user": {"id": 7, "name": "Ann"},
@@ -32,15 +33,7 @@ Event: {{ event.type }} / {{ event["id"] }}
 
 
 def make_event(data: dict[str, Any] | None = None, **fields: Any) -> Event:
-    values: dict[str, Any] = {
-        "type": "planet.completed",
-        "id": "evt-1",
-        "source": "game",
-        "time": datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
-        "data": DATA if data is None else data,
-    }
-    values.update(fields)
-    return Event(**values)
+    return builders.make_event(DATA if data is None else data, **fields)
 
 
 @pytest.fixture

@@ -1,21 +1,18 @@
 """The JSON API under ``/api/`` (docs/activity.md): activity, an event's story, dead letters, replay, stats.
 
-Mounted on the serve HTTP app by the app layer (:func:`mount`). Reads go to their own store
-connection in their own thread, never the recorder's. Every request is authenticated with
-``ui.auth`` (bearer or basic, compared in constant time); without it the API answers only when
-the server listens on loopback. State-changing requests are POST with a double-submit CSRF
-token (cookie ``router_csrf`` + header ``X-CSRF-Token``).
+Mounted on the serve HTTP app by the app layer (:func:`mount`), always behind the console's
+guard (router/console/guard.py), the one place that decides who may use /api/: whether it is
+on (the --http address and ``ui.auth``, asked per request, so a reload applies at once),
+authentication, CSRF on POST (and ``GET /api/csrf``, a console route) and the security headers.
+Nothing here checks them again. Reads go to their own store connection in their own thread,
+never the recorder's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hmac
-import ipaddress
 import json
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,13 +23,11 @@ from aiohttp import web
 from router.activity.query import FilterError, parse_filter, parse_time
 from router.activity.records import scrub_text
 from router.activity.store import ActivityStore, Filter
-from router.config.models import UiAuthSpec
 from router.core.durations import parse_duration
 
 log = logging.getLogger("router.activity")
 
-CSRF_COOKIE = "router_csrf"
-CSRF_HEADER = "X-CSRF-Token"
+GUARD_MARK = "guards_api"  # set on router/console/guard.py's middleware: the API's access is its decision
 MAX_REPLAY = 10_000  # events per replay request: a bounded cost
 MAX_BODY = 1 << 20
 
@@ -42,32 +37,18 @@ Replay = Callable[[list[str]], Awaitable[dict[str, Any]]]
 T = TypeVar("T")
 
 
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and ``localhost``."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 class ActivityApi:
-    """The handlers; ``auth`` is asked per request so that a reload's ``ui.auth`` applies at once."""
+    """The handlers (``store`` None: ``activity: false``, every endpoint answers 503)."""
 
     def __init__(
         self,
         store: ActivityStore | None,
         *,
-        auth: Callable[[], UiAuthSpec | None],
-        loopback: bool,
         replay: Replay | None = None,
         explain: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.explain = explain  # adds the not_matched verdicts of the rules in force (app layer)
         self.store = store
-        self.auth = auth
-        self.loopback = loopback
         self.replay = replay
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="router-activity-api")
 
@@ -79,46 +60,16 @@ class ActivityApi:
 
     # ----------------------------------------------------------------- plumbing
 
-    def available(self) -> bool:
-        """Beyond loopback the API needs ``ui.auth``."""
-        return self.loopback or self.auth() is not None
-
-    def _check_auth(self, request: web.Request) -> web.Response | None:
-        spec = self.auth()
-        if spec is None:
-            return None
-        header = request.headers.get("Authorization", "")
-        if spec.bearer is not None:
-            expected = f"Bearer {spec.bearer.get_secret_value()}"
-            if hmac.compare_digest(header.encode(), expected.encode()):
-                return None
-            return _json({"error": "authentication required"}, 401, {"WWW-Authenticate": 'Bearer realm="router"'})
-        assert spec.basic is not None
-        raw = f"{spec.basic.user}:{spec.basic.password.get_secret_value()}".encode()
-        expected = "Basic " + base64.b64encode(raw).decode()
-        if hmac.compare_digest(header.encode(), expected.encode()):
-            return None
-        return _json({"error": "authentication required"}, 401, {"WWW-Authenticate": 'Basic realm="router"'})
-
     async def _read(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     def wrap(
-        self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]], *, post: bool = False
+        self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        """Availability, authentication, CSRF (POST), the store's failures and bad filters, for every handler."""
+        """Activity off, the store's failures and bad filters, for every handler (access is the guard's)."""
 
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            if not self.available():
-                return _json({"error": "not found"}, 404)
-            if (denied := self._check_auth(request)) is not None:
-                return denied
-            if post:
-                cookie = request.cookies.get(CSRF_COOKIE, "")
-                header = request.headers.get(CSRF_HEADER, "")
-                if not cookie or not hmac.compare_digest(cookie.encode(), header.encode()):
-                    return _json({"error": f"missing or wrong CSRF token: GET /api/csrf, send {CSRF_HEADER}"}, 403)
-            if self.store is None and request.path != "/api/csrf":
+        async def answer(request: web.Request) -> web.StreamResponse:
+            if self.store is None:
                 return _json({"error": "activity is off (activity: false in rules.yaml)"}, 503)
             try:
                 return await handler(request)
@@ -130,15 +81,9 @@ class ActivityApi:
                 log.warning("activity API: %s failed: %s", request.path, type(error).__name__)
                 return _json({"error": f"the activity store is unavailable ({type(error).__name__})"}, 503)
 
-        return guarded
+        return answer
 
     # ----------------------------------------------------------------- handlers
-
-    async def csrf(self, request: web.Request) -> web.StreamResponse:
-        token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
-        response = _json({"token": token, "header": CSRF_HEADER, "cookie": CSRF_COOKIE})
-        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="Strict", path="/")
-        return response
 
     async def activity(self, request: web.Request) -> web.StreamResponse:
         flt = parse_filter(request.query)
@@ -232,23 +177,26 @@ def matching_ids(store: ActivityStore, flt: Filter, most: int) -> list[str]:
     return ids[:most]
 
 
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def _json(data: Any, status: int = 200) -> web.Response:
     # Scrubbed once more on the way out: a secret registered after the record was written stays out too.
+    # (No-store, nosniff and the rest of the headers are the guard's, on every /api/ answer.)
     text = scrub_text(json.dumps(data, ensure_ascii=False, default=str))
-    response = web.Response(text=text, status=status, content_type="application/json", headers=headers)
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
+    return web.Response(text=text, status=status, content_type="application/json")
 
 
 def mount(app: web.Application, api: ActivityApi) -> None:
-    """Add the ``/api/`` routes to ``app`` and close the API's store with it."""
+    """Add the ``/api/`` routes to ``app`` and close the API's store with it.
+
+    Only on an app whose console guard is installed (router/console/routes.py ``install``, which
+    app/server.py calls first): the guard is what authenticates and checks CSRF, so without it
+    this refuses to mount."""
+    if not any(getattr(m, GUARD_MARK, False) for m in app.middlewares):
+        raise RuntimeError("the activity API is mounted only behind the console guard (console.routes.install)")
     w = api.wrap
-    app.router.add_get("/api/csrf", w(api.csrf))
     app.router.add_get("/api/activity", w(api.activity))
     app.router.add_get("/api/events/{event_id}", w(api.event))
     app.router.add_get("/api/dead-letters", w(api.dead_letters))
-    app.router.add_post("/api/replay", w(api.replay_handler, post=True))
+    app.router.add_post("/api/replay", w(api.replay_handler))
     app.router.add_get("/api/rules", w(api.rules))
     app.router.add_get("/api/channels", w(api.channels))
     app.router.add_get("/api/overview", w(api.overview))
@@ -259,4 +207,4 @@ def mount(app: web.Application, api: ActivityApi) -> None:
     app.on_cleanup.append(on_cleanup)
 
 
-__all__ = ["ActivityApi", "is_loopback", "mount", "parse_time"]
+__all__ = ["ActivityApi", "mount", "parse_time"]

@@ -58,6 +58,22 @@ class NullRecorder:
     def job(self, event_id: str, rule: str, job: str, outcome: str, error: str | None = None) -> None:
         """Record one job run."""
 
+    def rejected(
+        self,
+        event_id: str,
+        *,
+        size: int,
+        reason: str,
+        error: str,
+        dead_letter_id: str | None,
+        event: Event | None = None,
+        routing_key: str | None = None,
+    ) -> None:
+        """Record a message that never became a routed event (poison, oversize, schema, forged record).
+
+        ``event`` when it decoded (a schema failure); otherwise only what is safe to keep: the id,
+        the size, the routing key, the reason and the dead letter's id, never the bytes."""
+
 
 class Recorder(NullRecorder):
     """Buffers activity records and writes them in batches through ``store`` (docs/activity.md)."""
@@ -123,6 +139,34 @@ class Recorder(NullRecorder):
 
     def job(self, event_id: str, rule: str, job: str, outcome: str, error: str | None = None) -> None:
         self._put(("j", time.time(), event_id, rule, job, outcome, error))
+
+    def rejected(
+        self,
+        event_id: str,
+        *,
+        size: int,
+        reason: str,
+        error: str,
+        dead_letter_id: str | None,
+        event: Event | None = None,
+        routing_key: str | None = None,
+    ) -> None:
+        # The same bounded buffer as every record: a flood of poison drops history, never grows it.
+        self._put(
+            (
+                "r",
+                time.time(),
+                event_id,
+                size,
+                reason,
+                error,
+                dead_letter_id,
+                event,
+                routing_key,
+                self.transport,
+                PROCESS,
+            )
+        )
 
     # ----------------------------------------------------------------- the writer
 
@@ -211,12 +255,46 @@ class Recorder(NullRecorder):
 
 def build_batch(items: list[tuple[Any, ...]]) -> Batch:
     """Turn buffered calls into rows (in the store's thread: none of this runs on the event loop)."""
-    from router.activity.records import to_json
+    from router.activity.records import REJECTED, rejection_error, to_json
 
     batch = Batch()
     for item in items:
         kind = item[0]
-        if kind == "e":
+        if kind == "r":
+            _, at, event_id, size, reason, error, letter_id, event, routing_key, transport, process = item
+            if event is not None:
+                envelope: dict[str, Any] = {
+                    "id": event.id,
+                    "type": event.type,
+                    "source": event.source,
+                    "subject": event.subject,
+                    "time": event.time,
+                    "data": event.data,
+                }
+                row_type, source, subject, schema = event.type, event.source, event.subject, "refused"
+            else:
+                # No "type": the story of a message that never decoded has no rule verdicts to explain.
+                envelope = {"id": event_id, "routing_key": routing_key}
+                row_type, source, subject, schema = routing_key or "", None, None, None
+            batch.events.append(
+                (
+                    event_id,
+                    at,
+                    row_type,
+                    source,
+                    subject,
+                    transport,
+                    process,
+                    size,
+                    schema,
+                    REJECTED,
+                    to_json(envelope),
+                    reason,
+                    rejection_error(error),
+                    letter_id,
+                )
+            )
+        elif kind == "e":
             _, at, event, size, schema, transport, process = item
             envelope = {
                 "id": event.id,
@@ -239,6 +317,9 @@ def build_batch(items: list[tuple[Any, ...]]) -> Batch:
                     schema,
                     "dead" if schema == "refused" else "skipped",
                     to_json(envelope),
+                    None,
+                    None,
+                    None,
                 )
             )
         elif kind == "v":

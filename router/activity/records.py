@@ -8,10 +8,15 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from router.core.redact import MASK, registered_secrets
+from router.core.redact import MASK, registered_secrets, scrub
 
-OUTCOMES: tuple[str, ...] = ("sent", "failed", "dead", "skipped", "pending", "dry_run")
-"""The values of the ``outcome`` filter (``failed``: at least one failed attempt)."""
+OUTCOMES: tuple[str, ...] = ("sent", "failed", "dead", "skipped", "pending", "dry_run", "rejected")
+"""The values of the ``outcome`` filter (``failed``: at least one failed attempt; ``rejected``: a
+message that never became a routed event, see :func:`rejected_id`)."""
+
+REJECTED = "rejected"
+MAX_REJECTION_ERROR = 300  # characters of a rejection's reason kept: the router's own words, bounded
+MAX_MESSAGE_ID = 200
 
 VERDICTS: tuple[str, ...] = ("fired", "not_matched", "deduped", "rate_limited", "throttled", "digested", "folded")
 
@@ -143,6 +148,29 @@ def summarise(
             extra.append("sent")
     _ = list(fired)
     return overall([*channels.values(), *extra]), channels, failed
+
+
+def rejected_id(kind: str, body_digest: str, *, event_id: str | None = None, message_id: str | None = None) -> str:
+    """The id a rejected message is recorded under (docs/activity.md, "Rejected messages").
+
+    The event's own id when it decoded (a schema failure); else, for an event, the message id
+    its publisher gave (AMQP ``message_id``: `router.Publisher` sets the event id there); else
+    ``poison-<digest of the body>``, the id its failure notification is delivered under, so the
+    two share one story and a redelivered message is not recorded twice. A retry record's
+    claimed event id is never used: the record failed its signature or could not be read.
+    """
+    if event_id is not None:
+        return event_id
+    if kind == "event" and message_id and len(message_id) <= MAX_MESSAGE_ID and message_id.isprintable():
+        return message_id
+    return f"poison-{body_digest}"
+
+
+def rejection_error(error: str) -> str:
+    """A rejection's reason as the activity keeps it: secrets and URLs scrubbed (as in dead
+    letters), cut to :data:`MAX_REJECTION_ERROR` characters; never the message's bytes."""
+    text = scrub(error, registered_secrets())
+    return text if len(text) <= MAX_REJECTION_ERROR else text[: MAX_REJECTION_ERROR - 3] + "..."
 
 
 def counts_template() -> dict[str, int]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from router.activity.records import (
     OUTCOMES,
+    REJECTED,
     channel_outcome,
     counts_template,
     iso,
@@ -117,15 +118,23 @@ TABLES = ("activity_events", "activity_verdicts", "activity_attempts", "activity
 
 _EVENT_COLUMNS = (
     "event_id, at, type, source, subject, transport, process, size, schema_verdict, outcome, envelope, "
-    "channels, rules_fired, failed"
+    "channels, rules_fired, failed, reason, error, dead_letter_id"
 )
+_REPLACE_REJECTED = ", ".join(
+    f"{column} = excluded.{column}" for column in (c.strip() for c in _EVENT_COLUMNS.split(",")) if column != "event_id"
+)
+# Columns added after the first release: added to an existing table when the store opens.
+_ADDED_EVENT_COLUMNS = (("reason", "TEXT"), ("error", "TEXT"), ("dead_letter_id", "TEXT"))
 _VERDICT_COLUMNS = "event_id, at, rule, verdict, reason"
 _ATTEMPT_COLUMNS = (
     "event_id, at, rule, channel, channel_type, idempotency_key, attempt, message, duration_ms, outcome, "
     "retry_at, status, error_class, error, dead_letter_id"
 )
 _JOB_COLUMNS = "event_id, at, rule, job, outcome, error"
-_LIST_COLUMNS = "event_id, at, type, source, subject, transport, size, schema_verdict, rules_fired, outcome, channels"
+_LIST_COLUMNS = (
+    "event_id, at, type, source, subject, transport, size, schema_verdict, rules_fired, outcome, channels, "
+    "reason, error, dead_letter_id"
+)
 
 
 class SqlStore(ActivityStore):
@@ -156,6 +165,13 @@ class SqlStore(ActivityStore):
     def _create(self, cursor: Any) -> None:
         for statement in self.schema():
             cursor.execute(statement)
+        # A store written by an earlier version lacks the rejection columns: add them (nullable).
+        cursor.execute("SELECT * FROM activity_events WHERE 1 = 0")
+        present = {column[0].lower() for column in cursor.description}
+        cursor.fetchall()
+        for name, sql_type in _ADDED_EVENT_COLUMNS:
+            if name not in present:
+                cursor.execute(f"ALTER TABLE activity_events ADD COLUMN {name} {sql_type}")
 
     def schema(self) -> list[str]:
         """The tables and indexes, created if missing."""
@@ -165,7 +181,8 @@ class SqlStore(ActivityStore):
                 event_id TEXT PRIMARY KEY, at {real} NOT NULL, type TEXT NOT NULL, source TEXT, subject TEXT,
                 transport TEXT, process TEXT, size INTEGER, schema_verdict TEXT, outcome TEXT NOT NULL,
                 failed INTEGER NOT NULL DEFAULT 0, channels TEXT NOT NULL DEFAULT '{{}}',
-                rules_fired TEXT NOT NULL DEFAULT '[]', envelope TEXT)""",
+                rules_fired TEXT NOT NULL DEFAULT '[]', envelope TEXT, reason TEXT, error TEXT,
+                dead_letter_id TEXT)""",
             # (at, outcome, failed) and (type, at, outcome, failed) cover the counts of a list: the
             # counts over a day of events read the index alone, never the rows.
             "CREATE INDEX IF NOT EXISTS activity_events_at ON activity_events (at, outcome, failed)",
@@ -240,8 +257,11 @@ class SqlStore(ActivityStore):
             if event_rows:
                 cursor.executemany(
                     self._sql(
-                        f"INSERT INTO activity_events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                        "ON CONFLICT (event_id) DO NOTHING"
+                        f"INSERT INTO activity_events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                        # An event seen before keeps its row, unless that row is a rejection: a
+                        # rejected event replayed (say, once its schema was fixed) tells its new story.
+                        f"ON CONFLICT (event_id) DO UPDATE SET {_REPLACE_REJECTED} "
+                        f"WHERE activity_events.outcome = '{REJECTED}'"
                     ),
                     event_rows,
                 )
@@ -291,7 +311,9 @@ class SqlStore(ActivityStore):
             cursor.execute(
                 self._sql(
                     "UPDATE activity_events SET outcome = ?, channels = ?, rules_fired = ?, failed = ? "
-                    "WHERE event_id = ? AND schema_verdict <> 'refused'"
+                    # A rejected message's outcome is final (its failure notification's attempts
+                    # are part of its story, not a delivery of it); 'refused' rows predate 'rejected'.
+                    "WHERE event_id = ? AND outcome <> 'rejected' AND coalesce(schema_verdict, '') <> 'refused'"
                 ),
                 (outcome, json.dumps(channels), json.dumps(fired), int(failed), event_id),
             )
@@ -406,6 +428,7 @@ class SqlStore(ActivityStore):
                 "rules_fired": json.loads(r[8] or "[]"),
                 "outcome": r[9],
                 "channels": json.loads(r[10] or "{}"),
+                "rejection": _rejection(r[11], r[12], r[13]),
             }
             for r in rows
         ]
@@ -432,8 +455,8 @@ class SqlStore(ActivityStore):
 
     def event_story(self, event_id: str) -> dict[str, Any] | None:
         found = self._query(
-            "SELECT at, transport, process, schema_verdict, outcome, envelope, type, source, subject, size "
-            "FROM activity_events WHERE event_id = ?",
+            "SELECT at, transport, process, schema_verdict, outcome, envelope, type, source, subject, size, "
+            "reason, error, dead_letter_id FROM activity_events WHERE event_id = ?",
             (event_id,),
         )
         verdicts = self._query(
@@ -494,6 +517,7 @@ class SqlStore(ActivityStore):
             "deliveries": list(deliveries.values()),
             "jobs": [{"rule": j[0], "job": j[1], "outcome": j[2], "error": j[3], "at": iso(j[4])} for j in jobs],
             "outcome": found[0][4] if found else None,
+            "rejection": _rejection(*found[0][10:13]) if found else None,
         }
         return story
 
@@ -683,14 +707,21 @@ def _with_summaries(batch: Batch) -> list[tuple[Any, ...]]:
     rows = []
     for row in batch.events:
         event_id = row[0]
-        if row[8] == "refused":
-            rows.append((*row, "{}", "[]", 0))
+        if row[9] == REJECTED:  # its outcome is final: nothing was routed
+            rows.append((*row[:11], "{}", "[]", 0, *row[11:14]))
             continue
         its_verdicts = verdicts.get(event_id, [])
         fired = list(dict.fromkeys(rule for rule, verdict in its_verdicts if verdict == "fired"))
         outcome, channels, failed = summarise(attempts.get(event_id, []), fired, its_verdicts, jobs.get(event_id, []))
-        rows.append((*row[:9], outcome, row[10], json.dumps(channels), json.dumps(fired), int(failed)))
+        rows.append((*row[:9], outcome, row[10], json.dumps(channels), json.dumps(fired), int(failed), *row[11:14]))
     return rows
+
+
+def _rejection(reason: str | None, error: str | None, dead_letter_id: str | None) -> dict[str, Any] | None:
+    """Why a message was rejected (``reason``: poison, oversize, schema, forged), or None for a routed event."""
+    if reason is None:
+        return None
+    return {"reason": reason, "error": error, "dead_letter_id": dead_letter_id}
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -26,7 +26,7 @@ def format_table(answer: dict[str, Any]) -> str:
                 event["event_id"],
                 event["type"],
                 ",".join(event["rules_fired"]) or "-",
-                f"{event['outcome']}" + (f" ({channels})" if channels else ""),
+                f"{event['outcome']}" + (f" ({channels})" if channels else "") + _rejection_note(event),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
@@ -37,6 +37,15 @@ def format_table(answer: dict[str, Any]) -> str:
     if answer.get("next"):
         lines.append(f"more: --before {answer['next']}")
     return "\n".join(lines)
+
+
+def _rejection_note(event: dict[str, Any]) -> str:
+    """`` (schema: data.n: required property missing)`` for a rejected message, else ""."""
+    rejection = event.get("rejection")
+    if not rejection:
+        return ""
+    error = str(rejection.get("error") or "")
+    return f" ({rejection['reason']}: {error[:80] + ('...' if len(error) > 80 else '')})" if error else ""
 
 
 def format_trace(story: dict[str, Any]) -> str:
@@ -54,8 +63,14 @@ def format_trace(story: dict[str, Any]) -> str:
         f"event {event.get('id', story.get('event_id'))}  type {event.get('type', '-')}  source {event.get('source', '-')}",
         f"{rel(story.get('received_at'))}  received via {story.get('transport') or '?'} by {story.get('process') or '?'}"
         f" ({story.get('size') or 0} bytes)",
-        f"{rel(story.get('received_at'))}  schema: {story.get('schema') or '?'}",
+        f"{rel(story.get('received_at'))}  schema: {story.get('schema') or 'not checked (not decoded)'}",
     ]
+    rejection = story.get("rejection")
+    if rejection:
+        lines.append(
+            f"{rel(story.get('received_at'))}  rejected ({rejection['reason']}): {rejection.get('error') or '-'}; "
+            f"dead letter {rejection.get('dead_letter_id') or '?'} (router dlq list)"
+        )
     for rule in story.get("rules", []):
         reason = f": {rule['reason']}" if rule.get("reason") else ""
         lines.append(f"{rel(rule.get('at'))}  rule {rule['rule']}: {rule['verdict']}{reason}")

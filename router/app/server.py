@@ -23,7 +23,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from router.activity.api import ActivityApi, is_loopback, mount
+from router.activity.api import ActivityApi, mount
 from router.activity.query import activity_url, open_store
 from router.activity.recorder import NullRecorder, Recorder
 from router.app import gc_tuning as heap
@@ -263,16 +263,9 @@ class Server:
             max_bytes=config.max_bytes,
         )
 
-    def _activity_api(self, engine: Engine, host: str) -> ActivityApi | None:
-        """The JSON API under /api/, or None (logged) when it must stay off."""
+    def _activity_api(self, engine: Engine) -> ActivityApi:
+        """The JSON API under /api/; whether it answers is the console guard's decision, per request."""
         config = engine.runtime.config
-        loopback = is_loopback(host)
-        if not loopback and config.ui.auth is None:
-            log.warning(
-                "the activity API and console are off: --http %s is beyond loopback and rules.yaml sets no ui.auth",
-                host,
-            )
-            return None
         store = None
         if config.activity.enabled:
             folder = engine.runtime.loaded.path.parent
@@ -283,8 +276,6 @@ class Server:
 
         return ActivityApi(
             store,
-            auth=lambda: engine.runtime.config.ui.auth,
-            loopback=loopback,
             replay=replay,
             explain=lambda story: with_not_matched(story, engine.runtime),
         )
@@ -325,11 +316,11 @@ class Server:
             guard=guard,
             more_metrics=every_worker if self.options.workers > 1 else None,
         )
+        # The guard first: it alone decides who may use /ui/ and /api/, asked per request, so a
+        # reload that adds ui.auth on a non-loopback address turns both on without a restart.
         console_guard = ConsoleGuard(lambda: engine.runtime.config, host)
         console.install(app, console_guard)
-        api = self._activity_api(engine, host)
-        if api is not None:
-            mount(app, api)
+        mount(app, self._activity_api(engine))
         # keepalive_timeout: aiohttp's own idle close, the same as the guard's deadline.
         # lingering_time=0: a refused request's unread body is not read and discarded for
         # seconds (aiohttp's default 10 s), the connection is closed at once.
@@ -345,8 +336,10 @@ class Server:
             ) from None
         log.info("http listening", extra={"fields": {"address": f"{host}:{port}"}})
         ui = console_guard.state()
-        if ui.enabled:  # when off, _activity_api() has logged why
+        if ui.enabled:
             log.info("console on /ui/ of %s:%d (%s)", host, port, ui.reason)
+        else:
+            log.warning("the activity API and console are off until ui.auth is set: %s", ui.reason)
         return runner
 
     def _install_signals(self) -> None:

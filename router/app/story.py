@@ -17,8 +17,8 @@ from router.runtime.runtime import Runtime
 def with_not_matched(story: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """``story`` with a ``not_matched`` verdict for every rule in force that did not fire."""
     envelope = story.get("event") or {}
-    if not isinstance(envelope.get("type"), str):
-        return story
+    if not isinstance(envelope.get("type"), str) or story.get("rejection"):
+        return story  # a rejected message was never matched against the rules
     try:
         moment = datetime.fromisoformat(str(envelope.get("time")).replace("Z", "+00:00"))
     except ValueError:

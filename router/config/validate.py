@@ -8,12 +8,10 @@ types and names only.
 
 from __future__ import annotations
 
-import functools
-import importlib
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from router.config.event_schemas import EventSchema, compile_events
 from router.config.job_options import channel_refs
 from router.config.models import RouterConfig, Rule
 from router.config.yamlsource import KeyPath, describe_type
+from router.core.patterns import pattern_error
 from router.core.suggest import did_you_mean
 from router.support.linear_regex import regex_problem
 
@@ -244,39 +243,6 @@ def validate_structure(data: Any) -> tuple[RouterConfig | None, list[Issue]]:
 # event type patterns and conditions
 
 _DEFAULT_JOB = Rule.model_fields["job"].default
-
-_SEGMENT = re.compile(r"^[^\s.*]+$")
-
-
-def _local_pattern_error(pattern: str) -> str | None:
-    if not pattern:
-        return "a pattern cannot be empty (use '**' to match every event type)"
-    for segment in pattern.split("."):
-        if segment in ("*", "**"):
-            continue
-        if not segment:
-            return "the pattern has an empty segment (two dots in a row, or a leading or trailing dot)"
-        if "*" in segment:
-            return "'*' and '**' must be whole segments, as in 'planet.*' or '**'"
-        if not _SEGMENT.match(segment):
-            return "a pattern segment may not contain whitespace"
-    return None
-
-
-@functools.cache  # looked up once, not once per rule
-def _pattern_checker() -> Callable[[str], str | None]:
-    # router.matching.index owns pattern semantics; fall back to the local check until it exists.
-    try:
-        module = importlib.import_module("router.matching.index")
-    except ImportError:
-        return _local_pattern_error
-    checker = getattr(module, "pattern_error", None)
-    return checker if callable(checker) else _local_pattern_error
-
-
-def pattern_error(pattern: str) -> str | None:
-    """Why ``pattern`` is not a valid event type pattern, or None when it is."""
-    return _pattern_checker()(pattern)
 
 
 def _condition_issues(rule_path: KeyPath, raw_when: Any) -> list[Issue]:

@@ -13,7 +13,10 @@
   ``X-CSRF-Token`` header equal to the ``router_csrf`` cookie the page set (double submit: a
   foreign site can neither read the cookie nor set the header without a CORS preflight, which
   is never granted), and an ``Origin``, when sent, naming this host. Bearer-authenticated
-  requests too, as the API (router/activity/api.py) requires.
+  requests too. ``GET /api/csrf`` (routes.py) hands out the cookie and its value.
+- **One place.** The JSON API (router/activity/api.py) checks none of this itself: it is
+  mounted only behind this middleware, which asks :meth:`ConsoleGuard.state` per request, so
+  a reload that adds, changes or removes ``ui.auth`` applies to the next request, /api/ too.
 - **Headers.** A strict Content-Security-Policy (scripts, styles and connections to this
   origin only; no inline script, no framing), ``nosniff``, no referrer, and no caching of API
   answers.
@@ -198,6 +201,8 @@ def middleware(guard: ConsoleGuard) -> Middleware:
             response.headers["Cache-Control"] = "no-store"
         return response
 
+    # router/activity/api.py mounts only behind this middleware: it checks none of this itself.
+    console_guard.guards_api = True  # type: ignore[attr-defined]
     return console_guard
 
 
@@ -206,7 +211,10 @@ def csrf_problem(request: web.Request) -> str:
     cookie = request.cookies.get(CSRF_COOKIE, "")
     header = request.headers.get(CSRF_HEADER, "")
     if not cookie or not header or not hmac.compare_digest(cookie.encode(), header.encode()):
-        return f"CSRF check failed: send the {CSRF_HEADER} header equal to the {CSRF_COOKIE} cookie (reload /ui/)"
+        return (
+            f"CSRF check failed: send the {CSRF_HEADER} header equal to the {CSRF_COOKIE} cookie "
+            "(GET /api/csrf gives both; in the console, reload /ui/)"
+        )
     origin = request.headers.get("Origin")
     # The host only: behind a TLS-terminating proxy the scheme seen here is http while the
     # browser's Origin says https. The cookie check above is the protection; this is a second.

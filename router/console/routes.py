@@ -3,8 +3,8 @@ JavaScript modules and stylesheet come from ``static/`` under ``/ui/static/``.
 
 The files are read once when the app is built (they are small: see docs/activity.md) and
 served from memory by name; nothing outside that folder can be asked for. The page sets the
-``router_csrf`` cookie its state-changing requests echo (see :mod:`.guard`); the page reads the
-value from ``GET /api/csrf`` (router/activity/api.py), since that cookie is HttpOnly.
+``router_csrf`` cookie its state-changing requests echo (see :mod:`.guard`); the page (or any
+API client) reads the value from ``GET /api/csrf``, served here, since that cookie is HttpOnly.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from router.console.guard import CSRF_COOKIE, ConsoleGuard, middleware, new_csrf_token
+from router.console.guard import CSRF_COOKIE, CSRF_HEADER, ConsoleGuard, middleware, new_csrf_token
 
 log = logging.getLogger("router.console")
 
@@ -64,7 +64,15 @@ def install(app: web.Application, guard: ConsoleGuard) -> None:
         response.headers["Cache-Control"] = "no-cache"
         return response
 
+    async def csrf(request: web.Request) -> web.Response:
+        # The double-submit pair: the cookie (HttpOnly) and its value, for the X-CSRF-Token header.
+        token = request.cookies.get(CSRF_COOKIE) or new_csrf_token()
+        response = web.json_response({"token": token, "header": CSRF_HEADER, "cookie": CSRF_COOKIE})
+        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="Strict", path="/")
+        return response
+
     app.middlewares.append(middleware(guard))
+    app.router.add_get("/api/csrf", csrf)
     app.router.add_get("/", to_console)
     app.router.add_get("/ui", to_console)
     app.router.add_get("/ui/", page)

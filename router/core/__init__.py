@@ -2,6 +2,6 @@
 
 Owns: :mod:`.events` (the ``Event`` envelope and its decoders), :mod:`.message` (``Message``,
 ``Outcome``), :mod:`.delivery`, :mod:`.records` (retry records on the wire), :mod:`.errors`,
-:mod:`.durations`, :mod:`.redact` (secret registry and scrubbing), :mod:`.suggest`
+:mod:`.durations`, :mod:`.patterns` (the grammar of a rule's ``on`` patterns), :mod:`.redact` (secret registry and scrubbing), :mod:`.suggest`
 (did-you-mean), :mod:`.version`. The bottom layer: imports nothing else of ``router``.
 """

@@ -20,13 +20,15 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 from router.activity.recorder import NullRecorder
+from router.activity.records import rejected_id
 from router.channels.base import Channel
 from router.config.models import Rule
 from router.core.delivery import Delivery
@@ -61,6 +63,8 @@ from router.transports.base import (
 from router.transports.dead_letters import DeadLetters
 
 log = logging.getLogger("router.engine")
+
+T = TypeVar("T")
 
 JOB_DONE_SUFFIX = ":job"
 REQUEUE_LOG_INTERVAL = 10.0  # seconds between two "could not resolve" lines for the same failure
@@ -268,7 +272,6 @@ class Engine:
         schema = runtime.loaded.event_schemas.get(event.type)  # types without a schema: this lookup only
         if schema is not None and (problem := schema.check(event.data)) is not None:
             # Refused whole, never retried: the same data would fail the same way every time.
-            self.activity.event(event, len(incoming.body), "refused")
             await self._dead_letter_poison(incoming, "schema", problem, event=event)
             return
         self.activity.event(event, len(incoming.body), "none" if schema is None else "ok")
@@ -470,13 +473,33 @@ class Engine:
     async def _dead_letter_poison(
         self, incoming: Incoming, reason: str, error: str, *, event: Event | None = None
     ) -> None:
-        """Dead-letter a message as it came (undecodable, oversize; ``event`` when it decoded but is refused)."""
-        await self._guard(self.dead_letters.message(incoming, reason, error, event=event))
+        """Dead-letter a message as it came (undecodable, oversize; ``event`` when it decoded but is refused).
+
+        The activity records it as ``rejected`` once the dead letter is durable (docs/activity.md)."""
+        letter_id = await self._guard(self.dead_letters.message(incoming, reason, error, event=event))
         log.warning(
             "message dead-lettered",
             extra={"fields": {"reason": reason, "error": error, "routing_key": incoming.routing_key}},
         )
-        await self._notify_failure(self.generation, Failure.of_message(incoming.body, reason, error, event))
+        failure = Failure.of_message(incoming.body, reason, error, event)
+        if self.activity.enabled:
+            # Under the id its failure notification is delivered under, so both tell one story.
+            event_id = rejected_id(
+                incoming.kind,
+                failure.body_digest or "",
+                event_id=event.id if event is not None else None,
+                message_id=incoming.message_id,
+            )
+            self.activity.rejected(
+                event_id,
+                size=len(incoming.body),
+                reason=reason,
+                error=error,
+                dead_letter_id=letter_id,
+                event=event,
+                routing_key=incoming.routing_key,
+            )
+        await self._notify_failure(self.generation, failure)
 
     async def _dead_letter_event(
         self,
@@ -522,10 +545,10 @@ class Engine:
             if isinstance(result, BaseException):
                 raise result
 
-    async def _guard(self, operation: Any) -> None:
-        """Await a transport write; its failure means the message must be requeued."""
+    async def _guard(self, operation: Awaitable[T]) -> T:
+        """Await a transport write (its answer); its failure means the message must be requeued."""
         try:
-            await operation
+            return await operation
         except Exception as error:
             raise ResolutionError(f"transport write failed: {type(error).__name__}") from error
 

@@ -50,6 +50,9 @@ class Incoming:
     routing_key: str | None = None
     content_type: str | None = None
     redelivered: bool = False
+    # The publisher's message id (AMQP ``message_id``; `router.Publisher` sets the event id), if any:
+    # the id a message that cannot be decoded is recorded under in the activity.
+    message_id: str | None = None
     # Set by the transport; the engine calls exactly one of them once the message is resolved.
     ack: Callable[[], Awaitable[None]] | None = None
     requeue: Callable[[], Awaitable[None]] | None = None

@@ -73,8 +73,10 @@ class DeadLetters:
         self.transport = transport
         self.metrics = metrics
 
-    async def message(self, incoming: Incoming, reason: str, error: str, *, event: Event | None = None) -> None:
-        """A message as it came: undecodable, oversize, or decoded but refused (``event``: schema)."""
+    async def message(self, incoming: Incoming, reason: str, error: str, *, event: Event | None = None) -> str | None:
+        """A message as it came: undecodable, oversize, or decoded but refused (``event``: schema).
+
+        Returns the dead letter's id, when the transport gives one (the activity records it)."""
         error = clean_error(error)
         headers: Headers = {
             **{k: v for k, v in incoming.headers.items() if not str(k).startswith("x-router-")},
@@ -87,9 +89,10 @@ class DeadLetters:
         }
         if event is not None:  # `router dlq list` shows which event
             headers[H_EVENT_ID] = event.id
-        await self.transport.dead_letter(incoming.body, headers=headers)
+        letter_id = await self.transport.dead_letter(incoming.body, headers=headers)
         self.metrics.events_failed.labels(reason).inc()
         self.metrics.dead_letters.labels(reason).inc()
+        return letter_id
 
     async def event(self, event: Event, rule: str, reason: str, error: str, attempt: int) -> None:
         """A rule that failed on an event (its template or a key did not render): the event, for a replay."""

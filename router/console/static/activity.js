@@ -3,7 +3,7 @@
 import { api, query } from "./api.js";
 import { h, clear, append, route, badge, time, table } from "./dom.js";
 
-const OUTCOMES = ["sent", "failed", "dead", "pending", "skipped", "dry_run"];
+const OUTCOMES = ["sent", "failed", "dead", "pending", "skipped", "dry_run", "rejected"];
 const FIELDS = ["since", "type", "rule", "channel", "outcome", "q"];
 const POLL_MS = 2000;
 
@@ -82,11 +82,11 @@ export function activityView(main, params, navigate) {
       return h("tr", { class: fresh ? "fresh" : null, "data-event-id": event.event_id },
         h("td", { class: "nowrap" }, time(event.received_at)),
         h("td", null, route("/event/" + encodeURIComponent(event.event_id), event.event_id, { class: "event-link" })),
-        h("td", null, event.type),
+        h("td", null, event.type || "—"),
         h("td", null, event.subject || ""),
         h("td", null, (event.rules_fired || []).join(", ")),
         h("td", null, Object.entries(event.channels || {}).map(([name, outcome]) => h("span", { class: "chan" }, name, " ", badge(outcome)))),
-        h("td", null, badge(event.outcome)),
+        h("td", null, badge(event.outcome), event.rejection ? h("div", { class: "muted rejection" }, event.rejection.reason + ": " + (event.rejection.error || "")) : null),
       );
     });
     first = false;

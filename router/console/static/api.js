@@ -26,8 +26,7 @@ let csrfToken = "";
 async function csrf(headers) {
   if (!csrfToken) {
     const response = await fetch("/api/csrf", { headers, credentials: "same-origin", cache: "no-store" });
-    if (response.status === 403 && method !== "GET") csrfToken = ""; // a new cookie: ask again next time
-  if (!response.ok) throw new ApiError(response.status, `CSRF token: HTTP ${response.status}`);
+    if (!response.ok) throw new ApiError(response.status, `CSRF token: HTTP ${response.status}`);
     csrfToken = (await response.json()).token;
   }
   return csrfToken;

@@ -84,7 +84,7 @@ export function json(value) {
 
 export function badge(outcome) {
   const name = String(outcome ?? "");
-  const known = ["sent", "failed", "dead", "pending", "retry", "skipped", "dry_run", "already_sent", "fired", "ok"];
+  const known = ["sent", "failed", "dead", "pending", "retry", "skipped", "dry_run", "already_sent", "fired", "ok", "rejected"];
   return h("span", { class: "badge " + (known.includes(name) ? "b-" + name : "b-other") }, name || "—");
 }
 

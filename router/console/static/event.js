@@ -56,6 +56,7 @@ export function eventView(main, id) {
         fact("Schema", story.schema), fact("Size", story.size !== undefined ? story.size + " bytes" : null),
       ),
       replay ? h("div", { class: "actions" }, replay) : null,
+      story.rejection ? rejection(story.rejection) : null,
       h("h2", null, "Rules"),
       table(["Rule", "Verdict", "Reason"], (story.rules || []).map((r) => h("tr", null, h("td", null, r.rule), h("td", null, badge(r.verdict)), h("td", null, r.reason || ""))), "No rule concerned this event."),
       h("h2", null, "Deliveries"),
@@ -69,6 +70,16 @@ export function eventView(main, id) {
 
   function fact(name, value) {
     return [h("dt", null, name), h("dd", null, value === undefined || value === null || value === "" ? "—" : String(value))];
+  }
+
+  // A message that never became a routed event: why, and where it is kept (router dlq list).
+  function rejection(r) {
+    return h("section", { class: "rejected", id: "rejection" },
+      h("h2", null, "Rejected: ", r.reason),
+      h("div", { class: "failure" }, h("strong", null, "Reason: "), r.error || "—"),
+      h("dl", { class: "facts small" }, h("dt", null, "Dead letter"), h("dd", { class: "mono" }, r.dead_letter_id || "—")),
+      h("p", { class: "muted" }, "It was not routed: no rule saw it. The message is in the dead-letter queue (router dlq list)."),
+    );
   }
 
   function lastOutcome(d) {

@@ -281,6 +281,7 @@ class AmqpTransport(Transport):
             routing_key=routing_key,
             content_type=message.header.properties.content_type,
             redelivered=bool(message.redelivered),
+            message_id=message.header.properties.message_id,
             ack=settlement.ack,
             requeue=settlement.requeue,
         )

@@ -1,4 +1,7 @@
-"""Small channel and job plugins for the config tests: a hand-built Registry, no plugin manager."""
+"""Small channel and job plugins for the config tests: a hand-built Registry, no plugin manager.
+
+The config, envsubst and schema tests import it as ``from tests import config_plugins as plugins``.
+"""
 
 from __future__ import annotations
 

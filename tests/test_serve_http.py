@@ -25,6 +25,7 @@ from router.ingest.http import MAX_BATCH, build_app
 from router.support.metrics import Metrics
 from router.transports.base import Incoming
 from router.transports.embedded import EmbeddedTransport
+from tests.builders import event_object
 from tests.fakes.http_sink import HttpSink, Reply, free_port
 
 MAX_EVENT = 2048  # bytes; small, so that the limits are cheap to cross
@@ -144,7 +145,7 @@ async def test_invalid_requests_get_400_with_the_reason_and_nothing_is_enqueued(
 
 
 async def test_request_above_the_size_limit_gets_413(client: TestClient[Any, Any], queue: EmbeddedTransport) -> None:
-    huge = json.dumps({"type": "a.b", "data": {"blob": "x" * (MAX_EVENT * 8)}})
+    huge = json.dumps(event_object("a.b", None, {"blob": "x" * (MAX_EVENT * 8)}))
     status, body = await post(client, huge)
     assert status == 413 and "limit" in body["error"]
 

@@ -238,6 +238,26 @@ async def test_children_stop_when_the_parent_is_killed(
         await until(gone, "the orphaned child to exit", timeout=30)
 
 
+async def test_the_broker_url_of_the_command_line_reaches_the_children_outside_their_command_line(
+    tmp_path: Path, rabbitmq_url: str, redis_url: str, names: dict[str, str]
+) -> None:
+    """`--broker` wins over rules.yaml in every process, and its password is not shown to `ps`."""
+    async with HttpSink() as sink:
+        write_config(tmp_path, rabbitmq_url, redis_url, names, sink)
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(rules.read_text().replace(rabbitmq_url, "amqp://nobody:wrong@127.0.0.1:1/"))
+        router = RouterProcess(tmp_path, args=("--workers", "2", "--no-watch", "--broker", rabbitmq_url))
+        await router.start()
+        try:
+            await router.wait_for_log(lambda r: r.get("msg") == "router started" and r.get("worker") == 1, timeout=30)
+            child = lines(router, "worker started", child=1)[0]["pid"]
+            command_line = Path(f"/proc/{child}/cmdline").read_bytes().decode()
+            assert "--worker-index" in command_line and rabbitmq_url not in command_line
+            assert "--broker" not in command_line
+        finally:
+            await router.stop()
+
+
 def test_workers_auto_is_one_per_usable_core_and_nonsense_is_refused() -> None:
     from router.app.workers import parse_workers
 

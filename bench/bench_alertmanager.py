@@ -18,7 +18,8 @@ POST to one local sink (bench/sink.py: aiohttp, keep-alive, its own process). Ro
 - ``router-amqp-redis``: ``router-amqp`` with Redis state (a redis-server of its own per round,
   no persistence), the baseline of the next row;
 - ``router-amqp-workers2``: ``router-amqp-redis`` as ``router serve --workers 2`` (two consumer
-  processes; ``--workers`` above 1 needs RabbitMQ and Redis state).
+  processes; ``--workers`` above 1 needs RabbitMQ and Redis state); measured once every
+  worker's samples are in ``/metrics``, so no child's start-up is in the measured span.
 
 The routers use SQLite state unless the row says Redis, 10 rules (one matches each event) and a ``webhook`` channel at
 its default options. Rounds alternate between the rows (the order rotates each round) and
@@ -57,6 +58,7 @@ import sqlite3
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -333,12 +335,28 @@ async def start_router(sink: harness.Sink, row: RouterRow, profile: Path | None)
         started.after.append(queue_file_empty)
     try:
         await router.wait_ready()
+        if row.workers > 1:
+            # /readyz is the parent's: wait until every child consumes too (its metrics answer
+            # from then on), so that no child's start-up falls inside the measured span.
+            await harness.wait_for(
+                lambda: workers_serving(router.url("/metrics"), row.workers),
+                timeout=60,
+                what=f"{row.workers} workers consuming",
+                alive=router.alive,
+            )
     except BaseException:
         router.stop()
         await run_all(started.cleanup)
         raise
     started.pid = router.router_pid()
     return started
+
+
+def workers_serving(metrics_url: str, workers: int) -> bool:
+    """Whether every worker's samples are in /metrics (a child's appear once it consumes)."""
+    with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    return all(f'worker="{i}"' in text for i in range(workers))
 
 
 @dataclass

@@ -199,6 +199,7 @@ class DiscordChannel(AppriseBackedChannel):
     fold_by_default: ClassVar[bool] = True
     payload_model: ClassVar[type[RichPayload] | None] = DiscordMessage
     payload_argument: ClassVar[int | None] = 0  # NotifyDiscord._send(payload, attach=None, params=None, ...)
+    apprise_plugin: ClassVar[tuple[str, str] | None] = ("apprise.plugins.discord", "NotifyDiscord")
 
     config: DiscordConfig
 

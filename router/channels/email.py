@@ -133,6 +133,7 @@ class EmailChannel(AppriseBackedChannel):
     max_body: ClassVar[int | None] = None
     markdown: ClassVar[str | None] = None
     payload_model: ClassVar[type[RichPayload] | None] = EmailMessage
+    apprise_plugin: ClassVar[tuple[str, str] | None] = ("apprise.plugins.email", "NotifyEmail")
 
     config: EmailConfig
 

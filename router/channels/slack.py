@@ -166,6 +166,7 @@ class SlackChannel(AppriseBackedChannel):
     fold_by_default: ClassVar[bool] = True
     payload_model: ClassVar[type[RichPayload] | None] = SlackMessage
     payload_argument: ClassVar[int | None] = 1  # NotifySlack._send(url, payload, attach=None, ...)
+    apprise_plugin: ClassVar[tuple[str, str] | None] = ("apprise.plugins.slack", "NotifySlack")
     preview_result: ClassVar[Any] = {"ok": True}
 
     config: SlackConfig

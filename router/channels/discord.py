@@ -78,7 +78,7 @@ def parse_discord_url(url: str) -> DiscordWebhook:
 class EmbedAuthor(BaseModel):
     """The author line of an embed: ``{name, url?, icon_url?}``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built when a channel sets `author`
 
     name: str = Field(min_length=1, max_length=256)
     url: str | None = None

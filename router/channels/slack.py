@@ -67,16 +67,19 @@ def parse_slack_url(url: str) -> SlackWebhook:
     """Parse ``https://hooks.slack.com/services/A/B/C``, ``slack://[name@]A/B/C[/#channel]`` or
     ``slack://xoxb-TOKEN/#channel``. Raises ValueError with a message that never repeats the URL."""
     text = url.strip()
-    problem = (
-        "expected a Slack incoming-webhook URL: https://hooks.slack.com/services/T.../B.../XXXX"
-        " or slack://T.../B.../XXXX" + wrong_type_hint(text, "slack")
-    )
+
+    def problem() -> ValueError:  # built only for a URL that is wrong: the hint compiles patterns
+        return ValueError(
+            "expected a Slack incoming-webhook URL: https://hooks.slack.com/services/T.../B.../XXXX"
+            " or slack://T.../B.../XXXX" + wrong_type_hint(text, "slack")
+        )
+
     match = _HTTPS.match(text)
     if match:
         return SlackWebhook((match.group("a"), match.group("b"), match.group("c")), gov=bool(match.group("gov")))
     match = _NATIVE.match(text)
     if not match:
-        raise ValueError(problem)
+        raise problem()
     # In apprise's slack:// syntax '#' starts a channel name, not a URL fragment.
     segments = [unquote(s) for s in re.split(r"/+", match.group("path")) if s]
     user = unquote(match.group("user")) if match.group("user") else None
@@ -85,7 +88,7 @@ def parse_slack_url(url: str) -> SlackWebhook:
         return SlackWebhook((segments[0],), tuple(segments[1:]), user, query)
     if len(segments) >= 3 and all(_TOKEN.match(s) for s in segments[:3]):
         return SlackWebhook(tuple(segments[:3]), tuple(segments[3:]), user, query)
-    raise ValueError(problem)
+    raise problem()
 
 
 class SlackConfig(AppriseChannelConfig):

@@ -15,7 +15,6 @@ failure, so the body and the configured (secret) headers never reach another ori
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -31,6 +30,8 @@ from router.core.message import Message, Outcome
 from router.core.redact import install_log_filter, redact_url, register_secrets
 
 if TYPE_CHECKING:  # imported when the first request is sent: start-up time of every command
+    import asyncio
+
     import aiohttp
 
 logger = logging.getLogger(__name__)
@@ -154,6 +155,8 @@ class WebhookChannel(Channel):
         return found
 
     def _get_session(self) -> aiohttp.ClientSession:
+        import asyncio
+
         import aiohttp
 
         loop = asyncio.get_running_loop()

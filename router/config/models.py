@@ -22,7 +22,9 @@ OPERATORS: tuple[str, ...] = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "not_i
 class StrictModel(BaseModel):
     """Base for every rules.yaml section: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # defer_build: validators are built on first use, not at import (start-up of every command);
+    # RouterConfig builds the sections it holds when the configuration is validated.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
 
 class RetryPolicy(StrictModel):
@@ -99,7 +101,7 @@ class ChannelSpec(BaseModel):
     :func:`router.config.validate.validate_references`.
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     type: str = Field(description="Channel type, e.g. discord, slack, email, apprise, webhook, console.")
 

@@ -36,28 +36,27 @@ what this relies on.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import importlib
 import logging
 import re
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import ConfigDict, Field
 
-from router.channels.apprise.capture import capture, classify_capture
 from router.channels.base import Channel, ChannelConfig
 from router.core.durations import Duration, format_duration
 from router.core.errors import ConfigError, Problem
 from router.core.message import Message, Outcome
 from router.core.redact import install_log_filter, register_secrets, scrub
 
-if TYPE_CHECKING:  # imported where a channel is built: start-up time of every command
+if TYPE_CHECKING:  # imported where used (a channel built, a message sent): start-up time of every command
+    from concurrent.futures import ThreadPoolExecutor
+
     import apprise
 
 logger = logging.getLogger(__name__)
@@ -266,6 +265,8 @@ class AppriseBackedChannel(Channel):
         return ConfigError([Problem(message, path=f"channels.{self.name}.url")])
 
     def _executor(self) -> ThreadPoolExecutor:
+        from concurrent.futures import ThreadPoolExecutor
+
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
                 max_workers=self.config.concurrency,
@@ -324,6 +325,8 @@ class AppriseBackedChannel(Channel):
     def _notify_blocking(
         self, title: str, body: str, native: dict[str, Any] | None = None, apobj: apprise.Apprise | None = None
     ) -> Outcome:
+        from router.channels.apprise.capture import capture, classify_capture
+
         token = _override.set(_SendOverride(native)) if native is not None else None
         try:
             with capture() as recorded:
@@ -357,6 +360,8 @@ class AppriseBackedChannel(Channel):
         if isinstance(texts, Outcome):
             return texts
         title, body, native = texts
+        import asyncio  # loaded already: send() runs on its loop
+
         loop = asyncio.get_running_loop()
         try:
             apobj = self.apprise_for(message)

@@ -105,7 +105,7 @@ def check_apprise_url(url: str) -> None:
 class AppriseTarget(BaseModel):
     """One apprise URL with its tags."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built when a `type: apprise` channel is
 
     url: str
     tags: list[str] = Field(default_factory=list)

@@ -22,11 +22,10 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from router.channels.apprise.base import AppriseBackedChannel, AppriseChannelConfig, truncate, wrong_type_hint
-from router.channels.base import ChannelConfig, RateLimit
+from router.channels.base import ChannelConfig, RateLimit, imported_on_use
 from router.channels.mentions import DiscordMentions, discord_finalize
 from router.core.message import Message
 from router.templating.native import RichPayload
-from router.templating.native.discord import DiscordMessage
 
 CONTENT_LIMIT = 2000
 EMBED_TITLE_LIMIT = 256
@@ -197,7 +196,9 @@ class DiscordChannel(AppriseBackedChannel):
     # Discord: 5 requests per 2 s per webhook (the provider's documented limit).
     default_rate_limit: ClassVar[RateLimit | None] = RateLimit(limit=5, period=2.0)
     fold_by_default: ClassVar[bool] = True
-    payload_model: ClassVar[type[RichPayload] | None] = DiscordMessage
+    payload_model: ClassVar[type[RichPayload] | None] = imported_on_use(
+        "router.templating.native.discord", "DiscordMessage"
+    )
     payload_argument: ClassVar[int | None] = 0  # NotifyDiscord._send(payload, attach=None, params=None, ...)
     apprise_plugin: ClassVar[tuple[str, str] | None] = ("apprise.plugins.discord", "NotifyDiscord")
 

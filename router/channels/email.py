@@ -17,14 +17,15 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 from pydantic import ConfigDict, Field, field_validator
 
 from router.channels.apprise.base import AppriseBackedChannel, AppriseChannelConfig, wrong_type_hint
-from router.channels.base import ChannelConfig
+from router.channels.base import ChannelConfig, imported_on_use
 from router.core.message import Message, Outcome
 from router.core.redact import redact_url
 from router.templating.native import RichPayload
-from router.templating.native.email import EmailMessage
 
 if TYPE_CHECKING:
     import apprise
+
+    from router.templating.native.email import EmailMessage
 
 RECIPIENT_OBJECTS_CACHED = 64
 """Apprise objects kept for per-message recipient sets (a reply to a user's feedback, say)."""
@@ -132,7 +133,9 @@ class EmailChannel(AppriseBackedChannel):
     max_title: ClassVar[int | None] = 998  # one header line (RFC 5322)
     max_body: ClassVar[int | None] = None
     markdown: ClassVar[str | None] = None
-    payload_model: ClassVar[type[RichPayload] | None] = EmailMessage
+    payload_model: ClassVar[type[RichPayload] | None] = imported_on_use(
+        "router.templating.native.email", "EmailMessage"
+    )
     apprise_plugin: ClassVar[tuple[str, str] | None] = ("apprise.plugins.email", "NotifyEmail")
 
     config: EmailConfig
@@ -193,6 +196,8 @@ class EmailChannel(AppriseBackedChannel):
     def _override(self, message: Message) -> EmailMessage | None:
         if not message.payload:
             return None
+        from router.templating.native.email import EmailMessage
+
         return EmailMessage.model_validate(message.payload)
 
     def apprise_for(self, message: Message) -> apprise.Apprise:

@@ -26,11 +26,10 @@ from router.channels.apprise.base import (
     truncate_measured,
     wrong_type_hint,
 )
-from router.channels.base import ChannelConfig, RateLimit
+from router.channels.base import ChannelConfig, RateLimit, imported_on_use
 from router.channels.mentions import SlackMentions, neutralise_slack
 from router.core.message import Message
 from router.templating.native import RichPayload
-from router.templating.native.slack import TEXT_LIMIT, SlackMessage
 
 HEADER_LIMIT = 150
 SECTION_LIMIT = 3000
@@ -167,7 +166,9 @@ class SlackChannel(AppriseBackedChannel):
     # Slack: 1 message per second per incoming webhook (the provider's documented limit).
     default_rate_limit: ClassVar[RateLimit | None] = RateLimit(limit=1, period=1.0)
     fold_by_default: ClassVar[bool] = True
-    payload_model: ClassVar[type[RichPayload] | None] = SlackMessage
+    payload_model: ClassVar[type[RichPayload] | None] = imported_on_use(
+        "router.templating.native.slack", "SlackMessage"
+    )
     payload_argument: ClassVar[int | None] = 1  # NotifySlack._send(url, payload, attach=None, ...)
     apprise_plugin: ClassVar[tuple[str, str] | None] = ("apprise.plugins.slack", "NotifySlack")
     preview_result: ClassVar[Any] = {"ok": True}
@@ -218,6 +219,8 @@ class SlackChannel(AppriseBackedChannel):
         return title, truncate_measured(body, budget, escaped_cost)
 
     def native_payload(self, message: Message) -> dict[str, Any]:
+        from router.templating.native.slack import TEXT_LIMIT
+
         payload = super().native_payload(message)
         if not payload.get("text"):
             # Slack shows `text` in notifications and screen readers when a message has blocks.

@@ -18,6 +18,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from router.channels.apprise.base import AppriseBackedChannel, AppriseChannelConfig, wrong_type_hint
 from router.channels.base import ChannelConfig, imported_on_use
+from router.config.models import empty_list
 from router.core.message import Message, Outcome
 from router.core.redact import redact_url
 from router.templating.native import RichPayload
@@ -77,14 +78,14 @@ class EmailConfig(AppriseChannelConfig):
         )
     )
     to: list[str] = Field(
-        default_factory=list,
+        default_factory=empty_list,
         description=(
             "Recipients; one message is sent to each. May be left out when the templates name the recipients "
             "in a {% block email %} (to: ...); a message with recipients from neither fails."
         ),
     )
-    cc: list[str] = Field(default_factory=list, description="Carbon-copy addresses, added to every message.")
-    bcc: list[str] = Field(default_factory=list, description="Blind carbon-copy addresses.")
+    cc: list[str] = Field(default_factory=empty_list, description="Carbon-copy addresses, added to every message.")
+    bcc: list[str] = Field(default_factory=empty_list, description="Blind carbon-copy addresses.")
     from_: str | None = Field(None, alias="from", description="Sender, 'bot@example.com' or 'Bot <bot@example.com>'.")
     format: Literal["html", "text"] = Field(
         "html", description="html: multipart text + HTML (body wrapped in minimal HTML); text: plain text only."

@@ -25,6 +25,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from router.channels.base import Channel, ChannelConfig
 from router.channels.classify import classify_exception, classify_status
+from router.config.models import empty_dict
 from router.core.durations import Duration
 from router.core.message import Message, Outcome
 from router.core.redact import install_log_filter, redact_url, register_secrets
@@ -80,7 +81,7 @@ class WebhookConfig(ChannelConfig):
     url: str = Field(description="http(s) URL the message is sent to.")
     method: Literal["POST", "PUT", "PATCH"] = "POST"
     headers: dict[str, str] = Field(
-        default_factory=dict, description="Extra request headers; values are secrets (never logged)."
+        default_factory=empty_dict, description="Extra request headers; values are secrets (never logged)."
     )
     timeout: Duration = Field(10.0, gt=0, le=300, description="Whole-request timeout.")
     payload: Literal["message", "body"] = Field(

@@ -405,7 +405,10 @@ def render(
                 message = runtime.render(rule, name, event, template=template, events=batch)
                 result: dict[str, Any] = {"channel": name, "title": message.title, "body": message.body}
                 # Exactly the JSON the channel would post, for channels that post JSON (not console, email).
-                bodies = preview_bodies(runtime, name, message)
+                # The text output shows it for a message from a channel block only: for any other it is
+                # not worked out (it would import apprise and requests, ~0.15 s of start-up, for nothing).
+                shown = as_json or message.payload is not None
+                bodies = preview_bodies(runtime, name, message) if shown else None
                 if bodies is not None:
                     result["rich"] = message.payload is not None  # from the template's {% block <type> %}
                     result["payload"] = bodies[0] if bodies else None

@@ -62,20 +62,25 @@ def test_test_command_without_explain_skips_metrics() -> None:
     assert "prometheus_client" not in loaded and "apprise" not in loaded
 
 
-def test_render_on_the_shipped_config_builds_only_the_apprise_plugins_it_previews() -> None:
-    # `router render` previews the Discord body through apprise's own payload code; finding the
-    # plugin by URL scheme would import every apprise service module (about 100, ~0.35 s).
-    loaded = _all_modules_after(
-        "from router.cli import main; main()",
-        "render",
-        "--rule",
-        "planet-completed",
-        "--event",
-        "examples/planet_completed.json",
-    )
+RENDER = ["render", "--rule", "planet-completed", "--event", "examples/planet_completed.json"]
+
+
+def test_render_json_builds_only_the_apprise_plugin_it_previews() -> None:
+    # `router render --json` shows the Discord body as posted, built by apprise's own payload code;
+    # finding the plugin by URL scheme would import every apprise service module (about 100, ~0.35 s).
+    loaded = _all_modules_after("from router.cli import main; main()", *RENDER, "--json")
     plugins = {m for m in loaded if m.startswith("apprise.plugins.")}
     assert "apprise.plugins.discord" in plugins  # the preview did go through apprise
     assert len(plugins) <= 5, sorted(plugins)
+
+
+def test_render_as_text_of_plain_messages_loads_no_delivery_library() -> None:
+    # The text output shows a posted body only for a message from a channel block; the shipped
+    # planet-completed rule has none, so nothing builds the Discord body (apprise, requests).
+    loaded = _all_modules_after("from router.cli import main; main()", *RENDER)
+    assert loaded.isdisjoint({"apprise", "requests", "aiohttp", "asyncio"}), sorted(
+        loaded & {"apprise", "requests", "aiohttp", "asyncio"}
+    )
 
 
 def test_public_api_still_imports_from_router() -> None:

@@ -15,6 +15,7 @@ from apprise.plugins.discord import NotifyDiscord
 from apprise.plugins.slack import NotifySlack
 
 from router.channels.discord import DiscordChannel
+from router.channels.email import EmailChannel
 from router.channels.slack import SlackChannel
 
 
@@ -51,3 +52,21 @@ def test_requests_is_the_http_layer_under_discord_and_slack() -> None:
     # router/channels/apprise/capture.py wraps HTTPAdapter.send to classify what apprise received.
     for module in (inspect.getmodule(NotifyDiscord), inspect.getmodule(NotifySlack)):
         assert getattr(module, "requests", None) is requests
+
+
+@pytest.mark.parametrize("channel", [DiscordChannel, SlackChannel, EmailChannel])
+def test_the_plugin_a_channel_builds_directly_is_the_one_apprise_would_pick(channel: type) -> None:
+    # AppriseBackedChannel._instantiate builds `apprise_plugin` without apprise's scheme lookup
+    # (which imports every service module); it must be the class that lookup finds for the
+    # channel's URLs, and parse them as apprise's url_to_dict does.
+    import importlib
+
+    from apprise.apprise import N_MGR
+
+    module_name, class_name = channel.apprise_plugin
+    plugin_class = getattr(importlib.import_module(module_name), class_name)
+    schemas = plugin_class.schemas(plugin_class)
+    assert schemas, plugin_class
+    for scheme in schemas:
+        assert N_MGR[scheme] is plugin_class, scheme
+    assert callable(plugin_class.parse_url)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -16,6 +17,26 @@ from router.core.redact import register_secrets
 
 if TYPE_CHECKING:
     from router.templating.native import RichPayload
+
+
+class _ImportedOnUse:
+    """A class attribute that imports the object it names when it is read."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module = module
+        self.name = name
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        return getattr(importlib.import_module(self.module), self.name)
+
+
+def imported_on_use(module: str, name: str) -> Any:
+    """A class attribute whose value, ``module.name``, is imported when the attribute is first read.
+
+    For the built-in channels' ``payload_model``: their pydantic models are needed only to render a
+    rich block, and importing them costs every command that loads the channels (`router check`).
+    """
+    return _ImportedOnUse(module, name)
 
 
 class Channel(ABC):

@@ -20,17 +20,14 @@ classifies it with these rules.
 
 from __future__ import annotations
 
-import email.utils
 import errno
 import json
-import smtplib
-import socket
-import ssl
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from http import HTTPStatus
 from typing import Any
 
+# smtplib, ssl, socket, email.utils and http are imported by the functions that need them:
+# this module is loaded by every command that loads the channels (`router check` among them).
 from router.core.durations import format_duration
 from router.core.message import Outcome
 
@@ -45,6 +42,8 @@ MAX_RETRY_AFTER = 86_400.0
 
 def status_reason(status: int) -> str:
     """``HTTP 503 Service Unavailable``; the phrase comes from the standard, never from the server."""
+    from http import HTTPStatus
+
     try:
         return f"HTTP {status} {HTTPStatus(status).phrase}"
     except ValueError:
@@ -61,6 +60,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     try:
         seconds = float(text)
     except ValueError:
+        import email.utils
+
         try:
             when = email.utils.parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):
@@ -154,6 +155,10 @@ def _errno(exc: BaseException) -> int | None:
 
 def classify_exception(exc: BaseException, *, timeout: float | None = None) -> Outcome:
     """Classify a network-level exception from requests, urllib3, aiohttp, smtplib or the socket layer."""
+    import smtplib
+    import socket
+    import ssl
+
     if isinstance(exc, smtplib.SMTPException):  # an OSError subclass whose errno is the SMTP code
         return classify_smtp_exception(exc, timeout=timeout)
     chain = list(_chain(exc))
@@ -186,6 +191,8 @@ def _smtp_code_outcome(what: str, code: int) -> Outcome:
 
 def classify_smtp_exception(exc: BaseException, *, timeout: float | None = None) -> Outcome:
     """Classify an smtplib exception: auth and 5xx permanent; 4xx, disconnects and network errors retryable."""
+    import smtplib
+
     if isinstance(exc, smtplib.SMTPAuthenticationError):
         if 400 <= exc.smtp_code < 500:  # 454: temporary authentication failure
             return Outcome.retryable(f"SMTP authentication temporarily failed ({exc.smtp_code})")

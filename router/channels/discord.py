@@ -22,11 +22,10 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from router.channels.apprise.base import AppriseBackedChannel, AppriseChannelConfig, truncate, wrong_type_hint
-from router.channels.base import ChannelConfig, RateLimit
+from router.channels.base import ChannelConfig, RateLimit, imported_on_use
 from router.channels.mentions import DiscordMentions, discord_finalize
 from router.core.message import Message
 from router.templating.native import RichPayload
-from router.templating.native.discord import DiscordMessage
 
 CONTENT_LIMIT = 2000
 EMBED_TITLE_LIMIT = 256
@@ -78,7 +77,7 @@ def parse_discord_url(url: str) -> DiscordWebhook:
 class EmbedAuthor(BaseModel):
     """The author line of an embed: ``{name, url?, icon_url?}``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built when a channel sets `author`
 
     name: str = Field(min_length=1, max_length=256)
     url: str | None = None
@@ -197,8 +196,11 @@ class DiscordChannel(AppriseBackedChannel):
     # Discord: 5 requests per 2 s per webhook (the provider's documented limit).
     default_rate_limit: ClassVar[RateLimit | None] = RateLimit(limit=5, period=2.0)
     fold_by_default: ClassVar[bool] = True
-    payload_model: ClassVar[type[RichPayload] | None] = DiscordMessage
+    payload_model: ClassVar[type[RichPayload] | None] = imported_on_use(
+        "router.templating.native.discord", "DiscordMessage"
+    )
     payload_argument: ClassVar[int | None] = 0  # NotifyDiscord._send(payload, attach=None, params=None, ...)
+    apprise_plugin: ClassVar[tuple[str, str] | None] = ("apprise.plugins.discord", "NotifyDiscord")
 
     config: DiscordConfig
 

@@ -17,14 +17,16 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 from pydantic import ConfigDict, Field, field_validator
 
 from router.channels.apprise.base import AppriseBackedChannel, AppriseChannelConfig, wrong_type_hint
-from router.channels.base import ChannelConfig
+from router.channels.base import ChannelConfig, imported_on_use
+from router.config.models import empty_list
 from router.core.message import Message, Outcome
 from router.core.redact import redact_url
 from router.templating.native import RichPayload
-from router.templating.native.email import EmailMessage
 
 if TYPE_CHECKING:
     import apprise
+
+    from router.templating.native.email import EmailMessage
 
 RECIPIENT_OBJECTS_CACHED = 64
 """Apprise objects kept for per-message recipient sets (a reply to a user's feedback, say)."""
@@ -76,14 +78,14 @@ class EmailConfig(AppriseChannelConfig):
         )
     )
     to: list[str] = Field(
-        default_factory=list,
+        default_factory=empty_list,
         description=(
             "Recipients; one message is sent to each. May be left out when the templates name the recipients "
             "in a {% block email %} (to: ...); a message with recipients from neither fails."
         ),
     )
-    cc: list[str] = Field(default_factory=list, description="Carbon-copy addresses, added to every message.")
-    bcc: list[str] = Field(default_factory=list, description="Blind carbon-copy addresses.")
+    cc: list[str] = Field(default_factory=empty_list, description="Carbon-copy addresses, added to every message.")
+    bcc: list[str] = Field(default_factory=empty_list, description="Blind carbon-copy addresses.")
     from_: str | None = Field(None, alias="from", description="Sender, 'bot@example.com' or 'Bot <bot@example.com>'.")
     format: Literal["html", "text"] = Field(
         "html", description="html: multipart text + HTML (body wrapped in minimal HTML); text: plain text only."
@@ -132,7 +134,10 @@ class EmailChannel(AppriseBackedChannel):
     max_title: ClassVar[int | None] = 998  # one header line (RFC 5322)
     max_body: ClassVar[int | None] = None
     markdown: ClassVar[str | None] = None
-    payload_model: ClassVar[type[RichPayload] | None] = EmailMessage
+    payload_model: ClassVar[type[RichPayload] | None] = imported_on_use(
+        "router.templating.native.email", "EmailMessage"
+    )
+    apprise_plugin: ClassVar[tuple[str, str] | None] = ("apprise.plugins.email", "NotifyEmail")
 
     config: EmailConfig
 
@@ -192,6 +197,8 @@ class EmailChannel(AppriseBackedChannel):
     def _override(self, message: Message) -> EmailMessage | None:
         if not message.payload:
             return None
+        from router.templating.native.email import EmailMessage
+
         return EmailMessage.model_validate(message.payload)
 
     def apprise_for(self, message: Message) -> apprise.Apprise:

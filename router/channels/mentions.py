@@ -28,7 +28,7 @@ _SLACK_ID = r"^[A-Z0-9]{2,40}$"
 class Mentions(BaseModel):
     """The channel option ``mentions``: who messages may ping (nobody by default)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     users: tuple[str, ...] = Field(
         (), max_length=100, description="User IDs that may be pinged (Discord snowflakes, Slack U.../W... IDs)."

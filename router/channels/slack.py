@@ -26,11 +26,10 @@ from router.channels.apprise.base import (
     truncate_measured,
     wrong_type_hint,
 )
-from router.channels.base import ChannelConfig, RateLimit
+from router.channels.base import ChannelConfig, RateLimit, imported_on_use
 from router.channels.mentions import SlackMentions, neutralise_slack
 from router.core.message import Message
 from router.templating.native import RichPayload
-from router.templating.native.slack import TEXT_LIMIT, SlackMessage
 
 HEADER_LIMIT = 150
 SECTION_LIMIT = 3000
@@ -67,16 +66,19 @@ def parse_slack_url(url: str) -> SlackWebhook:
     """Parse ``https://hooks.slack.com/services/A/B/C``, ``slack://[name@]A/B/C[/#channel]`` or
     ``slack://xoxb-TOKEN/#channel``. Raises ValueError with a message that never repeats the URL."""
     text = url.strip()
-    problem = (
-        "expected a Slack incoming-webhook URL: https://hooks.slack.com/services/T.../B.../XXXX"
-        " or slack://T.../B.../XXXX" + wrong_type_hint(text, "slack")
-    )
+
+    def problem() -> ValueError:  # built only for a URL that is wrong: the hint compiles patterns
+        return ValueError(
+            "expected a Slack incoming-webhook URL: https://hooks.slack.com/services/T.../B.../XXXX"
+            " or slack://T.../B.../XXXX" + wrong_type_hint(text, "slack")
+        )
+
     match = _HTTPS.match(text)
     if match:
         return SlackWebhook((match.group("a"), match.group("b"), match.group("c")), gov=bool(match.group("gov")))
     match = _NATIVE.match(text)
     if not match:
-        raise ValueError(problem)
+        raise problem()
     # In apprise's slack:// syntax '#' starts a channel name, not a URL fragment.
     segments = [unquote(s) for s in re.split(r"/+", match.group("path")) if s]
     user = unquote(match.group("user")) if match.group("user") else None
@@ -85,7 +87,7 @@ def parse_slack_url(url: str) -> SlackWebhook:
         return SlackWebhook((segments[0],), tuple(segments[1:]), user, query)
     if len(segments) >= 3 and all(_TOKEN.match(s) for s in segments[:3]):
         return SlackWebhook(tuple(segments[:3]), tuple(segments[3:]), user, query)
-    raise ValueError(problem)
+    raise problem()
 
 
 class SlackConfig(AppriseChannelConfig):
@@ -164,8 +166,11 @@ class SlackChannel(AppriseBackedChannel):
     # Slack: 1 message per second per incoming webhook (the provider's documented limit).
     default_rate_limit: ClassVar[RateLimit | None] = RateLimit(limit=1, period=1.0)
     fold_by_default: ClassVar[bool] = True
-    payload_model: ClassVar[type[RichPayload] | None] = SlackMessage
+    payload_model: ClassVar[type[RichPayload] | None] = imported_on_use(
+        "router.templating.native.slack", "SlackMessage"
+    )
     payload_argument: ClassVar[int | None] = 1  # NotifySlack._send(url, payload, attach=None, ...)
+    apprise_plugin: ClassVar[tuple[str, str] | None] = ("apprise.plugins.slack", "NotifySlack")
     preview_result: ClassVar[Any] = {"ok": True}
 
     config: SlackConfig
@@ -214,6 +219,8 @@ class SlackChannel(AppriseBackedChannel):
         return title, truncate_measured(body, budget, escaped_cost)
 
     def native_payload(self, message: Message) -> dict[str, Any]:
+        from router.templating.native.slack import TEXT_LIMIT
+
         payload = super().native_payload(message)
         if not payload.get("text"):
             # Slack shows `text` in notifications and screen readers when a message has blocks.

@@ -15,7 +15,6 @@ failure, so the body and the configured (secret) headers never reach another ori
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -26,11 +25,14 @@ from pydantic import ConfigDict, Field, field_validator
 
 from router.channels.base import Channel, ChannelConfig
 from router.channels.classify import classify_exception, classify_status
+from router.config.models import empty_dict
 from router.core.durations import Duration
 from router.core.message import Message, Outcome
 from router.core.redact import install_log_filter, redact_url, register_secrets
 
 if TYPE_CHECKING:  # imported when the first request is sent: start-up time of every command
+    import asyncio
+
     import aiohttp
 
 logger = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ class WebhookConfig(ChannelConfig):
     url: str = Field(description="http(s) URL the message is sent to.")
     method: Literal["POST", "PUT", "PATCH"] = "POST"
     headers: dict[str, str] = Field(
-        default_factory=dict, description="Extra request headers; values are secrets (never logged)."
+        default_factory=empty_dict, description="Extra request headers; values are secrets (never logged)."
     )
     timeout: Duration = Field(10.0, gt=0, le=300, description="Whole-request timeout.")
     payload: Literal["message", "body"] = Field(
@@ -154,6 +156,8 @@ class WebhookChannel(Channel):
         return found
 
     def _get_session(self) -> aiohttp.ClientSession:
+        import asyncio
+
         import aiohttp
 
         loop = asyncio.get_running_loop()

@@ -16,7 +16,7 @@ from router.core.durations import Duration
 class RateLimit(BaseModel):
     """At most ``limit`` sends per ``period`` on one channel, across every router process."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     limit: int = Field(ge=1, description="Sends allowed per period.")
     period: Duration = Field(gt=0, description="The period, e.g. 2s or 1m.")
@@ -35,7 +35,9 @@ def _false_is_unlimited(value: Any) -> Any:
 class ChannelConfig(BaseModel):
     """Options common to every channel; plugins subclass it to add their own (unknown keys are errors)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # defer_build (inherited by every channel's Config): a channel type's validator is built when
+    # a configuration first uses it, not when its module is imported (start-up of every command).
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     type: str
     enabled: bool = Field(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from router.core.errors import TemplateError
@@ -47,6 +46,8 @@ class NotifyJob(Job):
             except Exception as exc:
                 results = [exc]
         elif messages:
+            import asyncio  # loaded: handle() runs on its loop (a top-level import costs `router check`)
+
             # return_exceptions: every delivery runs to its end even when another one raises.
             results = await asyncio.gather(
                 *(ctx.deliver(channel, message) for channel, message in messages), return_exceptions=True

@@ -114,6 +114,8 @@ def _allowed_plugins() -> set[str] | None:
 
 
 def _load_entry_points(pm: RouterPluginManager, allowed: set[str] | None) -> None:
+    if allowed is not None and not allowed:
+        return  # ROUTER_LOAD_PLUGINS='': nothing to load, and scanning every distribution's metadata is not free
     # Sorted so that load order, and so which of two clashing names wins, is the same everywhere.
     entry_points = sorted(
         importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),

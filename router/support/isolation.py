@@ -10,12 +10,15 @@ the current task is itself being cancelled: that one is the router stopping and 
 
 from __future__ import annotations
 
-import asyncio
+import sys
 
 
 def is_router_cancellation(error: BaseException) -> bool:
     """True when ``error`` must propagate: the running task is being cancelled by the router."""
-    if not isinstance(error, asyncio.CancelledError):
+    # Looked up, not imported: a CancelledError exists only once asyncio is loaded, and importing
+    # it here would cost every command's start-up (`router check` runs no event loop).
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None or not isinstance(error, asyncio.CancelledError):
         return False
     try:
         task = asyncio.current_task()

@@ -11,10 +11,12 @@ as ``\\d`` and ``\\w`` are ASCII in RE2 (``\\p{L}``/``\\p{Nd}`` give the Unicode
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import re2
+if TYPE_CHECKING:  # imported by the first compile: a configuration without `regex:` never loads it
+    import re2
 
 MAX_MEMORY = 8 << 20
 """RE2's memory budget for one compiled pattern (its default); beyond it RE2 still answers, slower."""
@@ -33,7 +35,16 @@ class RegexError(ValueError):
     """A pattern the linear-time engine cannot take; ``str()`` is the reason, for the user."""
 
 
+@functools.cache
+def _re2() -> tuple[Any, Any]:
+    """The re2 module and its UNANCHORED anchor (None when a release no longer has it)."""
+    import re2
+
+    return re2, getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
+
+
 def _options() -> re2.Options:
+    re2, _ = _re2()
     options = re2.Options()
     options.log_errors = False  # RE2 would print every refused pattern to stderr
     options.max_mem = MAX_MEMORY
@@ -41,7 +52,6 @@ def _options() -> re2.Options:
     return options
 
 
-_UNANCHORED = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
 _NO_MATCH = (-1, -1)
 
 
@@ -53,27 +63,29 @@ class _Search:
     checks that this fast path is the one in use (it relies on the wrapper's ``_regexp``).
     """
 
-    __slots__ = ("_match", "pattern")
+    __slots__ = ("_anchor", "_match", "pattern")
 
-    def __init__(self, pattern: str, match: Any) -> None:
+    def __init__(self, pattern: str, match: Any, anchor: Any) -> None:
         self.pattern = pattern
         self._match = match
+        self._anchor = anchor
 
     def search(self, text: str) -> object | None:
         # surrogatepass: JSON may hold lone surrogates ("\ud800"); RE2 just never matches those bytes.
         encoded = text.encode("utf-8", "surrogatepass")
-        return True if self._match(_UNANCHORED, encoded, 0, len(encoded))[0] != _NO_MATCH else None
+        return True if self._match(self._anchor, encoded, 0, len(encoded))[0] != _NO_MATCH else None
 
 
 def compile_linear(pattern: str) -> LinearPattern:
     """``pattern`` compiled by RE2; raises :class:`RegexError` saying why it cannot be."""
+    re2, unanchored = _re2()
     try:
         compiled = re2.compile(pattern, _options())
     except re2.error as exc:
         raise RegexError(_reason(pattern, exc)) from None
     match = getattr(getattr(compiled, "_regexp", None), "Match", None)
-    if match is not None and _UNANCHORED is not None:
-        return _Search(pattern, match)
+    if match is not None and unanchored is not None:
+        return _Search(pattern, match, unanchored)
     return _Public(pattern, compiled)
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from router.channels.apprise.base import AppriseBackedChannel, AppriseChannelConfig
 from router.channels.base import ChannelConfig
+from router.config.models import empty_list
 from router.core.redact import redact_url, register_secrets, scrub
 from router.core.suggest import did_you_mean
 
@@ -105,10 +106,10 @@ def check_apprise_url(url: str) -> None:
 class AppriseTarget(BaseModel):
     """One apprise URL with its tags."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built when a `type: apprise` channel is
 
     url: str
-    tags: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=empty_list)
 
     @field_validator("url")
     @classmethod
@@ -133,7 +134,7 @@ class AppriseConfig(AppriseChannelConfig):
         description="An apprise URL, or a list of URLs and {url, tags} entries (https://appriseit.com/services/)."
     )
     tags: list[str] = Field(
-        default_factory=list,
+        default_factory=empty_list,
         description="Notify only the URLs carrying one of these tags; empty: every URL.",
     )
 

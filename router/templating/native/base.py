@@ -26,7 +26,7 @@ _COMMENTED_COLOUR = re.compile(r"(?:^|[\s{,])colou?r:\s+#[0-9A-Fa-f]{3,8}\b")
 class RichPayload(BaseModel):
     """Base of a channel's payload model; ``wire()`` is what the channel posts (``None`` fields left out)."""
 
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, defer_build=True)
 
     channel_type: ClassVar[str] = ""
 
@@ -38,13 +38,13 @@ class RichPayload(BaseModel):
 class Part(BaseModel):
     """A nested object of a payload: unknown keys are errors (they are typos more often than features)."""
 
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, defer_build=True)
 
 
 class OpenPart(BaseModel):
     """A nested object the provider keeps extending (Slack blocks): unknown keys pass through unchanged."""
 
-    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True, defer_build=True)
 
 
 # -- field types ----------------------------------------------------------------------------

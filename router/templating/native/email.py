@@ -20,6 +20,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from router.config.models import empty_list
 from router.templating.native.base import Absent, RichPayload, show
 
 SUBJECT_LIMIT = 998  # one header line (RFC 5322)
@@ -53,9 +54,9 @@ class EmailMessage(RichPayload):
 
     channel_type: ClassVar[str] = "email"
 
-    to: Addresses = Field(default_factory=list, max_length=RECIPIENTS_LIMIT)
-    cc: Addresses = Field(default_factory=list, max_length=RECIPIENTS_LIMIT)
-    bcc: Addresses = Field(default_factory=list, max_length=RECIPIENTS_LIMIT)
+    to: Addresses = Field(default_factory=empty_list, max_length=RECIPIENTS_LIMIT)
+    cc: Addresses = Field(default_factory=empty_list, max_length=RECIPIENTS_LIMIT)
+    bcc: Addresses = Field(default_factory=empty_list, max_length=RECIPIENTS_LIMIT)
     reply_to: Annotated[str | None, Absent] = None
     subject: Annotated[str | None, Absent] = None
 

@@ -29,7 +29,8 @@ def _all_modules_after(code: str, *argv: str) -> set[str]:
         "    pass\n"
         "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # The router's own imports: installed plugins (say, bench/router-bench-plugin) import what they like.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ROUTER_LOAD_PLUGINS": ""}
     env.pop("ROUTER_CONFIG", None)
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     loaded: list[str] = json.loads(done.stderr.strip().splitlines()[-1])

@@ -272,6 +272,13 @@ class DropProxy:
         finally:
             sink.close()
 
+    async def stop_accepting(self) -> None:
+        """Refuse new connections (the broker is unreachable); the proxied ones stay until dropped."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
     def drop(self) -> None:
         """Abort every proxied connection, both ways."""
         writers, self._writers = self._writers, []
@@ -319,6 +326,54 @@ async def test_consumption_resumes_after_the_connection_drops_with_nothing_lost(
 
         await transport.publish_event(b"after", routing_key="a")
         assert (await inbox.next()).body == b"after"
+    finally:
+        await proxy.close()
+
+
+@pytest.mark.integration
+async def test_a_batch_published_while_the_connection_is_down_is_confirmed_once_it_is_back(
+    make: Callable[..., AmqpTransport], rabbitmq_url: str
+) -> None:
+    broker = URL(rabbitmq_url)
+    proxy = DropProxy(broker.host or "127.0.0.1", broker.port or 5672)
+    port = await proxy.start()
+    try:
+        transport = make(url=str(broker.with_host("127.0.0.1").with_port(port)))
+        await transport.connect()
+        inbox = Inbox()
+        await transport.start(inbox, prefetch=10)
+        proxy.drop()
+        batch = [(f"during-{n}".encode(), "a") for n in range(20)]
+        # Waits for the reconnect, publishes the batch again on the new channel, then every confirm.
+        assert await transport.publish_events(batch) == [None] * 20
+        received = []
+        for _ in batch:
+            message = await inbox.next()
+            received.append(message.body)
+            await message.ack()  # type: ignore[misc]
+        assert sorted(received) == sorted(body for body, _ in batch)
+        assert proxy.accepted >= 2
+    finally:
+        await proxy.close()
+
+
+@pytest.mark.integration
+async def test_a_batch_the_broker_never_confirms_fails_every_event_after_the_publish_timeout(
+    make: Callable[..., AmqpTransport], rabbitmq_url: str
+) -> None:
+    broker = URL(rabbitmq_url)
+    proxy = DropProxy(broker.host or "127.0.0.1", broker.port or 5672)
+    port = await proxy.start()
+    try:
+        transport = make(url=str(broker.with_host("127.0.0.1").with_port(port)), publish_timeout=1.0)
+        await transport.connect()
+        await proxy.stop_accepting()
+        proxy.drop()
+        started = time.monotonic()
+        results = await transport.publish_events([(f"lost-{n}".encode(), "a") for n in range(5)])
+        assert time.monotonic() - started < 10
+        assert all(isinstance(result, TransportError) for result in results), results
+        assert "not confirmed by RabbitMQ within 1s" in str(results[0])
     finally:
         await proxy.close()
 

@@ -24,6 +24,7 @@ from router.activity.store import Filter
 from router.core.events import Event
 from router.support.metrics import Metrics
 from router.transports.embedded import EmbeddedTransport
+from tests.builders import event_bytes
 from tests.polling import until
 from tests.serve_support import RouterProcess, amqp_rules, delete_topology, publish_amqp, unique_names
 from tests.test_activity_serve import SCHEMA
@@ -87,7 +88,7 @@ async def test_poison_oversize_and_schema_failures_are_in_the_activity(
     await post_events(router, {"type": "user.created", "id": "u-bad", "subject": "sub-1", "data": {"name": 7, "n": 1}})
     await post_events(router, {"type": "user.created", "id": "u-good", "data": {"name": "Ada", "age": 36, "n": 1}})
     # Undecodable and oversize bytes, as another writer of the queue file (or a broken client) leaves them.
-    big = json.dumps({"type": "user.created", "id": "u-big", "data": {"pad": "x" * 5000}}).encode()
+    big = event_bytes("user.created", "u-big", {"pad": "x" * 5000})
     queue = EmbeddedTransport(tmp_path / ".router" / "queue.db")
     await queue.connect()
     try:

@@ -18,7 +18,8 @@ from router.config import load_config, yamlsource
 from router.core.errors import ConfigError
 from router.templating import cache as template_cache
 from router.templating.filters import BUILTIN_FILTERS
-from router.templating.templates import Templates, _Sandbox, build_context
+from router.templating.sandbox import Sandbox
+from router.templating.templates import Templates, build_context
 from tests.test_config_loader import plugins
 from tests.test_templates import make_event
 
@@ -35,18 +36,18 @@ FILTERS: dict[str, Callable[..., Any]] = {**BUILTIN_FILTERS, "shout": lambda val
 def counts(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
     """How many templates were parsed and compiled (Jinja's compile, from a tree or source)."""
     seen = {"parse": 0, "compile": 0}
-    parse, compile_ = _Sandbox.parse, _Sandbox.compile
+    parse, compile_ = Sandbox.parse, Sandbox.compile
 
-    def counting_parse(self: _Sandbox, *args: Any, **kwargs: Any) -> Any:
+    def counting_parse(self: Sandbox, *args: Any, **kwargs: Any) -> Any:
         seen["parse"] += 1
         return parse(self, *args, **kwargs)
 
-    def counting_compile(self: _Sandbox, *args: Any, **kwargs: Any) -> Any:
+    def counting_compile(self: Sandbox, *args: Any, **kwargs: Any) -> Any:
         seen["compile"] += 1
         return compile_(self, *args, **kwargs)
 
-    monkeypatch.setattr(_Sandbox, "parse", counting_parse)
-    monkeypatch.setattr(_Sandbox, "compile", counting_compile)
+    monkeypatch.setattr(Sandbox, "parse", counting_parse)
+    monkeypatch.setattr(Sandbox, "compile", counting_compile)
     yield seen
 
 

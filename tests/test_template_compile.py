@@ -24,9 +24,10 @@ from router.runtime.runtime import _start_templates_early, build_runtime
 from router.templating import compile_workers as template_compile
 from router.templating import templates as templates_module
 from router.templating.compile_workers import SharedMap, map_shared
+from router.templating.compiled import Facts
 from router.templating.filters import BUILTIN_FILTERS
 from router.templating.limits import CONCAT_FILTER, ITER_FILTER, LimitTransformer
-from router.templating.templates import Templates, _Facts, build_context
+from router.templating.templates import Templates, build_context
 from tests.test_config_loader import plugins
 from tests.test_templates import make_event
 
@@ -145,14 +146,14 @@ def test_templates_a_worker_failed_on_are_compiled_here(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_children: list[int]
 ) -> None:
     folder = write_folder(tmp_path / "templates", 150, broken=False)
-    parent, prepare = os.getpid(), templates_module._prepare
+    parent, prepare = os.getpid(), templates_module.prepare
 
     def dying(env: Any, item: tuple[str, str, str | None]) -> Any:
         if os.getpid() != parent:
             os._exit(1)
         return prepare(env, item)
 
-    monkeypatch.setattr(templates_module, "_prepare", dying)
+    monkeypatch.setattr(templates_module, "prepare", dying)
     templates = Templates(folder, BUILTIN_FILTERS)
     assert templates.compile_all(processes=2) == []
     assert templates.render("tpl149", build_context(make_event())).title == "[149] Ann"
@@ -164,7 +165,7 @@ def test_parallel_compile_writes_the_cache_a_warm_load_uses(
     folder, cache = write_folder(tmp_path / "templates", 120, broken=False), tmp_path / "cache"
     cold = Templates(folder, BUILTIN_FILTERS, cache_dir=cache)
     assert cold.compile_all(processes=2) == []
-    monkeypatch.setattr(templates_module, "_prepare", lambda env, item: pytest.fail(f"{item[0]} compiled again"))
+    monkeypatch.setattr(templates_module, "prepare", lambda env, item: pytest.fail(f"{item[0]} compiled again"))
     warm = Templates(folder, BUILTIN_FILTERS, cache_dir=cache)
     assert warm.compile_all() == []
     context = build_context(make_event())
@@ -331,7 +332,7 @@ def test_the_limits_rewriting_is_what_jinjas_transformer_makes(tmp_path: Path) -
 
 def test_the_facts_are_what_find_all_finds(tmp_path: Path) -> None:
     tree = Templates(tmp_path, BUILTIN_FILTERS)._env.parse(COMPLEX)
-    facts = _Facts.of(tree)
+    facts = Facts.of(tree)
     kinds = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
     targets = [(getattr(n, "template"), n.lineno) for n in tree.find_all(kinds)]  # noqa: B009
     assert facts.references == tuple((t.value, line) for t, line in targets if isinstance(t, nodes.Const))

@@ -10,7 +10,7 @@ error). Any change to them makes every entry stale. Code objects are stored with
 format is the Python version's: the file's header names that version.
 
 Beside the compiled code each entry keeps the template's *facts* (what the checks read from a
-syntax tree, see ``router.templating.templates._Facts``), and only templates that compiled have an entry:
+syntax tree, see ``router.templating.compiled.Facts``), and only templates that compiled have an entry:
 a template whose entry has the same checksum is neither parsed nor compiled again. All the
 entries of a templates folder are in one file (reading and writing a thousand small files cost
 more than a tenth of a second each way). The directory rules are :mod:`router.support.disk_cache`'s.
@@ -35,7 +35,7 @@ import jinja2
 
 from router.support import disk_cache
 
-_TAGGED_MODULES = ("templates.py", "limits.py", "cache.py")
+_TAGGED_MODULES = ("templates.py", "sandbox.py", "compiled.py", "limits.py", "cache.py")
 
 
 @functools.cache
@@ -60,7 +60,7 @@ class Entry:
     """What the cache keeps for one template file."""
 
     checksum: str  # of the tag and the source
-    facts: Any  # router.templating.templates._Facts.dump()
+    facts: Any  # router.templating.compiled.Facts.dump()
     code: types.CodeType | bytes  # the compiled module (as Jinja's Environment.compile returns it), or its marshal
 
 

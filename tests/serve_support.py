@@ -23,12 +23,25 @@ ROUTER = str(Path(sys.executable).parent / "router")
 
 
 class RouterProcess:
-    """One `router serve` process with its own HTTP port and log file."""
+    """One `router serve` process with its own HTTP port and log file.
 
-    def __init__(self, root: Path, *, env: Mapping[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
+    Logs JSON at ``log_level``: DEBUG unless told, because tests follow events through the
+    per-event lines (``event handled``, ``delivery sent``) that the default INFO leaves out.
+    A ``--log-level`` in ``args`` wins (it comes later on the command line).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        log_level: str = "DEBUG",
+    ) -> None:
         self.root = root
         self.env = dict(env or os.environ)
         self.args = args
+        self.log_level = log_level
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = root / f"router-{self.port}.log"
@@ -41,7 +54,17 @@ class RouterProcess:
     async def start(self, timeout: float = 30.0) -> RouterProcess:
         with open(self.log_path, "ab") as log, open(self.out_path, "ab") as out:
             self.proc = subprocess.Popen(
-                [ROUTER, "serve", "--http", f"127.0.0.1:{self.port}", "--log-format", "json", *self.args],
+                [
+                    ROUTER,
+                    "serve",
+                    "--http",
+                    f"127.0.0.1:{self.port}",
+                    "--log-format",
+                    "json",
+                    "--log-level",
+                    self.log_level,
+                    *self.args,
+                ],
                 cwd=self.root,
                 env=self.env,
                 stdout=out,

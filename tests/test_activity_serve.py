@@ -120,6 +120,38 @@ async def test_trace_shows_a_retried_then_sent_channel_and_a_dead_lettered_one(
         assert len(flaky.requests) == before, "the channel that had succeeded is not sent again"
 
 
+async def test_info_log_tells_failures_while_routine_lines_wait_for_debug(
+    tmp_path: Path, routers: list[RouterProcess]
+) -> None:
+    """docs/activity.md: at INFO, a retry scheduled and a dead letter are logged; an event handled
+    and a delivery sent are not (the activity history tells them); DEBUG adds them."""
+    async with HttpSink() as flaky, HttpSink(Reply(400)) as broken:
+        setup_project(
+            tmp_path,
+            embedded_rules(
+                f"  flaky: {{type: webhook, url: '{flaky.url}'}}\n  broken: {{type: webhook, url: '{broken.url}'}}",
+                "  - {name: paid, on: 'order.*', template: note, channels: [flaky, broken]}",
+            ),
+        )
+        for level, event_id in (("INFO", "ord-info"), ("DEBUG", "ord-debug")):
+            flaky.reply(Reply(503))
+            router = await RouterProcess(tmp_path, log_level=level).start()
+            routers.append(router)
+            await post_events(router, {"type": "order.paid", "id": event_id, "data": {"n": 1}})
+            # Each attempt's line is written in the same step as its activity record.
+            await story_when(router, event_id, settled)
+            await router.stop()
+            lines = [r for r in router.log_records() if r.get("event_id") == event_id]
+            said = {(r["level"], r["msg"], r.get("channel")) for r in lines}
+            assert ("info", "delivery retry", "flaky") in said, router.logs()
+            assert ("info", "delivery failed", "broken") in said, router.logs()
+            routine = {("debug", "delivery sent", "flaky"), ("debug", "event handled", None)}
+            if level == "INFO":
+                assert not {msg for _, msg, _ in said} & {"delivery sent", "event handled"}, router.logs()
+            else:
+                assert routine <= said, router.logs()
+
+
 async def test_api_is_off_beyond_loopback_without_ui_auth(tmp_path: Path, routers: list[RouterProcess]) -> None:
     setup_project(
         tmp_path, embedded_rules("  hook: {type: console}", "  - {name: n, on: '**', template: note, channels: [hook]}")

@@ -1,10 +1,13 @@
 """Contracts with other libraries' internals: each fails loudly if an upgrade changes what we rely on.
 
-The router touches three libraries below their documented API, each from one adapter module:
+The router touches four libraries below their documented API, each from one adapter module:
 
 - aio-pika (router/transports/amqp/consumer.py ``DeliveryQueue``): consumers are recorded in
   ``RobustQueue._consumers`` the way ``RobustQueue.consume`` records them, so that
   ``RobustQueue.restore`` re-consumes them after a reconnect;
+- aiormq (router/transports/amqp/batch.py ``send_batch``): a batch of publishes gets its
+  delivery tags and confirm futures under the channel lock, the way ``Channel.basic_publish``
+  does, and aiormq settles those futures (ack, nack, channel closed);
 - requests (router/channels/apprise/capture.py): ``HTTPAdapter.send`` is wrapped to see each
   response apprise's plugins receive;
 - smtplib (same module): ``SMTP``'s network methods are wrapped to see SMTP failures.
@@ -31,6 +34,29 @@ from router.channels.apprise.capture import HttpExchange, capture, classify_capt
 from router.transports.amqp.consumer import DeliveryQueue
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+# --- aiormq --------------------------------------------------------------------------------
+
+
+def test_basic_publish_keeps_the_confirm_bookkeeping_send_batch_repeats() -> None:
+    from aiormq.abc import ChannelFrame
+    from aiormq.channel import Channel
+
+    publish = inspect.getsource(Channel.basic_publish)
+    for step in (
+        "async with self.lock:",  # tags are given and frames queued under the channel lock
+        "self.delivery_tag += 1",
+        "confirmation = self.create_future()",  # rejected by aiormq when the channel closes
+        "self.confirmations[delivery_tag] = confirmation",
+        "await self.write_queue.put(",
+        "ChannelFrame.marshall(",
+    ):
+        assert step in publish, step
+    assert {"channel_number", "frames", "drain_future"} <= set(inspect.signature(ChannelFrame.marshall).parameters)
+    confirm = inspect.getsource(Channel._confirm_delivery)
+    assert "self.confirmations.pop(delivery_tag)" in confirm and "DeliveryError(" in confirm  # a nack
+    assert "max_content_size" in inspect.getsource(Channel.__init__)
 
 
 # --- aio-pika ------------------------------------------------------------------------------

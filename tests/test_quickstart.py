@@ -23,6 +23,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.fakes.http_sink import free_port
+from tests.polling import until
 
 BIN = str(Path(sys.executable).parent)
 DEFAULT_ADDRESS = ("127.0.0.1", 8080)
@@ -91,12 +92,13 @@ def test_readme_quick_start_is_what_the_test_runs() -> None:
     assert commands[0] == "router serve"
     assert commands[1].startswith("router publish planet.completed --data ")
     assert commands[2].startswith("curl ")
+    assert commands[3] == "router activity"
     readme = (ROOT / "README.md").read_text()
     assert "ROUTER_HTTP" in readme, "the README says how to move off a taken port 8080"
 
 
 async def test_readme_quick_start(tmp_path: Path) -> None:
-    serve_cmd, publish_cmd, curl_cmd = quick_start_commands()
+    serve_cmd, publish_cmd, curl_cmd, activity_cmd = quick_start_commands()
     project = tmp_path / "project"
     project.mkdir()
     (project / "rules.yaml").write_bytes((ROOT / "rules.yaml").read_bytes())
@@ -131,14 +133,28 @@ async def test_readme_quick_start(tmp_path: Path) -> None:
         assert (
             f"=== console ===\n{title}\n{data['user']['name']} just completed **{data['planet']['name']}**" in printed
         )
-        logs = await wait_for_text(err_path, f"event_id={event_id}", serve)
-        assert re.search(rf"delivery sent event_id={event_id} rule=planet-completed channel=console", logs)
 
         code, out_text, err_text = await run(shlex.split(curl_cmd), project, env)
         assert code == 0, err_text
-        assert len(json.loads(out_text)["ids"]) == 1
+        (curl_id,) = json.loads(out_text)["ids"]
         curl_data = json.loads(shlex.split(curl_cmd)[-1])["data"]
         await wait_for_text(out_path, f"New sign-up: {curl_data['user']['name']}", serve)
+
+        # `router activity` shows both events delivered (the activity store is written in batches).
+        rows: dict[str, str] = {}
+
+        async def both_listed() -> bool:
+            code, out_text, err_text = await run(shlex.split(activity_cmd), project, env)
+            assert code == 0, err_text
+            rows.clear()
+            rows.update({line.split()[2]: line for line in out_text.splitlines()[1:] if line.strip()})
+            return all(key in rows and "pending" not in rows[key] for key in (event_id, curl_id))
+
+        await until(both_listed, "router activity lists both events as delivered", timeout=20, interval=0.3)
+        assert re.search(r"planet\.completed\s+planet-completed\s+sent \(console=sent\b", rows[event_id])
+        assert "user.signed_up" in rows[curl_id] and "console=sent" in rows[curl_id]
+        # The default log level (INFO) tells state changes and failures, not a line per event.
+        assert "delivery sent" not in err_path.read_text() and "event handled" not in err_path.read_text()
 
         serve.send_signal(signal.SIGINT)  # Ctrl-C in the first shell
         assert await asyncio.to_thread(serve.wait, 20) == 0

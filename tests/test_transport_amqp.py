@@ -11,9 +11,12 @@ from collections.abc import AsyncIterator, Callable
 
 import aio_pika
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from aiormq.exceptions import ChannelPreconditionFailed
 from yarl import URL
 
+from router.ingest.http import build_app
+from router.support.metrics import Metrics
 from router.transports import retry_ladder
 from router.transports.amqp import AmqpTransport, redact_url
 from router.transports.base import H_ATTEMPTS, H_DEAD_AT, H_REASON, Incoming, TransportError
@@ -272,6 +275,13 @@ class DropProxy:
         finally:
             sink.close()
 
+    async def stop_accepting(self) -> None:
+        """Refuse new connections (the broker is unreachable); the proxied ones stay until dropped."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
     def drop(self) -> None:
         """Abort every proxied connection, both ways."""
         writers, self._writers = self._writers, []
@@ -319,6 +329,82 @@ async def test_consumption_resumes_after_the_connection_drops_with_nothing_lost(
 
         await transport.publish_event(b"after", routing_key="a")
         assert (await inbox.next()).body == b"after"
+    finally:
+        await proxy.close()
+
+
+@pytest.mark.integration
+async def test_a_batch_published_while_the_connection_is_down_is_confirmed_once_it_is_back(
+    make: Callable[..., AmqpTransport], rabbitmq_url: str
+) -> None:
+    broker = URL(rabbitmq_url)
+    proxy = DropProxy(broker.host or "127.0.0.1", broker.port or 5672)
+    port = await proxy.start()
+    try:
+        transport = make(url=str(broker.with_host("127.0.0.1").with_port(port)))
+        await transport.connect()
+        inbox = Inbox()
+        await transport.start(inbox, prefetch=10)
+        proxy.drop()
+        batch = [(f"during-{n}".encode(), "a") for n in range(20)]
+        # Waits for the reconnect, publishes the batch again on the new channel, then every confirm.
+        assert await transport.publish_events(batch) == [None] * 20
+        received = []
+        for _ in batch:
+            message = await inbox.next()
+            received.append(message.body)
+            await message.ack()  # type: ignore[misc]
+        assert sorted(received) == sorted(body for body, _ in batch)
+        assert proxy.accepted >= 2
+    finally:
+        await proxy.close()
+
+
+@pytest.mark.integration
+async def test_a_batch_the_broker_never_confirms_fails_every_event_after_the_publish_timeout(
+    make: Callable[..., AmqpTransport], rabbitmq_url: str
+) -> None:
+    broker = URL(rabbitmq_url)
+    proxy = DropProxy(broker.host or "127.0.0.1", broker.port or 5672)
+    port = await proxy.start()
+    try:
+        transport = make(url=str(broker.with_host("127.0.0.1").with_port(port)), publish_timeout=1.0)
+        await transport.connect()
+        await proxy.stop_accepting()
+        proxy.drop()
+        started = time.monotonic()
+        results = await transport.publish_events([(f"lost-{n}".encode(), "a") for n in range(5)])
+        assert time.monotonic() - started < 10
+        assert all(isinstance(result, TransportError) for result in results), results
+        assert "not confirmed by RabbitMQ within 1s" in str(results[0])
+    finally:
+        await proxy.close()
+
+
+@pytest.mark.integration
+async def test_post_events_answers_503_when_rabbitmq_does_not_confirm_the_batch(
+    make: Callable[..., AmqpTransport], rabbitmq_url: str
+) -> None:
+    """README: POST /events answers 202 only once every event is confirmed; otherwise 503 with
+    Retry-After, saying how many of the batch were enqueued."""
+    broker = URL(rabbitmq_url)
+    proxy = DropProxy(broker.host or "127.0.0.1", broker.port or 5672)
+    port = await proxy.start()
+    try:
+        transport = make(url=str(broker.with_host("127.0.0.1").with_port(port)), publish_timeout=1.0)
+        await transport.connect()
+        app = build_app(transport=transport, metrics=Metrics(), is_ready=lambda: True, max_event_bytes=65536)
+        async with TestClient(TestServer(app)) as client:
+            batch = [{"type": "a.b", "id": f"evt-{n}", "data": {"n": n}} for n in range(3)]
+            async with client.post("/events", json=batch) as response:
+                assert response.status == 202, await response.text()
+            await proxy.stop_accepting()
+            proxy.drop()
+            async with client.post("/events", json=batch) as response:
+                body = await response.json()
+                assert response.status == 503 and response.headers["Retry-After"]
+        assert body["enqueued"] == 0
+        assert body["error"].startswith("could not enqueue 3 of 3 events: an event was not confirmed by RabbitMQ")
     finally:
         await proxy.close()
 

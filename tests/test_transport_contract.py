@@ -116,6 +116,21 @@ async def test_published_event_reaches_the_handler_with_its_metadata(make: Make)
     await settle(message)
 
 
+async def test_a_batch_is_published_durably_and_in_order(make: Make) -> None:
+    """``publish_events`` (what POST /events uses): every event durable on return, in order, with
+    its routing key and content type; a body larger than an AMQP frame (128 KiB) included."""
+    transport, inbox = await consuming(make, prefetch=1)
+    bodies = [f"e{n}".encode() for n in range(40)] + [bytes(range(256)) * 1200] + [b"last"]
+    batch = [(body, f"batch.{n}") for n, body in enumerate(bodies)]
+    assert await transport.publish_events(batch, content_type="application/cloudevents+json") == [None] * len(batch)
+    for body, key in batch:
+        message = await inbox.next()
+        assert (message.body, message.routing_key) == (body, key)
+        assert message.content_type == "application/cloudevents+json" and message.kind == "event"
+        await settle(message)
+    await inbox.assert_quiet()
+
+
 async def test_acked_event_is_gone_for_the_next_instance(make: Make) -> None:
     first, inbox = await consuming(make)
     await first.publish_event(b"acked", routing_key="a")

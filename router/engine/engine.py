@@ -288,9 +288,11 @@ class Engine:
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
-        if not log.isEnabledFor(logging.INFO):
-            return  # skip building the fields below: at WARNING this line costs nothing
-        log.info(
+        if not log.isEnabledFor(logging.DEBUG):
+            return  # skip building the fields below: at INFO (the default) this line costs nothing
+        # DEBUG, not INFO: the activity record tells each event's story (`router trace`), and a
+        # line per event was a measurable share of the CPU (bench/README.md, section 7).
+        log.debug(
             "event handled",
             extra={
                 "fields": {

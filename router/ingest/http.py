@@ -219,17 +219,13 @@ def build_app(
             return _error(400, "an event is nested too deeply to be encoded")
         except ValueError as error:  # data JSON cannot carry (encode() names the event)
             return _error(400, str(error))
-        # Concurrently: the embedded queue commits them together (one fsync, not one per
-        # event) and RabbitMQ confirms them together. Publishes start in order, so a batch
-        # keeps its order in the queue.
-        results = await asyncio.gather(
-            *(
-                transport.publish_event(body, routing_key=event.type, content_type=CLOUDEVENTS)
-                for event, body in zip(events, bodies, strict=True)
-            ),
-            return_exceptions=True,
+        # Together: the embedded queue commits them in one transaction (one fsync, not one per
+        # event), RabbitMQ gets them in one write and confirms them together. In order, so a
+        # batch keeps its order in the queue.
+        results = await transport.publish_events(
+            [(body, event.type) for event, body in zip(events, bodies, strict=True)], content_type=CLOUDEVENTS
         )
-        failures = [result for result in results if isinstance(result, BaseException)]
+        failures = [result for result in results if result is not None]
         if failures:
             enqueued = len(events) - len(failures)
             # TransportError messages are secret-free; other exceptions show only their type.

@@ -27,6 +27,12 @@ from router.transports.dead_letters import DeadLetters, delivery_headers, delive
 
 log = logging.getLogger("router.delivery")
 
+NOTABLE = frozenset({"retry", "failed"})
+"""Outcomes logged at INFO: a delivery that failed (retry scheduled, or dead-lettered). The
+routine ones (``sent``, ``skipped``, ``dry_run``) are logged at DEBUG: the activity record
+(router/activity/, `router activity`, `router trace`) tells every event's story, and two INFO
+lines per event were 8-11% of the router's CPU (bench/README.md, section 7)."""
+
 OnDead = Callable[[Delivery, str, str], Awaitable[None]]
 """Called with (delivery, reason, error) once a delivery is durably dead-lettered (failure notifications)."""
 
@@ -65,15 +71,17 @@ class Resolve:
             duration = time.perf_counter() - started
             retry_at = started_at + duration + retry_in if retry_in is not None else None
             self.activity.attempt(delivery, outcome, recorded, started_at, duration, retry_at, letter_id)
-        if log.isEnabledFor(logging.INFO):  # skip building the fields: at WARNING this line costs nothing
-            self._log(delivery, outcome, action, started)
+        level = logging.INFO if action in NOTABLE else logging.DEBUG
+        if log.isEnabledFor(level):  # skip building the fields when the line is not logged
+            self._log(level, delivery, outcome, action, started)
         if action == "failed" and self.on_dead is not None:
             # After the dead letter is durable and logged: a notification's own lines follow it.
             await self.on_dead(delivery, dead_reason(outcome), outcome.reason)
         return outcome
 
-    def _log(self, delivery: Delivery, outcome: Outcome, action: str, started: float) -> None:
-        log.info(
+    def _log(self, level: int, delivery: Delivery, outcome: Outcome, action: str, started: float) -> None:
+        log.log(
+            level,
             "delivery %s",
             action,
             extra={

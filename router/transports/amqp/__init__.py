@@ -2,7 +2,8 @@
 
 Modules: :mod:`.transport` (``AmqpTransport``), :mod:`.connection` (the one way to open
 RabbitMQ, shared with ``router.Publisher``), :mod:`.consumer` (raw deliveries),
-:mod:`.acks` (coalesced acknowledgements), :mod:`.wire` (headers, URLs, broker errors).
+:mod:`.acks` (coalesced acknowledgements), :mod:`.batch` (a batch of publishes in one write,
+its confirms awaited together: ``POST /events``), :mod:`.wire` (headers, URLs, broker errors).
 
 Topology, all durable, declared on connect (``Q`` is the configured queue):
 

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -24,6 +25,7 @@ from aio_pika.abc import (
     DeliveryMode,
 )
 from aio_pika.robust_channel import RobustChannel
+from aiormq import spec
 from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import ChannelPreconditionFailed, DeliveryError, PublishError
 from yarl import URL
@@ -32,6 +34,7 @@ from router.support.slots import Slots
 from router.transports import retry_ladder
 from router.transports.amqp import connection as connection_setup
 from router.transports.amqp.acks import Acks, Settlement
+from router.transports.amqp.batch import Outgoing, send_batch
 from router.transports.amqp.consumer import Consumer, DeliveryQueue
 from router.transports.amqp.wire import (
     BROKER_ERRORS,
@@ -411,6 +414,82 @@ class AmqpTransport(Transport):
         )
         # Not mandatory: in a topic exchange, nobody bound to a key is a normal state of affairs.
         await self._publish(message, routing_key=routing_key, to_exchange=True, what="an event")
+
+    async def publish_events(
+        self, events: Sequence[tuple[bytes, str]], *, content_type: str | None = None
+    ) -> list[BaseException | None]:
+        """The batch in one write (:mod:`.batch`), its confirms awaited together; the events a
+        broker failure left unconfirmed are published again once the channel is back, as
+        :meth:`_publish` does for one, until ``publish_timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._publish_timeout
+        results: list[BaseException | None] = [None] * len(events)
+        todo = list(range(len(events)))
+        while todo:
+            channel = self._require_channel()
+            exchange = self._exchange
+            assert exchange is not None
+            stamp = datetime.now(UTC)
+            outgoing = [
+                Outgoing(
+                    events[i][1],
+                    events[i][0],
+                    spec.Basic.Properties(
+                        content_type=content_type, headers={}, delivery_mode=DeliveryMode.PERSISTENT, timestamp=stamp
+                    ),
+                )
+                for i in todo
+            ]
+            failed: dict[int, BaseException] = {}
+            try:
+                async with asyncio.timeout(max(deadline - loop.time(), 0.001)):
+                    underlay = await channel.get_underlay_channel()  # robust: waits for a reconnect
+                    confirms = await send_batch(underlay, exchange.name, outgoing)
+                    await asyncio.wait(confirms)
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                failed = dict.fromkeys(todo, exc)  # aiormq cancels pending work when the channel dies
+            except TRANSIENT_ERRORS as exc:
+                failed = dict.fromkeys(todo, exc)
+            except Exception as exc:  # not the broker's: each event fails with it, as publish_event would
+                for i in todo:
+                    results[i] = exc
+                return results
+            else:
+                for i, confirm in zip(todo, confirms, strict=True):
+                    error = asyncio.CancelledError() if confirm.cancelled() else confirm.exception()
+                    if error is None:
+                        continue  # confirmed
+                    if isinstance(error, DeliveryError):  # a nack: refused, not retried
+                        results[i] = TransportError(f"RabbitMQ refused an event: {self._scrub(error)}")
+                    elif isinstance(error, (*TRANSIENT_ERRORS, asyncio.CancelledError)):
+                        failed[i] = error
+                    else:
+                        results[i] = error
+            if not failed:
+                return results
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                for i, failure in failed.items():
+                    results[i] = TransportError(
+                        f"an event was not confirmed by RabbitMQ within {self._publish_timeout:g}s: "
+                        f"{self._scrub(failure)}"
+                    )
+                return results
+            todo = sorted(failed)
+            first = next(iter(failed.values()))
+            log.info(
+                "publishing %d events failed (%s); retrying once RabbitMQ is back", len(todo), type(first).__name__
+            )
+            try:
+                await asyncio.wait_for(channel.ready(), timeout=remaining)
+            except TimeoutError:
+                continue  # the loop gives up, the deadline being past
+            # A channel that reports ready yet fails again must not spin the loop.
+            await asyncio.sleep(min(0.05, max(deadline - loop.time(), 0)))
+        return results
 
     async def schedule_retry(self, record: bytes, *, delay: float, headers: dict[str, Any]) -> float:
         headers = dict(headers)

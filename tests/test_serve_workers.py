@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import uuid
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.builders import event_bytes
 from tests.fakes.http_sink import HttpSink
 from tests.polling import until
 from tests.serve_support import RouterProcess, amqp_rules, delete_topology, publish_amqp, scrape_metrics, unique_names
@@ -36,10 +36,7 @@ def write_config(root: Path, rabbitmq_url: str, redis_url: str, names: dict[str,
 
 
 def events(tag: str, count: int, start: int = 0) -> list[tuple[str, bytes]]:
-    return [
-        ("job.done", json.dumps({"type": "job.done", "id": f"{tag}-{n}", "data": {"n": n}}).encode())
-        for n in range(start, start + count)
-    ]
+    return [("job.done", event_bytes("job.done", f"{tag}-{n}", {"n": n})) for n in range(start, start + count)]
 
 
 def handled(router: RouterProcess, worker: int, *, after: int = 0) -> int:

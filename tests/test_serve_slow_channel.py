@@ -19,7 +19,7 @@ from tests.test_serve_embedded import embedded_rules, ids, post_events, setup_pr
 
 broker_section = test_serve_embedded.broker_section  # the fixture: embedded queue and RabbitMQ, prefetch 4
 
-SLOW_EVENTS = 20
+SLOW_EVENTS = 12  # three times the prefetch (4): the slow channel cannot hold every handler
 SLOW_SECONDS = 1.0
 SLOW_CONCURRENCY = 2
 HEALTHY_EVENTS = 5

@@ -55,8 +55,9 @@ async def names(rabbitmq_url: str) -> AsyncIterator[dict[str, str]]:
     await delete_topology(rabbitmq_url, names)
 
 
-async def start_workers(root: Path, *, watch: bool = False) -> RouterProcess:
-    router = RouterProcess(root, args=("--workers", "2", *(() if watch else ("--no-watch",))))
+async def start_workers(root: Path, *, watch: bool = False, backoff: float | None = None) -> RouterProcess:
+    env = {**os.environ, **({"ROUTER_WORKER_BACKOFF": str(backoff)} if backoff is not None else {})}
+    router = RouterProcess(root, args=("--workers", "2", *(() if watch else ("--no-watch",))), env=env)
     await router.start()
     await router.wait_for_log(lambda r: r.get("msg") == "router started" and r.get("worker") == 1, timeout=30)
     return router
@@ -175,7 +176,7 @@ async def test_a_worker_that_keeps_failing_stops_the_router_with_an_error(
 ) -> None:
     async with HttpSink() as sink:
         write_config(tmp_path, rabbitmq_url, redis_url, names, sink)
-        router = await start_workers(tmp_path)
+        router = await start_workers(tmp_path, backoff=0.05)  # restarts after 0.05, 0.1, 0.2, 0.4 s
         try:
             # rules.yaml broken after the start (the parent does not watch it here): a restarted
             # child reads it, refuses it and exits 2, again and again.

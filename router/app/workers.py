@@ -7,7 +7,8 @@ consumer) and starts N-1 children that only consume: the same command with ``--h
 - starting them with SIGTERM/SIGINT/SIGHUP blocked, which the child unblocks once its handlers
   are installed (a signal sent meanwhile waits instead of killing it), in their own process
   group (Ctrl-C in a terminal reaches the parent only, which forwards it once);
-- restarting a child that exits while the parent is not stopping: after 1 s, doubling to
+- restarting a child that exits while the parent is not stopping: after 1 s
+  (``$ROUTER_WORKER_BACKOFF`` seconds), doubling to
   :data:`MAX_BACKOFF`; a child that fails :data:`MAX_FAILURES` times in a row (each within
   :data:`STABLE_AFTER` of its start) makes the parent give up and stop with an error;
 - forwarding SIGTERM (stop; a second one stops waiting) and SIGHUP (reload) to every child;
@@ -40,7 +41,7 @@ log = logging.getLogger("router.workers")
 
 MAX_FAILURES = 5
 STABLE_AFTER = 30.0  # seconds: a child that ran this long before exiting starts a new count
-FIRST_BACKOFF = 1.0
+FIRST_BACKOFF = 1.0  # seconds before the first restart; $ROUTER_WORKER_BACKOFF overrides it
 MAX_BACKOFF = 30.0
 KILL_MARGIN = 10.0  # seconds past the shutdown timeout before a child that has not exited is killed
 SCRAPE_TIMEOUT = 2.0
@@ -95,6 +96,15 @@ class _Child:
     started_at: float = 0.0
     failures: int = 0
     restart_at: float | None = None  # monotonic time of the next start, while waiting to restart
+
+
+def first_backoff() -> float:
+    """Seconds before a dead child's first restart: ``$ROUTER_WORKER_BACKOFF`` when it is a sane number."""
+    try:
+        value = float(os.environ.get("ROUTER_WORKER_BACKOFF", FIRST_BACKOFF))
+    except ValueError:
+        return FIRST_BACKOFF
+    return value if 0.0 <= value <= MAX_BACKOFF else FIRST_BACKOFF
 
 
 @dataclass
@@ -169,8 +179,8 @@ class Supervisor:
             log.error("giving up: %s; stopping", self.failed, extra={"fields": fields})
             self.on_give_up()
             return
-        delay = min(FIRST_BACKOFF * 2 ** (child.failures - 1), MAX_BACKOFF)
-        log.error("worker exited unexpectedly; restarting in %.0f s", delay, extra={"fields": fields})
+        delay = min(first_backoff() * 2 ** (child.failures - 1), MAX_BACKOFF)
+        log.error("worker exited unexpectedly; restarting in %.3g s", delay, extra={"fields": fields})
         self.restarts.inc()
         child.proc = None
         child.restart_at = now + delay

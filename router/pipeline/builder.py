@@ -79,8 +79,7 @@ def build_pipeline(
                 on_fold=on_fold,
             )
         )
-    # A full channel keeps at most half the handlers waiting; it defers the rest as durable records.
-    handlers = runtime.config.broker.prefetch
-    stages.append(ChannelConcurrency(limits, transport=transport, metrics=metrics, handlers=handlers))
+    # A full channel defers its further deliveries as durable records: it never holds intake.
+    stages.append(ChannelConcurrency(limits, transport=transport, metrics=metrics))
     terminal: Next = DryRun() if dry_run else Send(channels.__getitem__, metrics, timeout=send_timeout)
     return chain(stages, terminal)

@@ -317,3 +317,36 @@ async def test_throttle_reservations_of_a_key_go_one_at_a_time_in_order() -> Non
     await asyncio.gather(*(take(n) for n in range(20)))
     assert order == list(range(20))
     assert locks._locks == {}, "no lock is kept for a key nobody uses"
+
+
+class DueAlwaysFails:
+    """The state store, except that ``digest_due`` fails every time (the store is away)."""
+
+    def __init__(self, store: object) -> None:
+        self._store = store
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def digest_due(self, *args: object) -> list[str]:
+        self.calls += 1
+        raise ConnectionError("gone")
+
+
+async def test_a_store_away_for_many_flush_passes_is_one_warning_line(
+    harness_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = await harness_factory(rules_yaml(A, rule("sum", "'**'", "digest: {window: 1h, max_events: 100}", "many")))
+    flusher = h.engine.flow.flusher
+    await flusher.close()
+    failing = DueAlwaysFails(flusher.state)
+    flusher.state = failing  # type: ignore[assignment]
+    flusher.interval = 0.005  # many passes quickly; the line limit is per 10 s
+    with caplog.at_level("WARNING", logger="router.flow"):
+        await flusher.start()
+        await until(lambda: failing.calls >= 30)
+        await flusher.close()
+    lines = [r for r in caplog.records if "flushing digests failed" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert "ConnectionError" in lines[0].getMessage()

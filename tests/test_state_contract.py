@@ -470,6 +470,31 @@ async def test_calls_before_open_are_refused(tmp_path: Path) -> None:
         await RedisStateStore("redis://127.0.0.1:6379/0").is_sent("k")
 
 
+async def test_a_redis_that_accepts_and_never_answers_fails_the_call_instead_of_holding_it() -> None:
+    """A frozen host or a partition: the connection is open, nothing comes back. Every call is
+    bounded (``command_timeout``), so a handler, its prefetch slot and shutdown are never held."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        await reader.read(1 << 16)  # reads the command, never answers
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        store = RedisStateStore(f"redis://127.0.0.1:{port}/0", command_timeout=0.5)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises((TimeoutError, aioredis.TimeoutError)):
+            await asyncio.wait_for(store.open(), timeout=30)  # the guard: without the bound this hangs
+        assert asyncio.get_running_loop().time() - started < 10
+        assert accepted, "the store never connected: the test tested nothing"
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_rejects_non_positive_durations(store: StateStore) -> None:
     with pytest.raises(ValueError, match="ttl"):
         await store.mark_sent("k", ttl=0)

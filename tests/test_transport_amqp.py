@@ -382,6 +382,37 @@ async def test_a_batch_the_broker_never_confirms_fails_every_event_after_the_pub
 
 
 @pytest.mark.integration
+async def test_a_publish_whose_confirm_never_comes_is_tried_again_after_the_confirm_timeout(
+    make: Callable[..., AmqpTransport], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publish caught by a reconnect can wait on a channel that will never confirm it (seen
+    in the broker-restart fault test: a retry record waited out the whole publish_timeout, its
+    event requeued). Each attempt waits ``confirm_timeout`` at most, then goes again."""
+    transport = make(publish_timeout=30.0, confirm_timeout=0.3)
+    await transport.connect()
+    inbox = Inbox()
+    await transport.start(inbox, prefetch=10)
+    real_publish = aio_pika.Exchange.publish
+    calls = 0
+
+    async def first_one_never_confirms(self: aio_pika.Exchange, *args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(3600)  # the lost confirm: only the attempt's timeout ends this wait
+        return await real_publish(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aio_pika.Exchange, "publish", first_one_never_confirms)
+    started = time.monotonic()
+    await transport.schedule_retry(b"retry", delay=0, headers={})
+    assert time.monotonic() - started < 10, "waited for more than one attempt's confirm timeout"
+    assert calls == 2
+    retry = await inbox.next()
+    assert (retry.kind, retry.body) == ("retry", b"retry")
+    await retry.ack()  # type: ignore[misc]
+
+
+@pytest.mark.integration
 async def test_post_events_answers_503_when_rabbitmq_does_not_confirm_the_batch(
     make: Callable[..., AmqpTransport], rabbitmq_url: str
 ) -> None:

@@ -27,6 +27,7 @@ from router.activity.records import (
 
 MAX_LIMIT = 500
 COUNT_CAP = 50_000  # a list's counts cover at most this many newest matching events: a bounded cost
+SUMMARY_CHUNK = 500  # events per summary query: under SQLite's oldest limit of 999 parameters
 PERCENTILE_SAMPLE = 200_000  # latencies read per stats query, newest first: a bounded cost
 
 
@@ -287,36 +288,54 @@ class SqlStore(ActivityStore):
 
         Rows are read in the order the attempts started, not the order they were written: a
         router that deferred a delivery may write that attempt after another router wrote the
-        retry that followed it.
+        retry that followed it. One query per table per chunk of events, not per event: the
+        writer shares the interpreter with deliveries, and per-event round trips were most of
+        its cost.
         """
-        for event_id in event_ids:
-            cursor.execute(
-                self._sql(
-                    "SELECT rule, channel, outcome, error FROM activity_attempts WHERE event_id = ? ORDER BY at, id"
-                ),
-                (event_id,),
+        ordered = sorted(event_ids)
+        for start in range(0, len(ordered), SUMMARY_CHUNK):
+            chunk = ordered[start : start + SUMMARY_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            attempts = self._rows_by_event(
+                cursor,
+                f"SELECT event_id, rule, channel, outcome, error FROM activity_attempts WHERE event_id IN ({marks}) ORDER BY at, id",
+                chunk,
             )
-            attempts = cursor.fetchall()
-            cursor.execute(
-                self._sql("SELECT rule, verdict FROM activity_verdicts WHERE event_id = ? ORDER BY at, id"),
-                (event_id,),
+            verdicts = self._rows_by_event(
+                cursor,
+                f"SELECT event_id, rule, verdict FROM activity_verdicts WHERE event_id IN ({marks}) ORDER BY at, id",
+                chunk,
             )
-            verdicts = cursor.fetchall()
-            cursor.execute(
-                self._sql("SELECT rule, outcome FROM activity_jobs WHERE event_id = ? ORDER BY at, id"), (event_id,)
+            jobs = self._rows_by_event(
+                cursor,
+                f"SELECT event_id, rule, outcome FROM activity_jobs WHERE event_id IN ({marks}) ORDER BY at, id",
+                chunk,
             )
-            jobs = cursor.fetchall()
-            fired = list(dict.fromkeys(rule for rule, verdict in verdicts if verdict == "fired"))
-            outcome, channels, failed = summarise(attempts, fired, verdicts, jobs)
-            cursor.execute(
+            updates = []
+            for event_id in chunk:
+                its_verdicts = verdicts.get(event_id, [])
+                fired = list(dict.fromkeys(rule for rule, verdict in its_verdicts if verdict == "fired"))
+                outcome, channels, failed = summarise(
+                    attempts.get(event_id, []), fired, its_verdicts, jobs.get(event_id, [])
+                )
+                updates.append((outcome, json.dumps(channels), json.dumps(fired), int(failed), event_id))
+            cursor.executemany(
                 self._sql(
                     "UPDATE activity_events SET outcome = ?, channels = ?, rules_fired = ?, failed = ? "
                     # A rejected message's outcome is final (its failure notification's attempts
                     # are part of its story, not a delivery of it); 'refused' rows predate 'rejected'.
                     "WHERE event_id = ? AND outcome <> 'rejected' AND coalesce(schema_verdict, '') <> 'refused'"
                 ),
-                (outcome, json.dumps(channels), json.dumps(fired), int(failed), event_id),
+                updates,
             )
+
+    def _rows_by_event(self, cursor: Any, sql: str, event_ids: list[str]) -> dict[str, list[Any]]:
+        """The rows ``sql`` selects (event id first), grouped by event id, in the query's order."""
+        cursor.execute(self._sql(sql), event_ids)
+        grouped: dict[str, list[Any]] = {}
+        for event_id, *rest in cursor.fetchall():
+            grouped.setdefault(event_id, []).append(tuple(rest))
+        return grouped
 
     # ----------------------------------------------------------------- retention
 

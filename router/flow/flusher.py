@@ -32,6 +32,7 @@ from router.pipeline import fold
 from router.pipeline.pacing import pace_of
 from router.runtime.runtime import Runtime
 from router.state.base import DIGEST_RETENTION, StateStore
+from router.support.log_limit import LogLimiter
 from router.support.metrics import Metrics
 from router.transports.base import Transport
 from router.transports.dead_letters import DeadLetters, delivery_headers
@@ -77,6 +78,8 @@ class DigestFlusher:
         self.owner = f"flusher-{uuid.uuid4().hex}"
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        # A pass runs every `interval` (250 ms): a store away for a minute is one line per 10 s, not 240.
+        self._failure_log = LogLimiter(10.0)
 
     async def start(self) -> None:
         """Start flushing in the background (idempotent)."""
@@ -104,7 +107,10 @@ class DigestFlusher:
                 await self.flush_due()
             except Exception as error:
                 # The store or the broker is away: the buckets wait in the store for the next pass.
-                log.warning("flushing digests failed, will try again: %s", type(error).__name__)
+                suppressed = self._failure_log.allow(type(error).__name__)
+                if suppressed is not None:
+                    more = f" ({suppressed} more like it since the last line)" if suppressed else ""
+                    log.warning("flushing digests failed, will try again: %s%s", type(error).__name__, more)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval):
                     await self._wake.wait()

@@ -206,9 +206,13 @@ class RedisStateStore(StateStore):
         prefix: str = "router:",
         clock: Callable[[], float] = time.time,
         max_connections: int = 64,
+        command_timeout: float = 10.0,
     ) -> None:
         self._url = url
         self._max_connections = max_connections
+        # No call may wait for ever: a server that accepts and then says nothing (a partition, a
+        # frozen host) would otherwise hold a handler, its prefetch slot and shutdown with it.
+        self._command_timeout = command_timeout
         self.prefix = prefix
         self._clock = clock
         self._client: aioredis.Redis | None = None
@@ -224,7 +228,12 @@ class RedisStateStore(StateStore):
             return
         # A blocking pool makes a burst of calls queue for a connection instead of failing.
         pool = aioredis.BlockingConnectionPool.from_url(
-            self._url, max_connections=self._max_connections, timeout=30, decode_responses=False
+            self._url,
+            max_connections=self._max_connections,
+            timeout=30,
+            decode_responses=False,
+            socket_timeout=self._command_timeout,
+            socket_connect_timeout=min(5.0, self._command_timeout),
         )
         client = aioredis.Redis.from_pool(pool)  # the client owns the pool and closes it
         try:

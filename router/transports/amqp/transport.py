@@ -79,6 +79,7 @@ class AmqpTransport(Transport):
         reconnect_interval: float = 2.0,
         connect_timeout: float = 10.0,
         publish_timeout: float = 30.0,
+        confirm_timeout: float = 5.0,
     ) -> None:
         if queue_type not in ("classic", "quorum"):
             raise ValueError(f"queue_type must be 'classic' or 'quorum', not {queue_type!r}")
@@ -92,6 +93,10 @@ class AmqpTransport(Transport):
         self._reconnect_interval = reconnect_interval
         self._connect_timeout = connect_timeout
         self._publish_timeout = publish_timeout
+        # One attempt's wait for its confirm. A publish caught by a reconnect can wait on a
+        # channel that will never answer (aio-pika's robust channel hands out the old one): it
+        # must be tried again on the restored channel, not wait out the whole publish_timeout.
+        self._confirm_timeout = min(confirm_timeout, publish_timeout)
         try:
             self._password = URL(url).password or ""
         except (TypeError, ValueError):
@@ -364,12 +369,10 @@ class AmqpTransport(Transport):
             target = self._exchange if to_exchange else channel.default_exchange
             assert target is not None
             try:
-                await target.publish(
-                    message,
-                    routing_key,
-                    mandatory=not to_exchange,
-                    timeout=max(deadline - loop.time(), 0.001),
-                )
+                # Our own timeout around the whole call: aio-pika applies its `timeout` only to
+                # the confirm, not to the wait for a channel that precedes it.
+                async with asyncio.timeout(self._attempt_timeout(deadline)):
+                    await target.publish(message, routing_key, mandatory=not to_exchange)
                 return
             except PublishError:
                 # Returned unroutable: the target queue vanished (deleted by hand).
@@ -401,6 +404,11 @@ class AmqpTransport(Transport):
                 continue  # the loop raises, the deadline being past
             # A channel that reports ready yet fails again must not spin the loop.
             await asyncio.sleep(min(0.05, max(deadline - loop.time(), 0)))
+
+    def _attempt_timeout(self, deadline: float) -> float:
+        """How long one publish attempt may wait for its confirm: ``confirm_timeout``, within the deadline."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        return max(min(remaining, self._confirm_timeout), 0.001)
 
     async def publish_event(
         self, body: bytes, *, routing_key: str, headers: dict[str, Any] | None = None, content_type: str | None = None
@@ -442,7 +450,7 @@ class AmqpTransport(Transport):
             ]
             failed: dict[int, BaseException] = {}
             try:
-                async with asyncio.timeout(max(deadline - loop.time(), 0.001)):
+                async with asyncio.timeout(self._attempt_timeout(deadline)):
                     underlay = await channel.get_underlay_channel()  # robust: waits for a reconnect
                     confirms = await send_batch(underlay, exchange.name, outgoing)
                     await asyncio.wait(confirms)

@@ -7,7 +7,8 @@ Each event goes out as a CloudEvents 1.0 structured-mode message (``application/
 the body :func:`router.core.events.encode` writes), persistent, with the event type as routing key
 and the event id as AMQP ``message_id``. ``publish`` returns once RabbitMQ confirmed the
 message. While the broker is unreachable it waits for the robust connection to come back and
-publishes again, up to ``publish_timeout``; then it raises :class:`PublishError`. Nothing is
+publishes again, up to ``publish_timeout``; then it raises :class:`PublishError`. Each
+attempt waits ``confirm_timeout`` (5 s) at most for its confirm before it goes again. Nothing is
 dropped silently, but a confirm lost with the connection means the message may arrive twice:
 the router is idempotent per event id, so pass ``id=`` when you re-publish the same event.
 
@@ -104,6 +105,7 @@ class Publisher:
         publish_timeout: float = 30.0,
         connect_timeout: float = 10.0,
         reconnect_interval: float = 1.0,
+        confirm_timeout: float = 5.0,
     ) -> None:
         if not url.startswith(("amqp://", "amqps://")):
             raise ValueError("the broker URL must start with amqp:// or amqps://")
@@ -114,6 +116,9 @@ class Publisher:
         self.source = source
         self.mandatory = mandatory
         self.publish_timeout = publish_timeout
+        # One attempt's wait: a publish caught by a reconnect may wait on a channel that never
+        # confirms; it is tried again on the restored one instead of waiting out publish_timeout.
+        self.confirm_timeout = min(confirm_timeout, publish_timeout)
         self.connect_timeout = connect_timeout
         self.reconnect_interval = reconnect_interval
         try:
@@ -256,9 +261,9 @@ class Publisher:
             try:
                 # The bound covers waiting for a reconnect too: publishing on a robust channel
                 # waits for its connection without a limit of its own.
-                async with asyncio.timeout(remaining):
+                async with asyncio.timeout(min(remaining, self.confirm_timeout)):
                     await channel.ready()
-                    await exchange.publish(message, event.type, mandatory=self.mandatory, timeout=remaining)
+                    await exchange.publish(message, event.type, mandatory=self.mandatory)
                 return
             except Returned:
                 raise PublishError(

@@ -373,6 +373,37 @@ def test_a_rejected_event_that_comes_back_tells_its_new_story(store: ActivitySto
     assert store.list_events(parse_filter({"q": "again"}))["events"][0]["outcome"] == "sent"
 
 
+def test_a_large_batch_with_an_id_twice_is_written_whole_and_in_order(store: ActivityStore) -> None:
+    """Rows go in many to a statement: a batch larger than one statement holds is written
+    whole, and an id seen twice in one batch (a rejection, then the same event routed once
+    fixed) keeps the later story, as one row at a time would (PostgreSQL refuses to update a
+    row twice in one statement)."""
+    now = time.time()
+    items: list[tuple[object, ...]] = []
+    for n in range(300):  # several statements' worth of events, verdicts and attempts
+        ev = event(f"bulk-{n}", n=n)
+        items += [
+            ("e", now, ev, 10, "none", "embedded", "test:1"),
+            ("v", now, ev.id, "paid", "fired", ""),
+            ("a", now + 0.001, delivery(ev, "hook"), Outcome.sent(), "sent", 0.01, None, None),
+        ]
+    twice = event("twice", n=1)
+    items += [
+        rejected("twice", now, "schema", "data.n: wrong", letter="dl-1", event=twice),
+        ("e", now + 1, twice, 10, "none", "embedded", "test:1"),
+        ("v", now + 1, "twice", "paid", "fired", ""),
+        ("a", now + 1.001, delivery(twice, "hook"), Outcome.sent(), "sent", 0.01, None, None),
+    ]
+    record(store, *items)
+    listed = store.list_events(Filter(limit=500))
+    assert len(listed["events"]) == 301 and listed["counts"]["sent"] == 301
+    assert {row["outcome"] for row in listed["events"]} == {"sent"}
+    story = store.event_story("twice")
+    assert story is not None and story["outcome"] == "sent" and story["rejection"] is None
+    last = store.event_story("bulk-299")
+    assert last is not None and [d["channel"] for d in last["deliveries"]] == ["hook"]
+
+
 def test_a_rejection_keeps_no_bytes_and_no_secret(store: ActivityStore) -> None:
     secret = f"s3cr3t-{uuid.uuid4().hex}"
     register_secrets(secret)

@@ -27,7 +27,6 @@ from router.activity.records import (
 
 MAX_LIMIT = 500
 COUNT_CAP = 50_000  # a list's counts cover at most this many newest matching events: a bounded cost
-INSERT_PARAMETERS = 990  # values per INSERT statement: under SQLite's oldest limit of 999
 SUMMARY_CHUNK = 500  # events per summary query: under SQLite's oldest limit of 999 parameters
 PERCENTILE_SAMPLE = 200_000  # latencies read per stats query, newest first: a bounded cost
 
@@ -256,67 +255,30 @@ class SqlStore(ActivityStore):
             pending = {row[0] for row in event_rows if row[9] == "pending"}
             to_summarise = (batch.touched() - arrived) | pending
             self._lock_events(cursor, to_summarise)
-            # An event seen before keeps its row, unless that row is a rejection: a rejected
-            # event replayed (say, once its schema was fixed) tells its new story.
-            self._insert(
-                cursor,
-                "activity_events",
-                _EVENT_COLUMNS,
-                event_rows,
-                conflict=f"ON CONFLICT (event_id) DO UPDATE SET {_REPLACE_REJECTED} "
-                f"WHERE activity_events.outcome = '{REJECTED}'",
-            )
-            self._insert(cursor, "activity_verdicts", _VERDICT_COLUMNS, batch.verdicts)
-            self._insert(cursor, "activity_attempts", _ATTEMPT_COLUMNS, batch.attempts)
-            self._insert(cursor, "activity_jobs", _JOB_COLUMNS, batch.jobs)
+            if event_rows:
+                cursor.executemany(
+                    self._sql(
+                        f"INSERT INTO activity_events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                        # An event seen before keeps its row, unless that row is a rejection: a
+                        # rejected event replayed (say, once its schema was fixed) tells its new story.
+                        f"ON CONFLICT (event_id) DO UPDATE SET {_REPLACE_REJECTED} "
+                        f"WHERE activity_events.outcome = '{REJECTED}'"
+                    ),
+                    event_rows,
+                )
+            for table, columns, rows in (
+                ("activity_verdicts", _VERDICT_COLUMNS, batch.verdicts),
+                ("activity_attempts", _ATTEMPT_COLUMNS, batch.attempts),
+                ("activity_jobs", _JOB_COLUMNS, batch.jobs),
+            ):
+                if rows:
+                    marks = ",".join("?" * len(rows[0]))
+                    cursor.executemany(self._sql(f"INSERT INTO {table} ({columns}) VALUES ({marks})"), rows)
             self._summarise(cursor, to_summarise)
             conn.commit()
         except Exception:
             self._reset()
             raise
-
-    def _insert(
-        self, cursor: Any, table: str, columns: str, rows: list[tuple[Any, ...]], *, conflict: str = ""
-    ) -> None:
-        """Insert ``rows``, many per statement.
-
-        One statement per row (``executemany``) hands the interpreter lock back and forth with
-        the event loop at every row, and each hand-over stalls the loop: with a few rows per
-        event that was most of what the history cost intake (bench/README.md, section 8). With
-        ``conflict``, rows of one statement have distinct keys: PostgreSQL refuses to update a
-        row twice in one statement, so a key seen twice in a chunk goes into the next one.
-        """
-        if not rows:
-            return
-        width = len(rows[0])
-        per_statement = max(1, INSERT_PARAMETERS // width)
-        row_marks = "(" + ",".join("?" * width) + ")"
-        pending = rows
-        while pending:
-            # One pass: fresh keys fill statements in order; a repeated key waits for the next
-            # pass (rare: an event redelivered within one batch), keeping its order after the first.
-            later: list[tuple[Any, ...]] = []
-            keys: set[Any] = set()
-            chunk: list[tuple[Any, ...]] = []
-            for row in pending:
-                if conflict:
-                    if row[0] in keys:
-                        later.append(row)
-                        continue
-                    keys.add(row[0])
-                chunk.append(row)
-                if len(chunk) == per_statement:
-                    self._insert_chunk(cursor, table, columns, row_marks, chunk, conflict)
-                    chunk = []
-            if chunk:
-                self._insert_chunk(cursor, table, columns, row_marks, chunk, conflict)
-            pending = later
-
-    def _insert_chunk(
-        self, cursor: Any, table: str, columns: str, row_marks: str, chunk: list[tuple[Any, ...]], conflict: str
-    ) -> None:
-        sql = f"INSERT INTO {table} ({columns}) VALUES {','.join([row_marks] * len(chunk))} {conflict}"
-        cursor.execute(self._sql(sql), [value for row in chunk for value in row])
 
     def _lock_events(self, cursor: Any, event_ids: set[str]) -> None:
         """Keep other writers off ``event_ids`` until commit (a store several routers share overrides this)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import uuid
@@ -264,3 +265,19 @@ def test_workers_auto_is_one_per_usable_core_and_nonsense_is_refused() -> None:
     for bad in ("0", "-1", "two"):
         with pytest.raises(ValueError, match=bad):
             parse_workers(bad)
+
+
+async def test_a_shutdown_step_that_never_ends_is_left_behind_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """README: each closing step gets a bounded time; one that overruns is named and skipped,
+    so shutdown finishes (an orphaned child once waited past the 60 s the test allows)."""
+    from router.app.server import bounded
+
+    never = asyncio.get_running_loop().create_future()
+    with caplog.at_level("WARNING", logger="router.serve"):
+        await asyncio.wait_for(bounded("close the state store", never, timeout=0.2), timeout=10)
+        await bounded("close the engine", asyncio.sleep(0), timeout=0.2)
+    assert never.cancelled(), "the step that overran was not cancelled"
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == ["shutting down: close the state store took over 0.2s; going on without it"]

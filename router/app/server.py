@@ -18,6 +18,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,7 +154,7 @@ class Server:
             log.info("shutting down: no new messages; waiting for in-flight work")
             if watcher is not None:
                 watcher.cancel()
-            await transport.stop_consuming()
+            await bounded("stop consuming", transport.stop_consuming())
             await self._drain(engine)
             await self._stop_workers()
         finally:
@@ -164,17 +165,17 @@ class Server:
             for task in list(self._background):
                 task.cancel()
             if runner is not None:
-                await runner.cleanup()
+                await bounded("close the HTTP server", runner.cleanup())
             if metrics_site is not None:
-                await metrics_site.cleanup()
+                await bounded("close the worker metrics socket", metrics_site.cleanup())
             # The transport first: it cancels handlers still running after the timeout (their
             # messages are redelivered), so that no handler uses a channel being closed.
-            await transport.close()
+            await bounded("close the broker connection", transport.close())
             if engine is not None:
-                await engine.close()
+                await bounded("close the engine", engine.close())
             if isinstance(recorder, Recorder):
-                await recorder.close()
-            await state.close()
+                await bounded("close the activity history", recorder.close(), timeout=25.0)
+            await bounded("close the state store", state.close())
             if started:
                 log.info("router stopped")
         if self.supervisor is not None and self.supervisor.failed:
@@ -198,7 +199,8 @@ class Server:
 
         app = web.Application()
         app.router.add_get("/metrics", metrics)
-        runner = web.AppRunner(app, access_log=None)
+        # Only the parent reads it, and a scrape takes milliseconds: no 60 s grace at shutdown.
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         await web.UnixSite(runner, str(path)).start()
         return runner
@@ -475,3 +477,19 @@ def watched_files(runtime: Runtime) -> dict[Path, float]:
 async def serve(options: ServeOptions) -> None:
     """Run a router process until it is told to stop."""
     await Server(options).run()
+
+
+STEP_TIMEOUT = 15.0
+"""Seconds one shutdown step (closing a connection, a store, a server) may take."""
+
+
+async def bounded(step: str, closing: Awaitable[object], *, timeout: float = STEP_TIMEOUT) -> None:
+    """Await one shutdown step for ``timeout`` seconds at most, then go on to the next.
+
+    A step that never ends (a broker or store that stops answering mid-close) must not keep
+    the process alive after SIGTERM: what it held is redelivered or reopened by the next start.
+    """
+    try:
+        await asyncio.wait_for(closing, timeout)
+    except TimeoutError:
+        log.warning("shutting down: %s took over %gs; going on without it", step, timeout)

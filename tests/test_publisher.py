@@ -23,6 +23,7 @@ import router
 from router import Publisher, PublishError
 from router.core.events import decode
 from tests.engine_support import until
+from tests.fakes.lost_confirm import LostConfirm
 from tests.fakes.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -228,24 +229,12 @@ async def test_a_publish_whose_confirm_never_comes_is_sent_again_after_the_confi
 ) -> None:
     """A publish caught by a reconnect may wait on a channel that never confirms: the attempt
     gives up after ``confirm_timeout`` and the event goes out again, well within ``publish_timeout``."""
-    import aio_pika
-
-    real_publish = aio_pika.Exchange.publish
-    calls = 0
-
-    async def first_one_never_confirms(self: aio_pika.Exchange, *args: object, **kwargs: object) -> object:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            await asyncio.sleep(3600)  # the lost confirm: only the attempt's timeout ends this wait
-        return await real_publish(self, *args, **kwargs)  # type: ignore[arg-type]
-
     async with Publisher(rabbitmq_url, exchange=bench.exchange, publish_timeout=30, confirm_timeout=0.3) as pub:
-        monkeypatch.setattr(aio_pika.Exchange, "publish", first_one_never_confirms)
+        lost = LostConfirm.install(monkeypatch)
         started = time.monotonic()
         assert await pub.publish("planet.completed", {"n": 1}, id="stuck-once") == "stuck-once"
         assert time.monotonic() - started < 10, "waited out more than one attempt's confirm timeout"
-    assert calls == 2
+    assert lost.calls == 2
     [message] = await bench.take(1)
     assert decoded(message).id == "stuck-once"
 

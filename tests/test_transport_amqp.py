@@ -20,6 +20,7 @@ from router.support.metrics import Metrics
 from router.transports import retry_ladder
 from router.transports.amqp import AmqpTransport, redact_url
 from router.transports.base import H_ATTEMPTS, H_DEAD_AT, H_REASON, Incoming, TransportError
+from tests.fakes.lost_confirm import LostConfirm
 
 WAIT = 10.0
 
@@ -392,21 +393,11 @@ async def test_a_publish_whose_confirm_never_comes_is_tried_again_after_the_conf
     await transport.connect()
     inbox = Inbox()
     await transport.start(inbox, prefetch=10)
-    real_publish = aio_pika.Exchange.publish
-    calls = 0
-
-    async def first_one_never_confirms(self: aio_pika.Exchange, *args: object, **kwargs: object) -> object:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            await asyncio.sleep(3600)  # the lost confirm: only the attempt's timeout ends this wait
-        return await real_publish(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(aio_pika.Exchange, "publish", first_one_never_confirms)
+    lost = LostConfirm.install(monkeypatch)
     started = time.monotonic()
     await transport.schedule_retry(b"retry", delay=0, headers={})
     assert time.monotonic() - started < 10, "waited for more than one attempt's confirm timeout"
-    assert calls == 2
+    assert lost.calls == 2
     retry = await inbox.next()
     assert (retry.kind, retry.body) == ("retry", b"retry")
     await retry.ack()  # type: ignore[misc]

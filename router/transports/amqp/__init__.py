@@ -18,8 +18,8 @@ Topology, all durable, declared on connect (``Q`` is the configured queue):
 Everything the router publishes is persistent and awaits the broker's publisher confirm, so
 it is on the broker when the call returns. A publish that fails because the connection
 dropped waits for the robust connection to come back and publishes again (bounded by
-``publish_timeout``; one attempt waits ``confirm_timeout`` for its confirm): a lost confirm can therefore duplicate a message, never lose one, which
-the engine's idempotency absorbs.
+``publish_timeout``; one attempt waits ``confirm_timeout`` for its confirm): a lost confirm
+can therefore duplicate a message, never lose one, which the engine's idempotency absorbs.
 
 Consumption uses manual acknowledgements and reads aiormq's deliveries as they arrive (see
 :class:`.consumer.DeliveryQueue`). Each message runs as its own task; the broker's

@@ -19,6 +19,7 @@ from router.ingest.http import build_app
 from router.support.metrics import Metrics
 from router.transports import retry_ladder
 from router.transports.amqp import AmqpTransport, redact_url
+from router.transports.amqp import transport as transport_module
 from router.transports.base import H_ATTEMPTS, H_DEAD_AT, H_REASON, Incoming, TransportError
 from tests.fakes.lost_confirm import LostConfirm
 
@@ -186,6 +187,45 @@ async def test_quorum_queues_carry_the_whole_cycle(
     await channel.declare_queue(queue, durable=True, arguments={"x-queue-type": "quorum"})
     with pytest.raises(ChannelPreconditionFailed):
         await channel.declare_queue(queue, durable=True, arguments={"x-queue-type": "classic"})
+
+
+@pytest.mark.integration
+async def test_two_processes_listing_dead_letters_at_once_each_see_every_letter(
+    make: Callable[..., AmqpTransport], raw: aio_pika.abc.AbstractConnection
+) -> None:
+    # Listing holds the letters it read unacked until it is done: two operators (or a console and
+    # an operator) listing together must not each see the letters the other holds as missing.
+    first, second = make(), make()
+    await first.connect()
+    await second.connect()
+    for n in range(20):
+        await first.dead_letter(f"dead-{n}".encode(), headers={H_REASON: "permanent"})
+    for _ in range(5):
+        listed = await asyncio.gather(first.dlq_list(), second.dlq_list(), first.dlq_list())
+        assert [sorted(letter.body for letter in letters) for letters in listed] == [
+            sorted(f"dead-{n}".encode() for n in range(20))
+        ] * 3
+    # The turn-taking queue goes once the browsing is over.
+    channel = await raw.channel()
+    with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+        await channel.declare_queue(first.browse_lock_queue, passive=True)
+
+
+@pytest.mark.integration
+async def test_a_browse_held_elsewhere_too_long_is_a_clear_error(
+    make: Callable[..., AmqpTransport], raw: aio_pika.abc.AbstractConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transport_module, "BROWSE_LOCK_WAIT", 0.5)
+    transport = make()
+    await transport.connect()
+    await transport.dead_letter(b"dead", headers={H_REASON: "permanent"})
+    holder = await raw.channel()
+    await holder.declare_queue(transport.browse_lock_queue, exclusive=True, auto_delete=True)
+    with pytest.raises(TransportError, match="another process has been browsing the dead letters"):
+        await transport.dlq_list()
+    await holder.queue_delete(transport.browse_lock_queue)
+    [letter] = await transport.dlq_list()
+    assert letter.body == b"dead"
 
 
 @pytest.mark.integration

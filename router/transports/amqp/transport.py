@@ -27,7 +27,7 @@ from aio_pika.abc import (
 from aio_pika.robust_channel import RobustChannel
 from aiormq import spec
 from aiormq.abc import DeliveredMessage
-from aiormq.exceptions import ChannelPreconditionFailed, DeliveryError, PublishError
+from aiormq.exceptions import ChannelLockedResource, ChannelPreconditionFailed, DeliveryError, PublishError
 from yarl import URL
 
 from router.support.slots import Slots
@@ -58,6 +58,10 @@ from router.transports.base import (
 log = logging.getLogger(__name__)
 
 QueueType = Literal["classic", "quorum"]
+
+# How long a dead-letter browse waits for another process's browse to finish, and how often it looks.
+BROWSE_LOCK_WAIT = 60.0
+BROWSE_LOCK_POLL = 0.1
 
 H_DUE_AT = "x-router-due-at"
 """Epoch seconds a retry is due, set only on delays longer than the ladder's top step."""
@@ -583,21 +587,59 @@ class AmqpTransport(Transport):
         dead_at = message.timestamp.timestamp() if message.timestamp else None
         return DeadLetter.from_headers(letter_id, message.body, headers, dead_at=dead_at)
 
+    @property
+    def browse_lock_queue(self) -> str:
+        """The exclusive queue whose holder alone may browse the dead letters."""
+        return f"{self.dead_queue}.browsing"
+
     @asynccontextmanager
     async def _browse(self) -> AsyncIterator[aio_pika.abc.AbstractQueue]:
         """The dead-letter queue on a private channel: whatever is left unacked when it closes
-        goes back to the queue, in order."""
+        goes back to the queue, in order.
+
+        Browsing holds the letters it has read unacked, so a second browser (another `router dlq`
+        command, the console of another router) would see them missing: browsers take turns,
+        across processes, by declaring one exclusive queue (RabbitMQ deletes it if the holder's
+        connection dies)."""
         connection = self._require_connection()
         assert self._dlq_lock is not None
         async with self._dlq_lock:
-            channel: AbstractChannel = await connection.channel(publisher_confirms=False)
+            lock_channel = await self._take_browse_lock(connection)
+            channel: AbstractChannel | None = None
             try:
+                channel = await connection.channel(publisher_confirms=False)
                 yield await channel.declare_queue(self.dead_queue, passive=True)
             finally:
-                try:
+                for closing in (channel, lock_channel):
+                    if closing is None:
+                        continue
+                    try:
+                        if closing is lock_channel:
+                            await closing.queue_delete(self.browse_lock_queue)
+                        await closing.close()
+                    except Exception as exc:
+                        log.debug("closing a dead-letter channel failed: %s", type(exc).__name__)
+
+    async def _take_browse_lock(self, connection: AbstractRobustConnection) -> AbstractChannel:
+        """Wait (``BROWSE_LOCK_WAIT`` at most) until no other process browses the dead letters."""
+        deadline = time.monotonic() + BROWSE_LOCK_WAIT
+        while True:
+            channel: AbstractChannel = await connection.channel(publisher_confirms=False)
+            try:
+                await channel.declare_queue(self.browse_lock_queue, exclusive=True, auto_delete=True)
+                return channel
+            except ChannelLockedResource:
+                # The refusal closed that channel; the holder may finish any moment.
+                if time.monotonic() >= deadline:
+                    raise TransportError(
+                        f"another process has been browsing the dead letters of {self.queue!r} for "
+                        f"{BROWSE_LOCK_WAIT:g} s (a `router dlq` command or a console); try again"
+                    ) from None
+                await asyncio.sleep(BROWSE_LOCK_POLL)
+            except BaseException:
+                with contextlib.suppress(Exception):
                     await channel.close()
-                except Exception as exc:
-                    log.debug("closing the dead-letter channel failed: %s", type(exc).__name__)
+                raise
 
     async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
         letters: list[DeadLetter] = []

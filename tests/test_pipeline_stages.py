@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -191,6 +192,113 @@ async def test_a_full_channel_defers_further_deliveries_as_signed_records_withou
     back.message = records[0].message
     assert (await stage(back, sent_terminal)).ok
     assert DEFER_META not in back.message.meta, "the mark is not content: removed before sending"
+
+
+@pytest.mark.parametrize(
+    ("handlers", "sends_before"), [(64, 0), (0, 12)], ids=["within-its-share-of-handlers", "known-to-be-fast"]
+)
+async def test_a_burst_on_a_fast_channel_waits_for_slots_in_memory_instead_of_deferring(
+    handlers: int, sends_before: int
+) -> None:
+    # A durable deferral costs a write and a second handling: a burst that fills a channel's
+    # slots waits in memory while it holds at most half the transport's handlers (even before
+    # any send has told the stage how fast the channel is), and beyond that while the channel
+    # is known to free a slot within a moment.
+    transport = RecordingTransport()
+    stage = ChannelConcurrency({"fast": 2}, transport=transport, metrics=Metrics(), handlers=handlers)  # type: ignore[arg-type]
+    for _ in range(sends_before):  # sends that take no time teach the stage the channel is fast
+        assert (await stage(delivery("fast"), sent_terminal)).ok
+    release = asyncio.Event()
+
+    async def held(d: Delivery) -> Outcome:
+        await release.wait()
+        return Outcome.sent()
+
+    busy = [asyncio.create_task(stage(delivery("fast"), held)) for _ in range(2)]
+    await asyncio.sleep(0)
+    burst = [asyncio.create_task(stage(delivery("fast"), sent_terminal)) for _ in range(20)]
+    await asyncio.sleep(0)
+    assert not any(task.done() for task in burst), "they wait for a slot"
+    release.set()
+    outcomes = await asyncio.wait_for(asyncio.gather(*busy, *burst), 5)
+    assert all(o.ok for o in outcomes)
+    assert transport.scheduled == [], "nothing was deferred"
+
+
+async def test_a_full_channel_holds_at_most_half_the_handlers_and_defers_the_rest() -> None:
+    transport = RecordingTransport()
+    stage = ChannelConcurrency({"slow": 2}, transport=transport, metrics=Metrics(), handlers=8)  # type: ignore[arg-type]
+    release = asyncio.Event()
+
+    async def held(d: Delivery) -> Outcome:
+        await release.wait()
+        return Outcome.sent()
+
+    tasks = [asyncio.create_task(stage(delivery("slow"), held)) for _ in range(6)]
+    await asyncio.sleep(0)
+    # 2 sending + 2 waiting = half of 8 handlers; the other 2 were deferred without waiting.
+    assert [t.done() for t in tasks] == [False] * 4 + [True] * 2
+    assert len(transport.scheduled) == 2
+    release.set()
+    outcomes = await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert [o.status for o in outcomes] == ["sent"] * 4 + ["skipped"] * 2
+
+
+async def test_a_deferred_delivery_back_for_its_turn_goes_ahead_of_new_ones() -> None:
+    # Otherwise a steady stream of new deliveries keeps the channel's waiting room full and
+    # every returning record is deferred again, later each time: starved.
+    from router.pipeline.concurrency import DEFER_META
+
+    transport = RecordingTransport()
+    stage = ChannelConcurrency({"hook": 1}, transport=transport, metrics=Metrics(), handlers=8)  # type: ignore[arg-type]
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def terminal(d: Delivery) -> Outcome:
+        await release.wait()
+        order.append(d.event.id)
+        return Outcome.sent()
+
+    def new(event_id: str) -> Delivery:
+        item = delivery("hook")
+        item.event = replace(item.event, id=event_id)
+        return item
+
+    tasks = [asyncio.create_task(stage(new(name), terminal)) for name in ("busy", "new-1", "new-2")]
+    await asyncio.sleep(0)
+    returning = new("returning")
+    returning.message = replace(returning.message, meta={**returning.message.meta, DEFER_META: 1})
+    tasks.append(asyncio.create_task(stage(returning, terminal)))
+    await asyncio.sleep(0)
+    release.set()
+    outcomes = await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert all(o.ok for o in outcomes) and transport.scheduled == []
+    assert order == ["busy", "returning", "new-1", "new-2"]
+
+
+async def test_a_channel_known_to_be_slow_defers_at_once_instead_of_holding_the_handler() -> None:
+    transport = RecordingTransport()
+    stage = ChannelConcurrency({"slow": 1}, transport=transport, metrics=Metrics())  # type: ignore[arg-type]
+
+    async def slow_send(d: Delivery) -> Outcome:
+        await asyncio.sleep(0.3)  # stands for a provider that takes 0.3 s to answer
+        return Outcome.sent()
+
+    assert (await stage(delivery("slow"), slow_send)).ok  # the stage now knows: 0.3 s a send
+    release = asyncio.Event()
+
+    async def held(d: Delivery) -> Outcome:
+        await release.wait()
+        return Outcome.sent()
+
+    busy = asyncio.create_task(stage(delivery("slow"), held))
+    await asyncio.sleep(0)
+    later = asyncio.create_task(stage(delivery("slow"), sent_terminal))
+    await asyncio.sleep(0)  # it decides now, before the slot frees
+    release.set()
+    assert (await asyncio.wait_for(later, 5)).status == "skipped", "deferred, not waited for"
+    assert (await busy).ok
+    assert len(transport.scheduled) == 1
 
 
 async def test_before_delivery_hooks_do_not_run_again_on_a_deferred_delivery() -> None:

@@ -66,3 +66,24 @@ async def test_a_waiter_cancelled_as_it_is_handed_the_slot_passes_it_on() -> Non
 def test_a_limit_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Slots(0)
+
+
+async def test_acquire_first_is_served_before_earlier_plain_waiters_in_its_own_order() -> None:
+    slots = Slots(1)
+    await slots.acquire()
+    order: list[str] = []
+
+    async def take(name: str, first: bool) -> None:
+        await (slots.acquire_first() if first else slots.acquire())
+        order.append(name)
+        slots.release()
+
+    tasks = [
+        asyncio.create_task(take(name, name.startswith("back"))) for name in ("new-1", "back-1", "new-2", "back-2")
+    ]
+    await asyncio.sleep(0)
+    assert slots.waiting == 4 and slots.waiting_first == 2
+    slots.release()
+    await asyncio.wait_for(asyncio.gather(*tasks), 1)
+    assert order == ["back-1", "back-2", "new-1", "new-2"]
+    assert slots.free == 1

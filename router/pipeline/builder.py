@@ -79,7 +79,8 @@ def build_pipeline(
                 on_fold=on_fold,
             )
         )
-    # A full channel defers its further deliveries as durable records: it never holds intake.
-    stages.append(ChannelConcurrency(limits, transport=transport, metrics=metrics))
+    # A full channel keeps at most half the handlers waiting; it defers the rest as durable records.
+    handlers = runtime.config.broker.prefetch
+    stages.append(ChannelConcurrency(limits, transport=transport, metrics=metrics, handlers=handlers))
     terminal: Next = DryRun() if dry_run else Send(channels.__getitem__, metrics, timeout=send_timeout)
     return chain(stages, terminal)

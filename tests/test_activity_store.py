@@ -6,6 +6,7 @@ API do: filters, counts, cursors, an event's story, dead letters, stats, retenti
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import threading
@@ -19,7 +20,7 @@ import pytest
 
 from router.activity.query import open_store, parse_filter
 from router.activity.recorder import build_batch
-from router.activity.store import ActivityStore, Batch, Filter
+from router.activity.store import ActivityStore, Batch, Filter, SqlStore
 from router.core.delivery import Delivery
 from router.core.events import Event
 from router.core.message import Message, Outcome
@@ -247,6 +248,24 @@ def test_list_filters_counts_and_cursor(store: ActivityStore) -> None:
             break
         params["before"] = page["next"]
     assert len(seen) == len(set(seen)) == 9 and seen[-1] == "ancient"
+
+
+def test_a_channel_named_beyond_ascii_is_found_in_summaries_old_and_new(store: ActivityStore) -> None:
+    now = time.time()
+    story_of(store, event("new"), now - 20, {"équipe": [("sent", Outcome.sent())]})
+    story_of(store, event("other"), now - 10, {"equipe": [("sent", Outcome.sent())]})
+    # A summary as versions before 2026-12-03 wrote it: non-ASCII escaped.
+    story_of(store, event("old"), now - 30, {"équipe": [("sent", Outcome.sent())]})
+    old_summary = json.dumps({"équipe": "sent"})
+    assert "\\u00e9" in old_summary
+    assert isinstance(store, SqlStore)
+    conn = store._ensure()
+    conn.cursor().execute(store._sql("UPDATE activity_events SET channels = ? WHERE event_id = 'old'"), (old_summary,))
+    conn.commit()
+
+    found = store.list_events(parse_filter({"channel": "équipe"}))["events"]
+    assert sorted(e["event_id"] for e in found) == ["new", "old"]
+    assert [e["channels"] for e in found] == [{"équipe": "sent"}] * 2
 
 
 def test_dead_letters_rules_channels_overview(store: ActivityStore) -> None:

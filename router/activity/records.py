@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from router.core.redact import MASK, registered_secrets, scrub
+from router.support import fast_json
 
 OUTCOMES: tuple[str, ...] = ("sent", "failed", "dead", "skipped", "pending", "dry_run", "rejected")
 """The values of the ``outcome`` filter (``failed``: at least one failed attempt; ``rejected``: a
@@ -89,13 +89,7 @@ def iso(epoch: float | None) -> str | None:
 
 def to_json(value: Any) -> str:
     """``value`` as compact JSON with every registered secret masked (never a secret in the store)."""
-    return scrub_text(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_plain))
-
-
-def _plain(value: Any) -> Any:
-    """JSON for what json does not know: times as ISO 8601, anything else as text."""
-    isoformat = getattr(value, "isoformat", None)
-    return isoformat() if callable(isoformat) else str(value)
+    return scrub_text(fast_json.dumps(value))
 
 
 _PATTERN: tuple[frozenset[str], re.Pattern[str] | None] = (frozenset(), None)

@@ -24,6 +24,7 @@ from router.activity.records import (
     iso,
     summarise,
 )
+from router.support import fast_json
 
 MAX_LIMIT = 500
 COUNT_CAP = 50_000  # a list's counts cover at most this many newest matching events: a bounded cost
@@ -318,7 +319,7 @@ class SqlStore(ActivityStore):
                 outcome, channels, failed = summarise(
                     attempts.get(event_id, []), fired, its_verdicts, jobs.get(event_id, [])
                 )
-                updates.append((outcome, json.dumps(channels), json.dumps(fired), int(failed), event_id))
+                updates.append((outcome, fast_json.dumps(channels), fast_json.dumps(fired), int(failed), event_id))
             cursor.executemany(
                 self._sql(
                     "UPDATE activity_events SET outcome = ?, channels = ?, rules_fired = ?, failed = ? "
@@ -402,9 +403,10 @@ class SqlStore(ActivityStore):
         if flt.channel:
             # The event's own channels summary: the list walks its time index and stops after a page,
             # where a subquery would first collect every attempt of the channel in the window.
-            key = json.dumps(flt.channel) + ":"
-            clauses.append("channels LIKE ? ESCAPE '\\'")
-            params.append("%" + key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+            # A name beyond ASCII is escaped in summaries written before 2026-12-03 and kept as is since.
+            keys = dict.fromkeys(json.dumps(flt.channel, ensure_ascii=ascii) + ":" for ascii in (False, True))
+            clauses.append("(" + " OR ".join("channels LIKE ? ESCAPE '\\'" for _ in keys) + ")")
+            params += ["%" + key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for key in keys]
         if flt.q:
             # An id, or a subject prefix as a range (so the subject index answers; LIKE would scan).
             clauses.append(
@@ -732,7 +734,9 @@ def _with_summaries(batch: Batch) -> list[tuple[Any, ...]]:
         its_verdicts = verdicts.get(event_id, [])
         fired = list(dict.fromkeys(rule for rule, verdict in its_verdicts if verdict == "fired"))
         outcome, channels, failed = summarise(attempts.get(event_id, []), fired, its_verdicts, jobs.get(event_id, []))
-        rows.append((*row[:9], outcome, row[10], json.dumps(channels), json.dumps(fired), int(failed), *row[11:14]))
+        rows.append(
+            (*row[:9], outcome, row[10], fast_json.dumps(channels), fast_json.dumps(fired), int(failed), *row[11:14])
+        )
     return rows
 
 

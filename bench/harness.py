@@ -39,8 +39,9 @@ from aio_pika.abc import DeliveryMode
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-RESULTS = BENCH / "results"
 PLUGIN_DIR = BENCH / "router-bench-plugin"
+# Set to "off" to run a scenario with `activity: false` (bench/README.md, "The activity history").
+ACTIVITY_SWITCH = "ROUTER_BENCH_ACTIVITY"
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 ROUTER_BIN = Path(sys.executable).with_name("router")
 CLOUDEVENTS = "application/cloudevents+json"
@@ -116,6 +117,15 @@ def print_table(title: str, header: Sequence[str], rows: Iterable[Sequence[objec
 LOAD_AT_START = os.getloadavg()
 
 
+def activity_switched_off() -> bool:
+    """Whether ``ROUTER_BENCH_ACTIVITY=off`` asks every scenario's config for ``activity: false``."""
+    return os.environ.get(ACTIVITY_SWITCH, "").lower() in ("off", "0", "false")
+
+
+# Figures without the history go beside, not over, the default run's.
+RESULTS = BENCH / "results" / "activity-off" if activity_switched_off() else BENCH / "results"
+
+
 def machine() -> dict[str, Any]:
     rabbit = ""
     with contextlib.suppress(Exception):
@@ -132,6 +142,7 @@ def machine() -> dict[str, Any]:
         "load_at_start": LOAD_AT_START[0],
         "load_at_end": os.getloadavg()[0],
         "aio_pika": importlib.metadata.version("aio-pika"),
+        "activity": "off" if activity_switched_off() else "as configured",
     }
 
 
@@ -262,6 +273,9 @@ def make_workspace(
 ) -> Workspace:
     """Write a rules.yaml (plus ``extra`` top-level keys) and its templates into a fresh temporary folder.
 
+    With ``ROUTER_BENCH_ACTIVITY=off`` in the environment the config also says ``activity: false``
+    (unless ``extra`` says otherwise): every scenario can be run without the activity history.
+
     Every channel of type ``null`` gets a report file (its ``report`` option) in the folder.
     """
     root = Path(tempfile.mkdtemp(prefix="router-bench-"))
@@ -274,6 +288,8 @@ def make_workspace(
         if spec.get("type") == "null":
             spec["report"] = str(root / f"null-{name}.json")
             reports.append(Path(spec["report"]))
+    if activity_switched_off():
+        extra = {"activity": False, **(extra or {})}
     config = {
         "version": 1,
         "broker": broker,

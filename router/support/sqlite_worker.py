@@ -103,9 +103,13 @@ class SqliteWorker:
         self._closed_error = closed_error  # what a call on a stopped worker raises
         self._batch_error = batch_error  # what each call of a batch whose commit failed raises
         self._between_batches = between_batches  # housekeeping on the worker (purges)
-        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._calls: queue.SimpleQueue[list[_Call] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopped: asyncio.Future[None] | None = None
+        # Calls made in one pass of the starting loop, handed to the thread together: each hand-off
+        # wakes the thread (a futex call, then interpreter-lock hand-offs), so one per pass, not per call.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[_Call] | None = None
 
     @property
     def running(self) -> bool:
@@ -118,6 +122,7 @@ class SqliteWorker:
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
         self._stopped = loop.create_future()
+        self._loop = loop
         self._thread = threading.Thread(target=self._run, args=(loop, ready), name=self._name, daemon=True)
         self._thread.start()
         try:
@@ -132,6 +137,7 @@ class SqliteWorker:
         if thread is None or stopped is None:
             return
         self._thread = None
+        self._hand_over()
         self._calls.put(None)  # after every queued call, so those still commit
         await stopped
         await asyncio.to_thread(thread.join)
@@ -142,7 +148,7 @@ class SqliteWorker:
             raise self._closed_error()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._calls.put(_Call(future, loop, op=op, single=single or read, read=read))
+        self._enqueue(_Call(future, loop, op=op, single=single or read, read=read))
         return future
 
     async def call(self, op: Op[T], *, single: bool = False, read: bool = False) -> T:
@@ -155,8 +161,23 @@ class SqliteWorker:
             raise self._closed_error()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._calls.put(_Call(future, loop, shared=statement, params=params))
+        self._enqueue(_Call(future, loop, shared=statement, params=params))
         await future
+
+    def _enqueue(self, call: _Call) -> None:
+        if call.loop is not self._loop:  # another loop's call (a test's, a helper thread's): at once
+            self._calls.put([call])
+            return
+        if self._pending is None:
+            self._pending = []
+            call.loop.call_soon(self._hand_over)
+        self._pending.append(call)
+
+    def _hand_over(self) -> None:
+        """Give the thread every call queued in this pass of the loop, in one wake-up."""
+        pending, self._pending = self._pending, None
+        if pending:
+            self._calls.put(pending)
 
     # ------------------------------------------------------------------ the worker thread
 
@@ -169,24 +190,29 @@ class SqliteWorker:
             _post([(_Call(ready, loop), False, exc), (stopped, True, None)])
             return
         _post([(_Call(ready, loop), True, None)])
+        carried: list[_Call] = []  # calls beyond the last batch's max_batch, first in the next
+        stop = False
         try:
             while True:
-                first = self._calls.get()
-                if first is None:
-                    return
-                batch = [first]
-                stop = False
-                while len(batch) < self._max_batch:
+                if carried:
+                    batch, carried = carried, []
+                else:
+                    first = self._calls.get()
+                    if first is None:
+                        return
+                    batch = list(first)
+                while len(batch) < self._max_batch and not stop:
                     try:
                         more = self._calls.get_nowait()
                     except queue.Empty:
                         break
                     if more is None:
                         stop = True
-                        break
-                    batch.append(more)
+                    else:
+                        batch += more
+                batch, carried = batch[: self._max_batch], batch[self._max_batch :]
                 self._run_batch(conn, batch)
-                if stop:
+                if stop and not carried:
                     return
                 if self._between_batches is not None:
                     self._between_batches(conn)

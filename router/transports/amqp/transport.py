@@ -610,15 +610,19 @@ class AmqpTransport(Transport):
                 channel = await connection.channel(publisher_confirms=False)
                 yield await channel.declare_queue(self.dead_queue, passive=True)
             finally:
-                for closing in (channel, lock_channel):
-                    if closing is None:
-                        continue
-                    try:
-                        if closing is lock_channel:
-                            await closing.queue_delete(self.browse_lock_queue)
-                        await closing.close()
-                    except Exception as exc:
-                        log.debug("closing a dead-letter channel failed: %s", type(exc).__name__)
+                if channel is not None:
+                    await self._close_quietly(channel)
+                # The queue is exclusive to this connection, which outlives the browse: delete it.
+                with contextlib.suppress(Exception):
+                    await lock_channel.queue_delete(self.browse_lock_queue)
+                await self._close_quietly(lock_channel)
+
+    @staticmethod
+    async def _close_quietly(channel: AbstractChannel) -> None:
+        try:
+            await channel.close()
+        except Exception as exc:
+            log.debug("closing a dead-letter channel failed: %s", type(exc).__name__)
 
     async def _take_browse_lock(self, connection: AbstractRobustConnection) -> AbstractChannel:
         """Wait (``BROWSE_LOCK_WAIT`` at most) until no other process browses the dead letters."""
@@ -629,7 +633,8 @@ class AmqpTransport(Transport):
                 await channel.declare_queue(self.browse_lock_queue, exclusive=True, auto_delete=True)
                 return channel
             except ChannelLockedResource:
-                # The refusal closed that channel; the holder may finish any moment.
+                # The broker closed that channel; close our side too, so it is not restored.
+                await self._close_quietly(channel)
                 if time.monotonic() >= deadline:
                     raise TransportError(
                         f"another process has been browsing the dead letters of {self.queue!r} for "
@@ -637,8 +642,7 @@ class AmqpTransport(Transport):
                     ) from None
                 await asyncio.sleep(BROWSE_LOCK_POLL)
             except BaseException:
-                with contextlib.suppress(Exception):
-                    await channel.close()
+                await self._close_quietly(channel)
                 raise
 
     async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:

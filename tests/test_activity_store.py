@@ -1,5 +1,8 @@
 """One contract for both activity stores (docs/activity.md): SQLite (the default) and PostgreSQL.
 
+SQLite runs it twice: written in this process, and written through the writer process
+``router serve`` uses (router/activity/writer.py), read here.
+
 Each test writes batches the way the recorder does and reads them back the way the CLI and the
 API do: filters, counts, cursors, an event's story, dead letters, stats, retention by age and size.
 """
@@ -15,12 +18,14 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from router.activity.query import open_store, parse_filter
 from router.activity.recorder import build_batch
 from router.activity.store import ActivityStore, Batch, Filter, SqlStore
+from router.activity.writer import WriterProcess
 from router.core.delivery import Delivery
 from router.core.events import Event
 from router.core.message import Message, Outcome
@@ -29,13 +34,38 @@ from tests.builders import make_event
 from tests.polling import until_sync
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+class ThroughWriterProcess:
+    """A store whose writes and pruning go through a ``WriterProcess`` (as ``router serve``'s do); reads stay here."""
+
+    def __init__(self, url: str) -> None:
+        self.reader = open_store(url)
+        self.writer = WriterProcess(url, None, self.reader.describe())
+
+    def write(self, batch: Batch) -> None:
+        self.writer.write(batch)
+
+    def prune(self, now: float, retention: float, max_bytes: int) -> int:
+        return self.writer.prune(now, retention, max_bytes)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.reader, name)
+
+
+@pytest.fixture(params=["sqlite", "sqlite-writer-process", pytest.param("postgresql", marks=pytest.mark.integration)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ActivityStore]:
     if request.param == "sqlite":
         opened = open_store(f"sqlite:///{tmp_path / 'activity.db'}")
         opened.open()
         yield opened
         opened.close()
+        return
+    if request.param == "sqlite-writer-process":
+        through = ThroughWriterProcess(f"sqlite:///{tmp_path / 'activity.db'}")
+        through.writer.open()
+        through.reader.open()
+        yield cast(ActivityStore, through)
+        through.writer.close()
+        through.reader.close()
         return
     import psycopg
 
@@ -258,9 +288,12 @@ def test_a_channel_named_beyond_ascii_is_found_in_summaries_old_and_new(store: A
     story_of(store, event("old"), now - 30, {"équipe": [("sent", Outcome.sent())]})
     old_summary = json.dumps({"équipe": "sent"})
     assert "\\u00e9" in old_summary
-    assert isinstance(store, SqlStore)
-    conn = store._ensure()
-    conn.cursor().execute(store._sql("UPDATE activity_events SET channels = ? WHERE event_id = 'old'"), (old_summary,))
+    sql_store = store.reader if isinstance(store, ThroughWriterProcess) else store
+    assert isinstance(sql_store, SqlStore)
+    conn = sql_store._ensure()
+    conn.cursor().execute(
+        sql_store._sql("UPDATE activity_events SET channels = ? WHERE event_id = 'old'"), (old_summary,)
+    )
     conn.commit()
 
     found = store.list_events(parse_filter({"channel": "équipe"}))["events"]

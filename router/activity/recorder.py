@@ -1,8 +1,10 @@
 """The recorder: one cheap call per verdict or attempt into an in-memory buffer, written in batches.
 
 The engine, flow control and the ``Resolve`` stage call :class:`Recorder` methods; each call is an
-append to a list (no I/O, no await). A background task hands the buffer to the store's own thread
-every ``interval`` seconds. A slow, full or unreachable store never delays or loses a delivery:
+append to a list (no I/O, no await). Every ``interval`` seconds a background task hands the buffer
+to the recorder's own thread, which builds the rows and passes them to the store: in ``router
+serve`` a ``WriterProcess`` (``writer.py``), so that no SQL runs under the event loop's
+interpreter lock. A slow, full or unreachable store never delays or loses a delivery:
 when the buffer is full, or a batch cannot be written, that history is dropped, counted in
 ``router_activity_dropped_total`` and logged once (and once more when writing works again).
 """
@@ -16,10 +18,10 @@ import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from router.activity.records import error_class, http_status
-from router.activity.store import ActivityStore, Batch
+from router.activity.store import Batch
 from router.support.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -30,6 +32,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("router.activity")
 
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class HistoryWriter(Protocol):
+    """What the recorder needs of a store: an ``ActivityStore``, or a ``WriterProcess`` in front of one."""
+
+    def open(self) -> None: ...
+    def close(self) -> None: ...
+    def describe(self) -> str: ...
+    def write(self, batch: Batch) -> None: ...
+    def prune(self, now: float, retention: float, max_bytes: int) -> int: ...
 
 
 class NullRecorder:
@@ -82,7 +94,7 @@ class Recorder(NullRecorder):
 
     def __init__(
         self,
-        store: ActivityStore,
+        store: HistoryWriter,
         *,
         metrics: Metrics,
         transport: str,
@@ -249,7 +261,7 @@ class Recorder(NullRecorder):
             log.error(
                 "activity store unavailable (%s: %s): history is being dropped, deliveries go on",
                 self.store.describe(),
-                type(error).__name__,
+                getattr(error, "kind", type(error).__name__),
             )
 
 

@@ -27,6 +27,7 @@ from aiohttp import web
 from router.activity.api import ActivityApi, mount
 from router.activity.query import activity_url, open_store
 from router.activity.recorder import NullRecorder, Recorder
+from router.activity.writer import WriterProcess
 from router.app import gc_tuning as heap
 from router.app.story import with_not_matched
 from router.app.watchdog import Watchdog, stall_after_from_env
@@ -255,9 +256,13 @@ class Server:
         config = runtime.config.activity
         if not config.enabled:
             return NullRecorder()
-        store = open_store(activity_url(config, runtime.loaded.path.parent), runtime.loaded.path.parent)
+        folder = runtime.loaded.path.parent
+        url = activity_url(config, folder)
+        # Writes run in a child process: a writer thread would share the interpreter lock with
+        # the event loop (router/activity/writer.py says what that cost).
+        writer = WriterProcess(url, folder, open_store(url, folder).describe())
         return Recorder(
-            store,
+            writer,
             metrics=self.metrics,
             transport="amqp" if broker.url else "embedded",
             capacity=config.buffer,

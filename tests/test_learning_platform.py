@@ -191,6 +191,217 @@ DISCORD_EVENTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     ),
 }
 
+
+def report_data(report_id: str, content: str, intent: str, **extra: Any) -> dict[str, Any]:
+    """A feedback report's data: ``extra`` gives ``author`` and, if any, ``screenshot``."""
+    return {
+        "feedbackReportId": report_id,
+        "feedbackReportContent": content,
+        "feedbackReportIntent": intent,
+        "feedbackReportSentAt": "2026-11-28T09:00:00.000Z",
+        **extra,
+    }
+
+
+def report_fields(author: str, report_id: str, slug: str | None = None) -> list[dict[str, Any]]:
+    profile = [{"name": "Link para o perfil", "value": f"{BASE}/profile/{slug}", "inline": True}] if slug else []
+    return [
+        {"name": "Autor", "value": author, "inline": True},
+        *profile,
+        {"name": "Link para o ver o feedback", "value": f"{BASE}/reporting/feedback/{report_id}", "inline": False},
+    ]
+
+
+def learner_message_fields(report_id: str, user: str, attachments: str) -> list[dict[str, Any]]:
+    return [
+        {"name": "Reporte", "value": report_id, "inline": True},
+        {"name": "Mensagem", "value": "msg_1", "inline": True},
+        {"name": "Usuário", "value": user, "inline": True},
+        {"name": "Anexos", "value": attachments, "inline": True},
+    ]
+
+
+GRACE = {"name": "Grace Hopper", "slug": "grace-hopper"}
+SCREENSHOT = "https://cdn.stardust-app.com.br/feedback/rep_203.png"
+NOTE = "O usuário enviou uma nova mensagem."
+REPORT_SENT = "2026-11-28T09:00:00+00:00"
+
+# Events beyond the samples, for the branches of the original's functions, delivered in the
+# same router run and checked on the wire like the samples: name -> (event, channel, embed).
+# Each has its own description or first field, which tells its post apart on the wire.
+WIRE_VARIANTS: dict[str, tuple[dict[str, Any], str, dict[str, Any]]] = {
+    # intent "other"; author.entity absent: "Anônimo", no profile link; no screenshot key: no image
+    "report_other_entity_absent": (
+        event_object(
+            "reporting/feedback-report.sent",
+            "evt-report-other",
+            report_data("rep_201", "Outro assunto.", "other", author={"id": "u_50"}),
+        ),
+        "discord-feedback",
+        {
+            "title": "Novo Feedback de Outro",
+            "description": "Outro assunto.",
+            "color": 65280,
+            "fields": report_fields("Anônimo", "rep_201"),
+            "timestamp": REPORT_SENT,
+        },
+    ),
+    # an intent the original does not name: blue, shown as written; slug null: no profile link;
+    # screenshot null: no image
+    "report_unknown_intent_slug_null": (
+        event_object(
+            "reporting/feedback-report.sent",
+            "evt-report-question",
+            report_data(
+                "rep_202",
+                "Uma pergunta.",
+                "question",
+                author={"id": "u_42", "entity": {**GRACE, "slug": None}},
+                screenshot=None,
+            ),
+        ),
+        "discord-feedback",
+        {
+            "title": "Novo Feedback de question",
+            "description": "Uma pergunta.",
+            "color": 3447003,
+            "fields": report_fields("Grace Hopper", "rep_202"),
+            "timestamp": REPORT_SENT,
+        },
+    ),
+    # no slug key: the name but no profile link; the screenshot as image
+    "report_no_slug": (
+        event_object(
+            "reporting/feedback-report.sent",
+            "evt-report-noslug",
+            report_data(
+                "rep_203",
+                "Sem slug.",
+                "bug",
+                author={"id": "u_42", "entity": {"name": "Grace Hopper"}},
+                screenshot=SCREENSHOT,
+            ),
+        ),
+        "discord-feedback",
+        {
+            "title": "Novo Feedback de Bug",
+            "description": "Sem slug.",
+            "color": 16711680,
+            "fields": report_fields("Grace Hopper", "rep_203"),
+            "image": {"url": SCREENSHOT},
+            "timestamp": REPORT_SENT,
+        },
+    ),
+    # entity null (as in the anonymous sample), screenshot null: "Anônimo", no profile link, no image
+    "report_entity_null": (
+        event_object(
+            "reporting/feedback-report.sent",
+            "evt-report-null",
+            report_data("rep_204", "Autor nulo.", "idea", author={"id": "u_51", "entity": None}, screenshot=None),
+        ),
+        "discord-feedback",
+        {
+            "title": "Novo Feedback de Sugerir Ideia",
+            "description": "Autor nulo.",
+            "color": 16776960,
+            "fields": report_fields("Anônimo", "rep_204"),
+            "timestamp": REPORT_SENT,
+        },
+    ),
+    # a learner's message with only the required fields: "Usuário" stands in, no attachments
+    "learner_message_fields_absent": (
+        event_object("feedback.user.message.created", "evt-umsg-absent", {"reportId": "rep_301", "messageId": "msg_1"}),
+        "discord-feedback",
+        {
+            "title": "Nova resposta em feedback",
+            "description": NOTE,
+            "color": 3447003,
+            "fields": learner_message_fields("rep_301", "Usuário", "Não"),
+            "timestamp": SENT,
+        },
+    ),
+    "learner_message_fields_null": (
+        event_object(
+            "feedback.user.message.created",
+            "evt-umsg-null",
+            {
+                "reportId": "rep_302",
+                "messageId": "msg_1",
+                "userName": None,
+                "preview": None,
+                "hasAttachments": None,
+                "conversationUrl": None,
+            },
+        ),
+        "discord-feedback",
+        {
+            "title": "Nova resposta em feedback",
+            "description": NOTE,
+            "color": 3447003,
+            "fields": learner_message_fields("rep_302", "Usuário", "Não"),
+            "timestamp": SENT,
+        },
+    ),
+    "learner_message_no_attachments": (
+        event_object(
+            "feedback.user.message.created",
+            "evt-umsg-false",
+            {"reportId": "rep_303", "messageId": "msg_1", "userName": "Ada Lovelace", "hasAttachments": False},
+        ),
+        "discord-feedback",
+        {
+            "title": "Nova resposta em feedback",
+            "description": NOTE,
+            "color": 3447003,
+            "fields": learner_message_fields("rep_303", "Ada Lovelace", "Não"),
+            "timestamp": SENT,
+        },
+    ),
+    # challengeAuthor.entity absent (the sample has it null): "Sistema"
+    "challenge_entity_absent": (
+        event_object(
+            "challenging/challenge.posted",
+            "evt-challenge-noentity",
+            {"challengeSlug": "fizzbuzz", "challengeTitle": "FizzBuzz", "challengeAuthor": {"id": "system"}},
+        ),
+        "discord-community",
+        {
+            "title": "🎯 Novo Desafio Criado!",
+            "description": "Um novo desafio foi criado pelo sistema: **FizzBuzz**",
+            "color": 5763719,
+            "fields": [
+                {"name": "Título", "value": "FizzBuzz", "inline": False},
+                {
+                    "name": "Link do desafio",
+                    "value": f"{BASE}/challenging/challenges/fizzbuzz/challenge",
+                    "inline": False,
+                },
+                {"name": "Autor", "value": "Sistema", "inline": False},
+            ],
+            "timestamp": SENT,
+        },
+    ),
+}
+
+# What a Discord post carries besides the embed: no username or avatar_url (the webhook's own
+# name and avatar, as the original posts), no content (embeds only), mentions disabled, and
+# apprise's webhook options tts (off) and wait.
+PAYLOAD_KEYS = ["allowed_mentions", "embeds", "tts", "wait"]
+
+
+def check_payload(payload: dict[str, Any], what: str) -> None:
+    for key in ("username", "avatar_url", "content"):
+        assert key not in payload, f"{what}: {key} = {payload[key]!r}"
+    assert sorted(payload) == PAYLOAD_KEYS, what
+    assert payload["allowed_mentions"] == {"parse": []}, what
+    assert payload["tts"] is False, what
+
+
+def wire_key(embed: dict[str, Any]) -> tuple[str, str]:
+    """What tells one post from the others on the wire: its description and first field's value."""
+    return embed["description"], embed["fields"][0]["value"]
+
+
 # The original's failure embed; the description is the error.
 FAILURE_EMBED = {
     "title": "🚨 Erro Interno Detectado",
@@ -198,6 +409,11 @@ FAILURE_EMBED = {
     "fields": [{"name": "Aplicação", "value": "server", "inline": True}],
     "timestamp": SENT,
 }
+
+# The errors the failure embeds carry, in full: the sample planet without userName (schema), and
+# a user_created post that Discord refuses with 404 "Unknown Webhook".
+SCHEMA_ERROR = "data.userName: required property missing"
+REFUSED_ERROR = "HTTP 404 Not Found"
 
 # The events the original published, by sample file: `space/completed.planet` and so on.
 EVENT_TYPES = {
@@ -216,6 +432,10 @@ EVENT_TYPES = {
 def check_embed(actual: dict[str, Any], expected: dict[str, Any], sent_after: datetime, sent_before: datetime) -> None:
     """``actual`` is ``expected`` field by field; a ``None`` timestamp must fall in the sending window."""
     assert sorted(actual) == sorted(expected), "the embed has other keys than the original's"
+    # Types as well as values: 3447003.0 == 3447003 and 1 == True in Python, but not to Discord.
+    assert type(actual["color"]) is int, f"color {actual['color']!r} is not an int"
+    for got in actual.get("fields", []):
+        assert type(got["inline"]) is bool, f"field {got.get('name')!r}: inline {got.get('inline')!r} is not a bool"
     for key, value in expected.items():
         if key == "timestamp" and value is SENT:
             sent = datetime.fromisoformat(actual["timestamp"])
@@ -227,6 +447,22 @@ def check_embed(actual: dict[str, Any], expected: dict[str, Any], sent_after: da
                 assert got == want, f"field {want['name']!r}"
         else:
             assert actual[key] == value, key
+
+
+@pytest.mark.parametrize(("bad", "message"), [("float colour", "is not an int"), ("integer inline", "is not a bool")])
+def test_the_embed_check_tells_types_apart(bad: str, message: str) -> None:
+    # No template can put either on the wire (the router refuses a float colour and turns
+    # `inline: 0` into false), but == cannot see them: 3447003.0 == 3447003 and 1 == True.
+    sent = datetime(2026, 11, 27, 10, 59, 30, tzinfo=UTC)
+    want = {**DISCORD_EVENTS["planet_completed"][2], "timestamp": sent.isoformat()}
+    check_embed(want, want, sent, sent)
+    if bad == "float colour":
+        got = {**want, "color": float(want["color"])}
+    else:
+        got = {**want, "fields": [{**field, "inline": int(field["inline"])} for field in want["fields"]]}
+    assert got == want
+    with pytest.raises(AssertionError, match=message):
+        check_embed(got, want, sent, sent)
 
 
 REPLY_SUBJECT = "Re: quiz on planet 3"
@@ -308,6 +544,18 @@ def test_an_event_missing_a_field_fails_its_schema(clean_env: None, tmp_path: Pa
     assert code == 1, output
     assert "data.challengeAuthor.entity.slug: required property missing" in output
     assert "data.challengeTitle: expected string, got integer" in output
+
+
+def test_a_challenge_author_is_an_object_never_null(clean_env: None, tmp_path: Path) -> None:
+    # The original's challengeAuthor is `{id, entity?: {...} | null}`: only the entity may be null
+    # or absent ("Sistema", checked on the wire). `challengeAuthor: null` fails the schema.
+    event = sample("challenge_posted")
+    event["data"]["challengeAuthor"] = None
+    path = tmp_path / "no_author.json"
+    path.write_text(json.dumps(event))
+    code, output = run_cli("test", str(path), "-c", str(EXAMPLE / "rules.yaml"))
+    assert code == 1, output
+    assert "data.challengeAuthor: expected object, got null" in output
 
 
 @pytest.mark.parametrize("name", sorted(DISCORD_EVENTS))
@@ -529,6 +777,25 @@ def dead_letters(root: Path, env: dict[str, str]) -> list[dict[str, Any]]:
     return letters
 
 
+Post = tuple[str, dict[str, Any], str, dict[str, Any]]  # name, event, channel, embed
+PER_WAVE = 4
+"""Posts per channel in one wave. A Discord channel sends one post every 0.45 s (5 per 2 s, with
+headroom); a post that would wait more than 2 s for its slot is folded into a summary instead."""
+
+
+def in_waves(posts: list[Post]) -> list[list[Post]]:
+    """``posts`` in order, in waves of at most PER_WAVE posts per channel."""
+    waves: list[list[Post]] = []
+    for post in posts:
+        for wave in waves:
+            if sum(1 for other in wave if other[2] == post[2]) < PER_WAVE:
+                wave.append(post)
+                break
+        else:
+            waves.append([post])
+    return waves
+
+
 @pytest.mark.integration
 async def test_serves_every_job_on_rabbitmq(
     tmp_path: Path,
@@ -554,29 +821,37 @@ async def test_serves_every_job_on_rabbitmq(
         async with Publisher(rabbitmq_url, exchange=names["exchange"], source="platform/tests") as publisher:
 
             async def publish(event: dict[str, Any], **changes: Any) -> str:
-                fields = {"id": event["id"], "time": datetime.fromisoformat(event["time"]), **changes}
+                fields = {"id": event["id"], **changes}
+                if "time" in event:
+                    fields.setdefault("time", datetime.fromisoformat(event["time"]))
                 return await publisher.publish(event["type"], event["data"], **fields)
 
-            started = datetime.now(UTC)
-            for name in DISCORD_EVENTS:
-                await publish(sample(name))
             reply = sample("feedback_message_created")
             await publish(reply)
 
+            # The samples and the variants, in waves that Discord's pace (one send per 0.45 s on
+            # a channel) lets through without folding: each wave is sent before the next.
+            posts = [(name, sample(name), channel, embed) for name, (_rule, channel, embed) in DISCORD_EVENTS.items()]
+            posts += [(name, event, channel, embed) for name, (event, channel, embed) in WIRE_VARIANTS.items()]
+            expected = {name: (channel, embed) for name, _event, channel, embed in posts}
+            assert len({wire_key(embed) for _channel, embed in expected.values()}) == len(expected)
+            started = datetime.now(UTC)
+            for wave in in_waves(posts):
+                sent = len(discord.requests)
+                for _name, event, _channel, _embed in wave:
+                    await publish(event)
+                await discord.wait_for(sent + len(wave), timeout=30)
+                await asyncio.sleep(0.5)  # the channel's next slot is free
+
             # Every Discord message on the wire, in the channel of its rule, field by field.
-            await discord.wait_for(len(DISCORD_EVENTS), timeout=30)
             received = datetime.now(UTC)
-            for name, (_rule, channel, embed) in DISCORD_EVENTS.items():
-                matching = [
-                    r
-                    for r in posts_to(discord, channel)
-                    if r.json()["embeds"][0]["description"] == embed["description"]
-                ]
+            for name, (channel, embed) in expected.items():
+                matching = [r for r in posts_to(discord, channel) if wire_key(r.json()["embeds"][0]) == wire_key(embed)]
                 assert len(matching) == 1, name
                 [posted] = matching
                 assert posted.original_host == "discord.com"
                 payload = posted.json()
-                assert "username" not in payload, name
+                check_payload(payload, name)
                 [actual] = payload["embeds"]
                 check_embed(actual, embed, started, received)
 
@@ -606,10 +881,9 @@ async def test_serves_every_job_on_rabbitmq(
             await until(lambda: len(posts_to(discord, "discord-ops")) == 1, timeout=20)
             [notice] = posts_to(discord, "discord-ops")
             payload = notice.json()
-            assert "username" not in payload
+            check_payload(payload, "schema failure")
             [embed] = payload["embeds"]
-            check_embed(embed, {**FAILURE_EMBED, "description": embed["description"]}, failed_at, datetime.now(UTC))
-            assert "data.userName: required property missing" in embed["description"]
+            check_embed(embed, {**FAILURE_EMBED, "description": SCHEMA_ERROR}, failed_at, datetime.now(UTC))
             assert "Lógica de Programação" not in json.dumps(payload)  # never a value from the refused event
 
             # A delivery Discord refuses for good (404: the webhook was deleted): dead-lettered, ops hears.
@@ -617,19 +891,21 @@ async def test_serves_every_job_on_rabbitmq(
             failed_at = datetime.now(UTC)
             await publish(sample("user_created"), id="evt-user-refused")
             await until(lambda: len(posts_to(discord, "discord-ops")) == 2, timeout=20)
-            [embed] = posts_to(discord, "discord-ops")[1].json()["embeds"]
-            check_embed(embed, {**FAILURE_EMBED, "description": embed["description"]}, failed_at, datetime.now(UTC))
-            assert "404" in embed["description"]
+            payload = posts_to(discord, "discord-ops")[1].json()
+            check_payload(payload, "delivery failure")
+            [embed] = payload["embeds"]
+            check_embed(embed, {**FAILURE_EMBED, "description": REFUSED_ERROR}, failed_at, datetime.now(UTC))
 
         letters = {letter["event_id"]: letter for letter in await asyncio.to_thread(dead_letters, tmp_path, env)}
         assert set(letters) == {"evt-planet-broken", "evt-user-refused"}
         assert letters["evt-planet-broken"]["reason"] == "schema"
-        assert "data.userName: required property missing" in letters["evt-planet-broken"]["error"]
+        assert letters["evt-planet-broken"]["error"] == SCHEMA_ERROR
+        assert letters["evt-user-refused"]["error"] == REFUSED_ERROR
         assert letters["evt-user-refused"]["reason"] == "permanent"
         assert letters["evt-user-refused"]["channel"] == "discord-community"
 
         # Nothing else reached Discord: one post per event and per failure, none for the duplicate reply.
-        assert len(discord.requests) == len(DISCORD_EVENTS) + 3
+        assert len(discord.requests) == len(DISCORD_EVENTS) + len(WIRE_VARIANTS) + 3
         for token in ("progress-Tok3n", "community-Tok3n", "feedback-Tok3n", "ops-Tok3n"):
             assert token not in router.logs()
 

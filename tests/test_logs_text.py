@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import time
+from pathlib import Path
 from typing import Any
 
 from router.support.logs import JsonFormatter, TextFormatter
+from tests.serve_support import RouterProcess
 
 
 def record(msg: str, fields: dict[str, Any], **extra: Any) -> logging.LogRecord:
@@ -77,3 +82,31 @@ def test_every_line_of_a_worker_carries_its_number_in_both_formats() -> None:
     finally:
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
+
+
+async def test_a_real_reload_failure_names_the_problem_once_in_the_text_log(tmp_path: Path) -> None:
+    # Through `router serve`'s own reload (SIGHUP), not a hand-built record.
+    config = tmp_path / "rules.yaml"
+    good = (
+        "version: 1\nchannels:\n  out: {type: console}\nrules:\n  - {name: r, on: a.b, template: t, channels: [out]}\n"
+    )
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "t.j2").write_text("{% block title %}hi{% endblock %}")
+    config.write_text(good)
+    router = RouterProcess(tmp_path, args=("--log-format", "text", "--no-watch"), log_level="INFO")
+    try:
+        await router.start()
+        config.write_text(good.replace("template: t", "tempalte: t"))
+        router.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while "trigger=SIGHUP" not in router.logs():
+            assert time.monotonic() < deadline, router.logs()
+            await asyncio.sleep(0.05)
+    finally:
+        await router.stop()
+    logged = router.logs()
+    failure = logged[logged.index("reload failed") : logged.index("trigger=SIGHUP") + len("trigger=SIGHUP")]
+    assert "keeping the previous configuration:\n" in failure
+    assert failure.count("tempalte") == 1, failure  # the problem, named once
+    assert "did you mean 'template'?" in failure
+    assert "problems" not in failure and '\\"' not in failure, failure  # no escaped JSON copy

@@ -530,3 +530,39 @@ def test_a_regex_the_linear_engine_cannot_take_is_refused_where_written(
     assert problem.message.startswith(f"not supported by the linear-time regex engine (RE2): {construct};")
     assert "backreferences, lookahead/lookbehind" in problem.message
     assert (problem.line, problem.column) == position(text, f'"{pattern}"')
+
+
+@pytest.mark.parametrize(
+    ("pattern", "construct"),
+    [
+        (r"^(\\w+)\\1$", r"invalid escape sequence: \1"),
+        ("(?<=a)b", "invalid perl operator: (?<="),
+        ("a(?!b)", "invalid perl operator: (?!"),
+        ("a++", "bad repetition operator: ++"),
+    ],
+)
+def test_an_event_schema_pattern_the_linear_engine_cannot_take_is_refused_where_written(
+    registry: Registry, folder: Path, pattern: str, construct: str
+) -> None:
+    # Schema patterns run on publisher data too (router/config/schema_regex.py): the same engine, the same refusal.
+    text = doc(
+        f"""\
+    events:
+      user.signed_up:
+        email: {{schema: {{type: string, pattern: "{pattern}"}}}}
+        profile:
+          schema:
+            type: object
+            patternProperties: {{"{pattern}": {{type: string}}}}
+    rules:
+      - {{name: a, on: user.signed_up, template: planet_completed, channels: [ops]}}
+    """
+    )
+    problems = problems_of(text, registry, folder)
+    assert len(problems) == 2, [str(p) for p in problems]
+    assert problems[0].path == "events['user.signed_up'].email.schema.pattern"
+    assert problems[1].path.startswith("events['user.signed_up'].profile.schema.patternProperties[")
+    for problem in problems:
+        assert problem.message.startswith(f"not supported by the linear-time regex engine (RE2): {construct};")
+    assert (problems[0].line, problems[0].column) == position(text, f'"{pattern}"')
+    assert (problems[1].line, problems[1].column) == position(text, f'"{pattern}"', occurrence=1)

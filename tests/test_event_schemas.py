@@ -4,6 +4,8 @@ the engine refusing events that fail their schema, and `router test` / `router s
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -235,6 +237,21 @@ def test_unknown_type_is_located_with_a_suggestion() -> None:
             "rules.yaml:4:23: events['a.b'].schema['$schema']: unknown JSON Schema dialect",
         ),
         (
+            "a.b:\n  schema: {properties: {n: {pattern: '(a)\\1'}}}\n",
+            "rules.yaml:4:40: events['a.b'].schema.properties.n.pattern: not supported by the linear-time "
+            "regex engine (RE2): invalid escape sequence: \\1;",
+        ),
+        (
+            "a.b:\n  x: {schema: {type: object, patternProperties: {'(?=k)': {}}}}\n",
+            "rules.yaml:4:52: events['a.b'].x.schema.patternProperties['(?=k)']: not supported by the "
+            "linear-time regex engine (RE2): invalid perl operator: (?=",
+        ),
+        (
+            "a.b:\n  schema: {patternProperties: {'^k': {}}, unevaluatedProperties: false}\n",
+            "rules.yaml:4:45: events['a.b'].schema.unevaluatedProperties: 'unevaluatedProperties' with "
+            "'patternProperties' in the same schema is not supported",
+        ),
+        (
             "a.b:\n  x: {schema: {$ref: '#/$defs/y'}}\n",
             "rules.yaml:4:18: events['a.b'].x.schema['$ref']: '$ref' is only allowed in the schema of a whole event",
         ),
@@ -262,6 +279,77 @@ def test_valid_section_is_compiled_once_at_load() -> None:
     loaded = load_config_text(text, make_registry())
     assert set(loaded.event_schemas) == {"a.b", "c.d"}
     assert all(isinstance(s, EventSchema) for s in loaded.event_schemas.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# schema regexes (`pattern`, `patternProperties`) run on RE2, in time linear in publisher data
+
+CATASTROPHIC = r"^([a-zA-Z0-9._%+-]+)*@example\.com$"  # backtracking: 40 characters never end in `re`
+HOSTILE_SCHEMA = {
+    "type": "object",
+    "properties": {"email": {"type": "string", "pattern": CATASTROPHIC}},
+    "patternProperties": {CATASTROPHIC: {"type": "string"}},
+    "additionalProperties": False,
+}
+HOSTILE_CHECK = f"""
+import json, sys
+from router.config.event_schemas import compile_events
+schemas, problems = compile_events({{"signup": {{"schema": {HOSTILE_SCHEMA!r}}}}})
+assert problems == [], problems
+check = schemas["signup"].check
+assert check({{"email": "ada@example.com", "bob@example.com": "x"}}) is None  # warm: RE2 loaded, patterns compiled
+print("ready", flush=True)
+print(json.dumps(check({{"email": "a" * 40, "a" * 40: "x"}})), flush=True)
+"""
+
+
+def test_schema_patterns_on_hostile_data_finish_at_once() -> None:
+    # In a child process: Python's `re` holds the GIL for the whole search, so a thread running
+    # the old engine could neither be waited for with a deadline nor abandoned.
+    # Unbuffered: the line read before communicate() must not take the answer with it.
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOSTILE_CHECK], stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0
+    )
+    try:
+        assert child.stdout is not None
+        ready = child.stdout.readline()
+        assert ready == b"ready\n", ready + child.communicate(timeout=30)[1]
+        try:
+            out, err = child.communicate(timeout=2)  # generous: RE2 takes microseconds
+        except subprocess.TimeoutExpired:
+            pytest.fail("validating 40 hostile characters against a schema pattern did not finish in 2 s")
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, err
+    assert json.loads(out) == (
+        f"data.{'a' * 40}: not declared (the schema allows no other fields); data.email: fails 'pattern' ({CATASTROPHIC})"
+    )
+
+
+def test_schema_patterns_still_validate_and_refuse() -> None:
+    raw = {
+        "type": "object",
+        "properties": {"code": {"type": "string", "pattern": r"^[A-Z]{3}-\d+$"}, "email": {"pattern": CATASTROPHIC}},
+        "patternProperties": {"^x-": {"type": "integer"}},
+        "additionalProperties": False,
+    }
+    schemas, problems = compile_events({"t": {"schema": raw}})
+    assert problems == []
+    check = schemas["t"].check
+    assert check({"code": "ABC-12", "email": "ada.l@example.com", "x-retries": 3}) is None
+    assert check({"code": "abc-12"}) == "data.code: fails 'pattern' (^[A-Z]{3}-\\d+$)"
+    assert check({"code": "ABC-12 "}) == "data.code: fails 'pattern' (^[A-Z]{3}-\\d+$)"  # anchored by the pattern
+    assert check({"email": "ada@example.org"}) == f"data.email: fails 'pattern' ({CATASTROPHIC})"
+    assert check({"x-retries": "3"}) == 'data["x-retries"]: expected integer, got string'
+    assert check({"y-retries": 3}) == 'data["y-retries"]: not declared (the schema allows no other fields)'
+    assert check({"code": 5}) == "data.code: expected string, got integer"  # pattern applies to strings only
+    # A field's own escape hatch inside the compact form gets the same engine.
+    compact, problems = compile_events({"c": {"sku": {"schema": {"type": "string", "pattern": "^[a-z]+$"}}}})
+    assert problems == []
+    assert compact["c"].check({"sku": "abc"}) is None
+    assert compact["c"].check({"sku": "ABC"}) == "data.sku: fails 'pattern' (^[a-z]+$)"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,16 +9,48 @@ accepted event is delivered, and queue.db gives the space of the drained rows ba
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 
 import aiohttp
 
+from router.config.models import RouterConfig
+from router.ingest.auth import IngestGuard, IngestSettings
 from tests.fakes.http_sink import HttpSink, Reply
 from tests.serve_support import RouterProcess
 
 BOUND = 40
+DOCUMENTED_QUEUED_EVENTS = 100_000  # README.md, docs/configuration.md, docs/guarantees.md
+ROOT = Path(__file__).resolve().parent.parent
 PADDING = "p" * 200_000  # ~200 KB per event: the queue file grows to several megabytes
+
+
+def test_the_default_bound_on_queued_events_is_the_documented_one() -> None:
+    config = RouterConfig.model_validate({"version": 1})  # no ingest: section
+    assert config.ingest.max_queued_events == DOCUMENTED_QUEUED_EVENTS
+    # What POST /events enforces under that configuration, and the settings' own fallback.
+    assert IngestGuard(lambda: config, max_event_bytes=1024).settings().max_queued_events == DOCUMENTED_QUEUED_EVENTS
+    assert IngestSettings(auth=None, max_request_bytes=1).max_queued_events == DOCUMENTED_QUEUED_EVENTS
+
+
+def test_the_docs_state_the_default_bound_on_queued_events() -> None:
+    def number(text: str) -> int:
+        return int(text.replace(",", ""))
+
+    default = RouterConfig.model_validate({"version": 1}).ingest.max_queued_events
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    reference = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    guarantees = (ROOT / "docs" / "guarantees.md").read_text(encoding="utf-8")
+    stated = {
+        "README.md": re.findall(r"`max_queued_events` \[([\d,]+)\]", readme),
+        "docs/configuration.md": re.findall(r"^\| `max_queued_events` \|[^|]*\| `([\d,]+)` \|", reference, re.M),
+        "docs/guarantees.md": re.findall(r"`ingest\.max_queued_events` \(([\d,]+)\)", guarantees),
+    }
+    assert all(stated.values()), f"a page no longer states the default: {stated}"
+    assert {page: [number(n) for n in found] for page, found in stated.items()} == {
+        page: [default] * len(found) for page, found in stated.items()
+    }
 
 
 def project(root: Path, sink_url: str) -> None:

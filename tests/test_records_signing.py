@@ -28,7 +28,7 @@ from router.core.records import ForgedRecord, RetryRecord
 from router.core.signing import KeyRing, load_keyring
 from tests.builders import make_event
 from tests.fakes.http_sink import HttpSink
-from tests.serve_support import ROUTER, RouterProcess
+from tests.serve_support import ROUTER, RouterProcess, amqp_rules, delete_topology, unique_names
 from tests.test_serve_embedded import run_cli, setup_project
 
 # --- the key ring
@@ -199,3 +199,94 @@ async def _cli(root: Path, *args: str) -> tuple[int, str]:
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     return process.returncode or 0, (out + err).decode()
+
+
+# --- forged job records (a throttled job coming back, a digest's batch) on a real `router serve`
+
+
+def job_payload(rule: str, event_id: str, flow: dict[str, object], batch: tuple[str, ...] = ()) -> bytes:
+    """A job record as router/flow/resume.py writes one: ``flow`` says how far flow control got;
+    ``batch`` makes it a digest's (the job runs once for all those events)."""
+
+    def event(ident: str) -> dict[str, object]:
+        return {"specversion": "1.0", "id": ident, "source": "x", "type": "user.signed_up", "data": {"n": 7}}
+
+    fields: dict[str, object] = {"v": 1, "kind": "job", "event": event(event_id), "rule": rule, "attempt": 0}
+    fields["extra"] = {"flow": flow}
+    if batch:
+        fields["events"] = [event(ident) for ident in batch]
+    return json.dumps(fields).encode()
+
+
+@pytest.mark.integration
+async def test_forged_throttle_and_digest_job_records_are_dead_lettered_and_never_run(
+    tmp_path: Path, rabbitmq_url: str
+) -> None:
+    names = unique_names()
+    retry_queue = f"{names['queue']}.retry"
+
+    def throttled(event_id: str) -> bytes:  # its slot has come: the job would run at once
+        return job_payload("signup", event_id, {"stage": "waiting", "slot": time.time() - 1})
+
+    def digest(event_id: str) -> bytes:  # a flushed digest: every decision made, the batch runs
+        return job_payload("daily", event_id, {"stage": "admitted"}, (event_id, f"{event_id}-b"))
+
+    async with HttpSink() as welcome, HttpSink() as billing:
+        setup_project(
+            tmp_path,
+            amqp_rules(
+                rabbitmq_url,
+                names=names,
+                channels=f"  welcome: {{type: webhook, url: '{welcome.url}'}}\n"
+                f"  billing: {{type: webhook, url: '{billing.url}'}}",
+                rules="  - {name: signup, on: user.signed_up, template: note, channels: [welcome],\n"
+                "     throttle: {limit: 100, period: 1m}}\n"
+                "  - {name: daily, on: report.ready, template: note, channels: [billing],\n"
+                "     digest: {window: 1h, max_events: 50}}",
+            ),
+        )
+        router = await RouterProcess(tmp_path).start()
+        try:
+            wrong = KeyRing(os.urandom(32))
+            forged = [
+                throttled("forged-throttle-unsigned"),
+                wrong.sign(throttled("forged-throttle-wrong-key")),
+                digest("forged-digest-unsigned"),
+                wrong.sign(digest("forged-digest-wrong-key")),
+            ]
+            # The same records signed with the router's own key do run: the path is live, so
+            # nothing arriving below is the signature check's doing, not a record the job ignores.
+            own = load_keyring(tmp_path / ".router", env={})
+            genuine = [own.sign(throttled("signed-throttle")), own.sign(digest("signed-digest"))]
+            connection = await aio_pika.connect(rabbitmq_url)
+            try:
+                channel = await connection.channel(publisher_confirms=True)
+                for body in [*forged, *genuine]:
+                    await channel.default_exchange.publish(
+                        aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                        routing_key=retry_queue,
+                    )
+            finally:
+                await connection.close()
+
+            await welcome.wait_for(1)
+            await billing.wait_for(1)
+            deadline = time.monotonic() + 20
+            while len([r for r in router.log_records() if r.get("reason") == "forged"]) < len(forged):
+                assert time.monotonic() < deadline, router.logs()[-3000:]
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # time for a wrongly accepted record to arrive as well
+
+            assert [r.json()["meta"]["event_id"] for r in welcome.requests] == ["signed-throttle"]
+            [sent_digest] = billing.requests
+            assert sent_digest.json()["meta"]["digest"]["events"] == ["signed-digest", "signed-digest-b"]
+
+            listed = json.loads(await run_cli(tmp_path, "dlq", "list", "--json"))
+            assert sorted(letter["reason"] for letter in listed) == ["forged"] * len(forged)
+            process = await _cli(tmp_path, "dlq", "replay", "--all")
+            assert process[0] == 1 and "not replayed" in process[1]
+            await asyncio.sleep(0.5)
+            assert len(welcome.requests) == 1 and len(billing.requests) == 1, "a forged job record ran"
+        finally:
+            await router.stop()
+            await delete_topology(rabbitmq_url, names)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -108,10 +107,12 @@ async def router(tmp_path: Path, sinks: tuple[HttpSink, ...]) -> AsyncIterator[R
 
 
 async def post(session: aiohttp.ClientSession, router: RouterProcess, events: list[dict[str, Any]]) -> None:
-    # Fresh ids: an event without one gets an id derived from its content (deduplicated).
-    events = [{"id": uuid.uuid4().hex, **event} for event in events]
+    # No ids: the router gives each event posted without one a fresh unique id (returned in the
+    # 202), so the same hostile event posted again in the next round is a new event, not a repeat.
     async with session.post(f"{router.url}/events", json=events) as response:
         assert response.status == 202, await response.text()
+        ids = (await response.json())["ids"]
+    assert len(ids) == len(events) and len(set(ids)) == len(ids), ids
 
 
 async def ping_latencies(session: aiohttp.ClientSession, router: RouterProcess, fast: HttpSink) -> list[float]:

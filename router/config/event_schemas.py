@@ -26,6 +26,8 @@ Validation uses the ``jsonschema`` library rather than a validator of our own: t
 Schema semantics (unions, nested arrays, the escape hatch's full vocabulary) are subtle,
 and a well-kept implementation gets them right. Messages are built here from the errors'
 paths and keywords, never from jsonschema's own text, which quotes the offending values.
+Its regex keywords (``pattern``, ``patternProperties``) run on the linear-time engine, RE2
+(router/config/schema_regex.py): a pattern RE2 cannot take is a config error, located.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from router.config.schema_regex import additional_keys, linear_validator, regex_problems
 from router.core.kinds import kind_of
 from router.core.suggest import closest
 
@@ -152,7 +155,7 @@ def compile_event(event_type: str, spec: Any, problems: list[SpecProblem]) -> Ev
         cls = _check_escape(raw, (*where, ESCAPE), problems, top=True)
         if cls is None:
             return None
-        return EventSchema(event_type, raw, fields_of(raw), cls(raw))
+        return EventSchema(event_type, raw, fields_of(raw), linear_validator(cls)(raw))
     if not isinstance(spec, dict):
         problems.append(
             SpecProblem(
@@ -172,7 +175,8 @@ def compile_event(event_type: str, spec: Any, problems: list[SpecProblem]) -> Ev
     # Schema, escape hatches included, is always checked.
     from jsonschema import Draft202012Validator
 
-    return EventSchema(event_type, compiled.schema, compiled.fields, Draft202012Validator(compiled.schema))
+    validator = linear_validator(Draft202012Validator)(compiled.schema)
+    return EventSchema(event_type, compiled.schema, compiled.fields, validator)
 
 
 def compile_field(spec: Any, where: SpecPath, problems: list[SpecProblem]) -> Compiled:
@@ -291,6 +295,10 @@ def _check_escape(
         cls.check_schema(raw)
     except SchemaError as error:
         problems.append(SpecProblem((*where, *error.absolute_path), f"invalid JSON Schema: {_schema_message(error)}"))
+    else:
+        # Patterns run on publisher data, on the linear-time engine: refused here, like a rule's regex.
+        for path, reason, at_key in regex_problems(raw):
+            problems.append(SpecProblem((*where, *path), reason, at_key=at_key))
     if len(problems) == before and top:
         _check_references(raw, where, problems)
     return cls if len(problems) == before else None
@@ -479,9 +487,7 @@ def _describe_error(error: ValidationError) -> list[str]:
         return [f"{where}: expected {' or '.join(map(str, expected))}, got {json_type(instance)}"]
     if keyword == "additionalProperties" and isinstance(instance, dict):
         schema = error.schema if isinstance(error.schema, dict) else {}
-        declared = schema.get("properties") or {}
-        patterns = [re.compile(p) for p in schema.get("patternProperties") or {}]
-        extra = [k for k in instance if k not in declared and not any(p.search(k) for p in patterns)]
+        extra = additional_keys(instance, schema)
         return [f"{show_path((*base, name))}: not declared (the schema allows no other fields)" for name in extra]
     if keyword in ("enum", "const"):
         return [f"{where}: not one of the allowed values"]

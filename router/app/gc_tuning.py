@@ -14,9 +14,17 @@ from __future__ import annotations
 
 import gc
 
-YOUNG_THRESHOLD = 10_000
-"""Allocations between young collections (CPython's default is 700): a 10,000-object young
-generation is a few MB at most, and scanning it costs the same per object as before."""
+YOUNG_THRESHOLD = 50_000
+"""Net allocations (allocated minus freed) between young collections; CPython's default is 700.
+
+A young collection scans the objects allocated since the last one that are still alive, and
+under load those are the events in flight and, with the activity history on, the records
+waiting for the next batch: at 10,000 the router collected every few hundred events and spent
+11-16 us per event in the collector with the history off and 25-28 with it on (gc callbacks
+timing each collection, 20,000 events through bench/bench_intake.py's set-up; bench/README
+section 9). Those objects die within a second, freeing counts down, so at 50,000 a steady flow
+never reaches the threshold. Only cyclic garbage does not count down: at most 50,000 such objects
+(some MB) wait for a collection."""
 
 
 def settle() -> None:

@@ -218,3 +218,16 @@ def test_a_router_killed_outright_leaves_no_writer_behind(tmp_path: Path, url: s
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_a_writer_that_cannot_start_says_why_by_type_only(capfd: pytest.CaptureFixture[str]) -> None:
+    secret = "pw-77120"
+    writer = WriterProcess(f"mysql://router:{secret}@127.0.0.1/history", None, "mysql (unsupported)")
+    try:
+        with pytest.raises(WriterError, match="exited"):
+            writer.open()
+    finally:
+        writer.close()
+    printed = capfd.readouterr()
+    assert "activity writer stopped: FilterError" in printed.err
+    assert secret not in printed.err + printed.out

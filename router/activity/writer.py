@@ -237,8 +237,14 @@ def main() -> None:
     # The frames own stdout: anything else printed (a warning, a library's notice) goes to stderr.
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    with contextlib.suppress(BrokenPipeError, EOFError):  # the parent went away mid-reply
+    try:
         serve(sys.stdin.buffer, replies)
+    except (BrokenPipeError, EOFError):
+        pass  # the parent went away mid-reply
+    except Exception as error:
+        # The type only, never a traceback: a driver's message may carry the URL and its password.
+        print(f"activity writer stopped: {type(error).__name__}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -501,15 +501,16 @@ def test_union_alternatives_are_folded_into_one_message() -> None:
     ]
 
 
-@pytest.mark.parametrize(
-    ("pattern", "construct"),
-    [
-        (r"^(\\w+)\\1$", r"invalid escape sequence: \1"),
-        ("(?<=a)b", "invalid perl operator: (?<="),
-        ("a(?!b)", "invalid perl operator: (?!"),
-        ("a++", "bad repetition operator: ++"),
-    ],
-)
+RE2_REFUSALS = [
+    (r"^(\\w+)\\1$", r"invalid escape sequence: \1"),
+    ("(?<=a)b", "invalid perl operator: (?<="),
+    ("a(?!b)", "invalid perl operator: (?!"),
+    ("a++", "bad repetition operator: ++"),
+]
+"""Patterns the linear-time engine refuses, and the construct its refusal names."""
+
+
+@pytest.mark.parametrize(("pattern", "construct"), RE2_REFUSALS)
 def test_a_regex_the_linear_engine_cannot_take_is_refused_where_written(
     registry: Registry, folder: Path, pattern: str, construct: str
 ) -> None:
@@ -532,15 +533,7 @@ def test_a_regex_the_linear_engine_cannot_take_is_refused_where_written(
     assert (problem.line, problem.column) == position(text, f'"{pattern}"')
 
 
-@pytest.mark.parametrize(
-    ("pattern", "construct"),
-    [
-        (r"^(\\w+)\\1$", r"invalid escape sequence: \1"),
-        ("(?<=a)b", "invalid perl operator: (?<="),
-        ("a(?!b)", "invalid perl operator: (?!"),
-        ("a++", "bad repetition operator: ++"),
-    ],
-)
+@pytest.mark.parametrize(("pattern", "construct"), RE2_REFUSALS)
 def test_an_event_schema_pattern_the_linear_engine_cannot_take_is_refused_where_written(
     registry: Registry, folder: Path, pattern: str, construct: str
 ) -> None:

@@ -56,8 +56,9 @@ class WriterProcess:
 
     Has the methods the recorder calls on a store, so the recorder runs the same with either.
     Each call blocks its caller (the recorder's own thread) until the child answers; the
-    interpreter lock is released meanwhile. A child that died is started again on the next
-    call, and the call that found it dead raises, so that batch counts as dropped.
+    interpreter lock is released meanwhile. A child that dies during a call makes that call
+    raise (its batch counts as dropped); one found dead before a call is replaced first, and
+    nothing is lost.
     """
 
     def __init__(self, url: str, rules_dir: Path | None, description: str) -> None:

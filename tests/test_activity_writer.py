@@ -17,6 +17,7 @@ import subprocess
 import sys
 import termios
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -97,67 +98,56 @@ def kill_once_a_request_waits(writer: WriterProcess) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
-def test_the_writer_yields_the_cpu_to_deliveries(url: str) -> None:
-    writer = WriterProcess(url, None, "sqlite test")
-    writer.open()
-    try:
-        assert writer.pid is not None
-        with open(f"/proc/{writer.pid}/stat") as stat:
-            nice = int(stat.read().rsplit(")", 1)[1].split()[16])
-        assert nice == min(19, os.getpriority(os.PRIO_PROCESS, 0) + WRITER_NICE)
-    finally:
-        writer.close()
+@pytest.fixture
+def writer(url: str) -> Iterator[WriterProcess]:
+    """A writer whose child runs (opened), closed after the test."""
+    opened = WriterProcess(url, None, "sqlite test")
+    opened.open()
+    assert opened.pid is not None
+    yield opened
+    opened.close()
 
 
-def test_a_writer_that_died_between_batches_is_started_again_losing_nothing(url: str) -> None:
-    writer = WriterProcess(url, None, "sqlite test")
-    writer.open()
+def test_the_writer_yields_the_cpu_to_deliveries(writer: WriterProcess) -> None:
+    with open(f"/proc/{writer.pid}/stat") as stat:
+        nice = int(stat.read().rsplit(")", 1)[1].split()[16])
+    assert nice == min(19, os.getpriority(os.PRIO_PROCESS, 0) + WRITER_NICE)
+
+
+def test_a_writer_that_died_between_batches_is_started_again_losing_nothing(writer: WriterProcess, url: str) -> None:
     first = writer.pid
     assert first is not None
-    try:
-        os.kill(first, signal.SIGKILL)
-        until_sync(lambda: not alive(first), timeout=10, what="the writer to die")
-        writer.write(build_batch(story("kept")))
-        assert writer.pid not in (None, first)
-        assert listed(url) == {"kept"}
-    finally:
-        writer.close()
+    os.kill(first, signal.SIGKILL)
+    until_sync(lambda: not alive(first), timeout=10, what="the writer to die")
+    writer.write(build_batch(story("kept")))
+    assert writer.pid not in (None, first)
+    assert listed(url) == {"kept"}
 
 
-def test_a_writer_that_dies_mid_batch_costs_that_batch_and_is_started_again(url: str) -> None:
-    writer = WriterProcess(url, None, "sqlite test")
-    writer.open()
+def test_a_writer_that_dies_mid_batch_costs_that_batch_and_is_started_again(writer: WriterProcess, url: str) -> None:
     first = writer.pid
     assert first is not None
-    try:
-        os.kill(first, signal.SIGSTOP)
-        with ThreadPoolExecutor(1) as pool:
-            call = pool.submit(writer.write, build_batch(story("lost")))
-            kill_once_a_request_waits(writer)
-            with pytest.raises(WriterError, match="exited"):
-                call.result(timeout=10)
-        writer.write(build_batch(story("kept")))
-        assert writer.pid not in (None, first)
-        assert listed(url) == {"kept"}
-    finally:
-        writer.close()
+    os.kill(first, signal.SIGSTOP)
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(writer.write, build_batch(story("lost")))
+        kill_once_a_request_waits(writer)
+        with pytest.raises(WriterError, match="exited"):
+            call.result(timeout=10)
+    writer.write(build_batch(story("kept")))
+    assert writer.pid not in (None, first)
+    assert listed(url) == {"kept"}
 
 
-def test_signals_to_the_group_do_not_end_the_writer_early(url: str) -> None:
-    writer = WriterProcess(url, None, "sqlite test")
-    writer.open()
+def test_signals_to_the_group_do_not_end_the_writer_early(writer: WriterProcess, url: str) -> None:
     pid = writer.pid
     assert pid is not None
-    try:
-        # Ctrl-C and a service manager's stop signal the whole group: the router decides when
-        # history stops (after its last batch), not the signal.
-        os.kill(pid, signal.SIGINT)
-        os.kill(pid, signal.SIGTERM)
-        writer.write(build_batch(story("after-signals")))
-        assert writer.pid == pid
-        assert listed(url) == {"after-signals"}
-    finally:
-        writer.close()
+    # Ctrl-C and a service manager's stop signal the whole group: the router decides when
+    # history stops (after its last batch), not the signal.
+    os.kill(pid, signal.SIGINT)
+    os.kill(pid, signal.SIGTERM)
+    writer.write(build_batch(story("after-signals")))
+    assert writer.pid == pid
+    assert listed(url) == {"after-signals"}
 
 
 def test_an_unreachable_store_is_named_by_type_without_its_password() -> None:

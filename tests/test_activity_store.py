@@ -322,6 +322,75 @@ def test_dead_letters_rules_channels_overview(store: ActivityStore) -> None:
     assert len(series) == 60 and sum(p["events_per_s"] for p in series) * 60 == pytest.approx(2, abs=0.01)
 
 
+def table_rows(store: ActivityStore, table: str) -> int:
+    sql_store = store.reader if isinstance(store, ThroughWriterProcess) else store
+    assert isinstance(sql_store, SqlStore)
+    return int(sql_store._query(f"SELECT count(*) FROM {table}")[0][0])
+
+
+def test_short_stories_in_their_event_row_are_told_found_counted_and_joined_later(store: ActivityStore) -> None:
+    # A rule fired and its channel sent, all in one batch: the story is kept in the event's row
+    # (router/activity/inline.py), and every read tells it as if it were rows.
+    now = time.time() - 60
+    s1, s2 = event("s1"), event("s2")
+    sent = Outcome.sent("HTTP 204")
+    record(
+        store,
+        ("e", now, s1, 100, "none", "amqp", "a:1"),
+        ("v", now, s1.id, "paid", "fired", ""),
+        ("a", now + 0.01, delivery(s1, "hook"), sent, "sent", 0.012, None, None),
+        ("e", now + 1, s2, 100, "none", "amqp", "a:1"),
+        ("v", now + 1, s2.id, "paid", "fired", ""),
+        ("a", now + 1.01, delivery(s2, "mail"), sent, "sent", 0.030, None, None),
+    )
+    assert table_rows(store, "activity_attempts") == table_rows(store, "activity_verdicts") == 0
+    # Later batches: a delivery of s1 that was deferred past the flush, and a redelivery of s2
+    # (its row is already there: this arrival's records are rows of their own).
+    record(store, ("a", now + 5, delivery(s1, "late-hook"), sent, "sent", 0.020, None, None))
+    record(
+        store,
+        ("e", now + 6, s2, 100, "none", "amqp", "b:1"),
+        ("v", now + 6, s2.id, "paid", "fired", ""),
+        ("a", now + 6.01, delivery(s2, "mail", 2), sent, "sent", 0.040, None, None),
+    )
+
+    story = store.event_story("s1")
+    assert story is not None and story["outcome"] == "sent"
+    assert [(r["rule"], r["verdict"]) for r in story["rules"]] == [("paid", "fired")]
+    assert [(d["channel"], [a["outcome"] for a in d["attempts"]]) for d in story["deliveries"]] == [
+        ("hook", ["sent"]),
+        ("late-hook", ["sent"]),
+    ]
+    assert story["deliveries"][0]["message"] == {"title": "paid s1", "body": "body", "payload": {"k": 1}}
+    assert story["deliveries"][0]["attempts"][0]["duration_ms"] == 12.0
+    again = store.event_story("s2")
+    assert again is not None
+    assert [r["verdict"] for r in again["rules"]] == ["fired", "fired"]
+    assert [a["attempt"] for a in again["deliveries"][0]["attempts"]] == [1, 2]
+
+    listed = {e["event_id"]: e for e in store.list_events(Filter())["events"]}
+    assert listed["s1"]["channels"] == {"hook": "sent", "late-hook": "sent"} and listed["s1"]["rules_fired"] == ["paid"]
+    assert {e["event_id"] for e in store.list_events(parse_filter({"rule": "paid"}))["events"]} == {"s1", "s2"}
+    assert store.list_events(parse_filter({"rule": "Paid"}))["events"] == []
+    assert [e["event_id"] for e in store.list_events(parse_filter({"channel": "late-hook"}))["events"]] == ["s1"]
+
+    rules = store.rule_stats(now - 10)
+    # Each arrival counts (docs/activity.md, /api/rules): s2 arrived twice.
+    assert [(r["rule"], r["matched"], r["fired"], r["skipped"]) for r in rules] == [("paid", 3, 3, 0)]
+    assert rules[0]["last_fired"] is not None
+    channels = {c["channel"]: c for c in store.channel_stats(now - 10, now + 60)}
+    assert {name: c["sent"] for name, c in channels.items()} == {"hook": 1, "late-hook": 1, "mail": 2}
+    assert channels["hook"]["p50_ms"] == 12.0 and channels["mail"]["p99_ms"] == 40.0
+    assert channels["hook"]["type"] == "webhook" and channels["hook"]["success_ratio"] == 1.0
+    series = store.overview(now + 60, 3600, 60)
+    assert sum(p["deliveries_per_s"].get("sent", 0) for p in series) * 60 == pytest.approx(4, abs=0.01)
+    assert {p["latency_p99_ms"] for p in series} >= {40.0}
+
+    store.prune(now + 86400, 60, 1 << 30)
+    assert store.rule_stats(0) == [] and store.channel_stats(0, now) == []
+    assert table_rows(store, "activity_tallies") == 0
+
+
 def test_flow_control_verdicts_and_jobs(store: ActivityStore) -> None:
     now = time.time()
     ev = event("f1")

@@ -33,6 +33,8 @@ class SqliteActivityStore(SqlStore):
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")  # history, not the ledger: a power cut may lose the last batch
         conn.execute("PRAGMA busy_timeout = 5000")
+        # Names are found in JSON summaries with LIKE: exact, as PostgreSQL's (SQLite's folds ASCII case).
+        conn.execute("PRAGMA case_sensitive_like = ON")
         self._create(conn.cursor())
         conn.commit()
         return conn

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from router.activity import inline
 from router.activity.records import (
     OUTCOMES,
     REJECTED,
@@ -116,23 +117,24 @@ class ActivityStore(ABC):
         """Time series over the last ``window`` seconds, one point per ``step``."""
 
 
-TABLES = ("activity_events", "activity_verdicts", "activity_attempts", "activity_jobs")
+TABLES = ("activity_events", "activity_verdicts", "activity_attempts", "activity_jobs", "activity_tallies")
 
 _EVENT_COLUMNS = (
     "event_id, at, type, source, subject, transport, process, size, schema_verdict, outcome, envelope, "
-    "channels, rules_fired, failed, reason, error, dead_letter_id"
+    "channels, rules_fired, failed, reason, error, dead_letter_id, story"
 )
 _REPLACE_REJECTED = ", ".join(
     f"{column} = excluded.{column}" for column in (c.strip() for c in _EVENT_COLUMNS.split(",")) if column != "event_id"
 )
 # Columns added after the first release: added to an existing table when the store opens.
-_ADDED_EVENT_COLUMNS = (("reason", "TEXT"), ("error", "TEXT"), ("dead_letter_id", "TEXT"))
+_ADDED_EVENT_COLUMNS = (("reason", "TEXT"), ("error", "TEXT"), ("dead_letter_id", "TEXT"), ("story", "TEXT"))
 _VERDICT_COLUMNS = "event_id, at, rule, verdict, reason"
 _ATTEMPT_COLUMNS = (
     "event_id, at, rule, channel, channel_type, idempotency_key, attempt, message, duration_ms, outcome, "
     "retry_at, status, error_class, error, dead_letter_id"
 )
 _JOB_COLUMNS = "event_id, at, rule, job, outcome, error"
+_TALLY_COLUMNS = "at, kind, name, channel_type, count, last_at, durations"
 _LIST_COLUMNS = (
     "event_id, at, type, source, subject, transport, size, schema_verdict, rules_fired, outcome, channels, "
     "reason, error, dead_letter_id"
@@ -184,7 +186,7 @@ class SqlStore(ActivityStore):
                 transport TEXT, process TEXT, size INTEGER, schema_verdict TEXT, outcome TEXT NOT NULL,
                 failed INTEGER NOT NULL DEFAULT 0, channels TEXT NOT NULL DEFAULT '{{}}',
                 rules_fired TEXT NOT NULL DEFAULT '[]', envelope TEXT, reason TEXT, error TEXT,
-                dead_letter_id TEXT)""",
+                dead_letter_id TEXT, story TEXT)""",
             # (at, outcome, failed) and (type, at, outcome, failed) cover the counts of a list: the
             # counts over a day of events read the index alone, never the rows.
             "CREATE INDEX IF NOT EXISTS activity_events_at ON activity_events (at, outcome, failed)",
@@ -211,6 +213,13 @@ class SqlStore(ActivityStore):
                 job TEXT NOT NULL, outcome TEXT NOT NULL, error TEXT)""",
             "CREATE INDEX IF NOT EXISTS activity_jobs_event ON activity_jobs (event_id)",
             "CREATE INDEX IF NOT EXISTS activity_jobs_at ON activity_jobs (at)",
+            # What the stats need of the records kept inline in their event's row (see inline.py):
+            # per second, per rule fired or channel sent, a count and (channels) the send durations.
+            f"""CREATE TABLE IF NOT EXISTS activity_tallies (
+                id {self.id_column}, at {real} NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
+                channel_type TEXT, count INTEGER NOT NULL, last_at {real} NOT NULL, durations TEXT)""",
+            "CREATE INDEX IF NOT EXISTS activity_tallies_kind ON activity_tallies (kind, at)",
+            "CREATE INDEX IF NOT EXISTS activity_tallies_at ON activity_tallies (at)",
         ]
 
     # ----------------------------------------------------------------- connection
@@ -247,19 +256,22 @@ class SqlStore(ActivityStore):
         conn = self._ensure()
         try:
             cursor = conn.cursor()
-            event_rows = _with_summaries(batch)
             # Events that arrived in this batch were summarised from it; the others (a retry, a
             # delivery that outlasted a flush) from all their rows. So were arrivals still pending:
             # their retry or deferred delivery may already have run on another router, whose rows
-            # only the table holds.
+            # only the table holds; and arrivals already in the store (a redelivery), whose row
+            # keeps its first story and gains this one's rows.
             arrived = {row[0] for row in batch.events}
+            self._lock_events(cursor, batch.touched() | arrived)
+            known = self._present(cursor, arrived)
+            records = inline.arrange(batch, known)
+            event_rows = records.events
             pending = {row[0] for row in event_rows if row[9] == "pending"}
-            to_summarise = (batch.touched() - arrived) | pending
-            self._lock_events(cursor, to_summarise)
+            to_summarise = (batch.touched() - arrived) | pending | known
             if event_rows:
                 cursor.executemany(
                     self._sql(
-                        f"INSERT INTO activity_events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                        f"INSERT INTO activity_events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                         # An event seen before keeps its row, unless that row is a rejection: a
                         # rejected event replayed (say, once its schema was fixed) tells its new story.
                         f"ON CONFLICT (event_id) DO UPDATE SET {_REPLACE_REJECTED} "
@@ -268,9 +280,10 @@ class SqlStore(ActivityStore):
                     event_rows,
                 )
             for table, columns, rows in (
-                ("activity_verdicts", _VERDICT_COLUMNS, batch.verdicts),
-                ("activity_attempts", _ATTEMPT_COLUMNS, batch.attempts),
-                ("activity_jobs", _JOB_COLUMNS, batch.jobs),
+                ("activity_verdicts", _VERDICT_COLUMNS, records.verdicts),
+                ("activity_attempts", _ATTEMPT_COLUMNS, records.attempts),
+                ("activity_jobs", _JOB_COLUMNS, records.jobs),
+                ("activity_tallies", _TALLY_COLUMNS, records.tallies),
             ):
                 if rows:
                     marks = ",".join("?" * len(rows[0]))
@@ -283,6 +296,17 @@ class SqlStore(ActivityStore):
 
     def _lock_events(self, cursor: Any, event_ids: set[str]) -> None:
         """Keep other writers off ``event_ids`` until commit (a store several routers share overrides this)."""
+
+    def _present(self, cursor: Any, event_ids: set[str]) -> set[str]:
+        """Those of ``event_ids`` that already have a row."""
+        ordered = sorted(event_ids)
+        present: set[str] = set()
+        for start in range(0, len(ordered), SUMMARY_CHUNK):
+            chunk = ordered[start : start + SUMMARY_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            cursor.execute(self._sql(f"SELECT event_id FROM activity_events WHERE event_id IN ({marks})"), chunk)
+            present.update(row[0] for row in cursor.fetchall())
+        return present
 
     def _summarise(self, cursor: Any, event_ids: set[str]) -> None:
         """Recompute the outcome, channels and rules fired of ``event_ids`` from their rows.
@@ -299,14 +323,16 @@ class SqlStore(ActivityStore):
             marks = ",".join("?" * len(chunk))
             attempts = self._rows_by_event(
                 cursor,
-                f"SELECT event_id, rule, channel, outcome, error FROM activity_attempts WHERE event_id IN ({marks}) ORDER BY at, id",
+                f"SELECT event_id, at, rule, channel, outcome, error FROM activity_attempts WHERE event_id IN ({marks}) "
+                "ORDER BY at, id",
                 chunk,
             )
             verdicts = self._rows_by_event(
                 cursor,
-                f"SELECT event_id, rule, verdict FROM activity_verdicts WHERE event_id IN ({marks}) ORDER BY at, id",
+                f"SELECT event_id, at, rule, verdict FROM activity_verdicts WHERE event_id IN ({marks}) ORDER BY at, id",
                 chunk,
             )
+            self._merge_stories(cursor, chunk, marks, verdicts, attempts)
             jobs = self._rows_by_event(
                 cursor,
                 f"SELECT event_id, rule, outcome FROM activity_jobs WHERE event_id IN ({marks}) ORDER BY at, id",
@@ -314,10 +340,10 @@ class SqlStore(ActivityStore):
             )
             updates = []
             for event_id in chunk:
-                its_verdicts = verdicts.get(event_id, [])
+                its_verdicts = [row[1:] for row in verdicts.get(event_id, [])]  # without `at`
                 fired = list(dict.fromkeys(rule for rule, verdict in its_verdicts if verdict == "fired"))
                 outcome, channels, failed = summarise(
-                    attempts.get(event_id, []), fired, its_verdicts, jobs.get(event_id, [])
+                    [row[1:] for row in attempts.get(event_id, [])], fired, its_verdicts, jobs.get(event_id, [])
                 )
                 updates.append((outcome, fast_json.dumps(channels), fast_json.dumps(fired), int(failed), event_id))
             cursor.executemany(
@@ -330,6 +356,29 @@ class SqlStore(ActivityStore):
                 updates,
             )
 
+    def _merge_stories(
+        self,
+        cursor: Any,
+        chunk: list[str],
+        marks: str,
+        verdicts: dict[str, list[Any]],
+        attempts: dict[str, list[Any]],
+    ) -> None:
+        """Add the inline stories of ``chunk`` to its table rows (``at`` first), in the order they started."""
+        cursor.execute(
+            self._sql(f"SELECT event_id, story FROM activity_events WHERE event_id IN ({marks}) AND story IS NOT NULL"),
+            chunk,
+        )
+        for event_id, story in cursor.fetchall():
+            inline_verdicts, inline_attempts = inline.unpack(event_id, story)
+            # Inline records came in the event's first batch: before its table rows at equal times.
+            verdicts[event_id] = sorted(
+                [(v[1], v[2], v[3]) for v in inline_verdicts] + verdicts.get(event_id, []), key=_at
+            )
+            attempts[event_id] = sorted(
+                [(a[1], a[2], a[3], a[9], a[13]) for a in inline_attempts] + attempts.get(event_id, []), key=_at
+            )
+
     def _rows_by_event(self, cursor: Any, sql: str, event_ids: list[str]) -> dict[str, list[Any]]:
         """The rows ``sql`` selects (event id first), grouped by event id, in the query's order."""
         cursor.execute(self._sql(sql), event_ids)
@@ -337,6 +386,26 @@ class SqlStore(ActivityStore):
         for event_id, *rest in cursor.fetchall():
             grouped.setdefault(event_id, []).append(tuple(rest))
         return grouped
+
+    def _tally_durations(self, since: float) -> list[tuple[float, str, list[float]]]:
+        """(at, channel, send durations in ms) of the inline sends since ``since``: the newest, about PERCENTILE_SAMPLE.
+
+        The counts are read first (small rows) to find how far back the sample reaches, so the
+        durations read are bounded whatever the traffic.
+        """
+        cutoff = since
+        total = 0
+        for at, count in self._query(
+            "SELECT at, count FROM activity_tallies WHERE kind = 'channel' AND at >= ? ORDER BY at DESC", (since,)
+        ):
+            total += int(count)
+            if total >= PERCENTILE_SAMPLE:
+                cutoff = float(at)
+                break
+        rows = self._query(
+            "SELECT at, name, durations FROM activity_tallies WHERE kind = 'channel' AND at >= ?", (cutoff,)
+        )
+        return [(float(at), name, json.loads(durations or "[]")) for at, name, durations in rows]
 
     # ----------------------------------------------------------------- retention
 
@@ -398,15 +467,16 @@ class SqlStore(ActivityStore):
         # the (rule, at) and (channel, at) indexes answer instead of every row of the rule or channel.
         after = " AND at >= ?" if flt.since is not None else ""
         if flt.rule:
-            clauses.append(f"event_id IN (SELECT event_id FROM activity_verdicts WHERE rule = ?{after})")
-            params += [flt.rule, *([flt.since] if after else [])]
+            # A rule's verdicts are rows, or (fired, in a short story) the event's rules-fired summary.
+            like, like_params = _json_like("rules_fired", flt.rule, "")
+            clauses.append(f"(event_id IN (SELECT event_id FROM activity_verdicts WHERE rule = ?{after}) OR {like})")
+            params += [flt.rule, *([flt.since] if after else []), *like_params]
         if flt.channel:
             # The event's own channels summary: the list walks its time index and stops after a page,
             # where a subquery would first collect every attempt of the channel in the window.
-            # A name beyond ASCII is escaped in summaries written before 2026-12-03 and kept as is since.
-            keys = dict.fromkeys(json.dumps(flt.channel, ensure_ascii=ascii) + ":" for ascii in (False, True))
-            clauses.append("(" + " OR ".join("channels LIKE ? ESCAPE '\\'" for _ in keys) + ")")
-            params += ["%" + key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for key in keys]
+            like, like_params = _json_like("channels", flt.channel, ":")
+            clauses.append(like)
+            params += like_params
         if flt.q:
             # An id, or a subject prefix as a range (so the subject index answers; LIKE would scan).
             clauses.append(
@@ -477,14 +547,24 @@ class SqlStore(ActivityStore):
     def event_story(self, event_id: str) -> dict[str, Any] | None:
         found = self._query(
             "SELECT at, transport, process, schema_verdict, outcome, envelope, type, source, subject, size, "
-            "reason, error, dead_letter_id FROM activity_events WHERE event_id = ?",
+            "reason, error, dead_letter_id, story FROM activity_events WHERE event_id = ?",
             (event_id,),
         )
-        verdicts = self._query(
-            "SELECT rule, verdict, reason, at FROM activity_verdicts WHERE event_id = ? ORDER BY at, id", (event_id,)
+        inline_verdicts, inline_attempts = inline.unpack(event_id, found[0][13] if found else None)
+        verdicts = sorted(
+            [(v[2], v[3], v[4], v[1]) for v in inline_verdicts]
+            + self._query(
+                "SELECT rule, verdict, reason, at FROM activity_verdicts WHERE event_id = ? ORDER BY at, id",
+                (event_id,),
+            ),
+            key=lambda v: float(v[3]),
         )
-        attempts = self._query(
-            f"SELECT {_ATTEMPT_COLUMNS} FROM activity_attempts WHERE event_id = ? ORDER BY at, id", (event_id,)
+        attempts = sorted(
+            inline_attempts
+            + self._query(
+                f"SELECT {_ATTEMPT_COLUMNS} FROM activity_attempts WHERE event_id = ? ORDER BY at, id", (event_id,)
+            ),
+            key=lambda a: float(a[1]),
         )
         jobs = self._query(
             "SELECT rule, job, outcome, error, at FROM activity_jobs WHERE event_id = ? ORDER BY at, id", (event_id,)
@@ -605,9 +685,20 @@ class SqlStore(ActivityStore):
                 entry["fired"] += int(count)
             else:
                 entry["skipped"] += int(count)
-        for rule, last in self._query(
-            "SELECT rule, max(at) FROM activity_verdicts WHERE verdict = 'fired' GROUP BY rule", ()
+        # Short stories (inline.py) fired their rules: each is one event matched and fired.
+        for rule, count in self._query(
+            "SELECT name, sum(count) FROM activity_tallies WHERE kind = 'rule' AND at >= ? GROUP BY name", (since,)
         ):
+            entry = stats.setdefault(rule, {"rule": rule, "matched": 0, "fired": 0, "skipped": 0, "last_fired": None})
+            entry["matched"] += int(count)
+            entry["fired"] += int(count)
+        last_fired: dict[str, float] = {}
+        for rule, last in [
+            *self._query("SELECT rule, max(at) FROM activity_verdicts WHERE verdict = 'fired' GROUP BY rule", ()),
+            *self._query("SELECT name, max(last_at) FROM activity_tallies WHERE kind = 'rule' GROUP BY name", ()),
+        ]:
+            last_fired[rule] = max(float(last), last_fired.get(rule, float(last)))
+        for rule, last in last_fired.items():
             stats.setdefault(rule, {"rule": rule, "matched": 0, "fired": 0, "skipped": 0, "last_fired": None})
             stats[rule]["last_fired"] = iso(last)
         return sorted(stats.values(), key=lambda s: s["rule"])
@@ -620,30 +711,25 @@ class SqlStore(ActivityStore):
             "GROUP BY channel, outcome",
             (since,),
         ):
-            entry = stats.setdefault(
-                channel,
-                {
-                    "channel": channel,
-                    "type": channel_type,
-                    "sent": 0,
-                    "failed": 0,
-                    "attempts": 0,
-                    "send_rate": 0.0,
-                    "success_ratio": None,
-                    "p50_ms": None,
-                    "p99_ms": None,
-                    "paused_until": None,
-                    "last_error": None,
-                    "last_error_at": None,
-                },
-            )
+            entry = stats.setdefault(channel, _channel_entry(channel, channel_type))
             if outcome in ("sent", "retry", "dead"):
                 entry["attempts"] += int(count)
             if outcome == "sent":
                 entry["sent"] += int(count)
             elif outcome in ("retry", "dead"):
                 entry["failed"] += int(count)
+        # Sends kept inline in short stories (inline.py) are counted in the tallies.
+        for channel, channel_type, count in self._query(
+            "SELECT name, max(channel_type), sum(count) FROM activity_tallies WHERE kind = 'channel' AND at >= ? "
+            "GROUP BY name",
+            (since,),
+        ):
+            entry = stats.setdefault(channel, _channel_entry(channel, channel_type))
+            entry["attempts"] += int(count)
+            entry["sent"] += int(count)
         latencies: dict[str, list[float]] = {}
+        for _, channel, durations in self._tally_durations(since):
+            latencies.setdefault(channel, []).extend(float(d or 0.0) for d in durations)
         for channel, duration in self._query(
             "SELECT channel, duration_ms FROM activity_attempts WHERE at >= ? AND outcome IN ('sent', 'retry', 'dead') "
             "ORDER BY at DESC LIMIT ?",
@@ -691,6 +777,12 @@ class SqlStore(ActivityStore):
         ):
             if int(b) in deliveries:
                 deliveries[int(b)][outcome] = int(count)
+        for b, count in self._query(
+            f"SELECT {bucket} AS b, sum(count) FROM activity_tallies WHERE kind = 'channel' AND at >= ? GROUP BY b",
+            (start, step, start),
+        ):
+            if int(b) in deliveries:
+                deliveries[int(b)]["sent"] = deliveries[int(b)].get("sent", 0) + int(count)
         latency: dict[int, list[float]] = {b: [] for b in range(buckets)}
         for b, duration in self._query(
             f"SELECT {bucket} AS b, duration_ms FROM activity_attempts WHERE at >= ? AND outcome IN ('sent', 'retry', "
@@ -699,6 +791,10 @@ class SqlStore(ActivityStore):
         ):
             if int(b) in latency:
                 latency[int(b)].append(float(duration or 0.0))
+        for at, _, durations in self._tally_durations(start):
+            b = int((at - start) // step)
+            if b in latency:
+                latency[b].extend(float(d or 0.0) for d in durations)
         series = []
         for b in range(buckets):
             values = sorted(latency[b])
@@ -714,30 +810,35 @@ class SqlStore(ActivityStore):
         return series
 
 
-def _with_summaries(batch: Batch) -> list[tuple[Any, ...]]:
-    """The event rows of ``batch`` with their outcome, channels, rules fired and failed flag, from the batch."""
-    attempts: dict[str, list[tuple[str, str, str, str | None]]] = {}
-    verdicts: dict[str, list[tuple[str, str]]] = {}
-    jobs: dict[str, list[tuple[str, str]]] = {}
-    for a in sorted(batch.attempts, key=lambda a: a[1]):  # by start: a deferral can be recorded after its retry
-        attempts.setdefault(a[0], []).append((a[2], a[3], a[9], a[13]))
-    for v in batch.verdicts:
-        verdicts.setdefault(v[0], []).append((v[2], v[3]))
-    for j in batch.jobs:
-        jobs.setdefault(j[0], []).append((j[2], j[4]))
-    rows = []
-    for row in batch.events:
-        event_id = row[0]
-        if row[9] == REJECTED:  # its outcome is final: nothing was routed
-            rows.append((*row[:11], "{}", "[]", 0, *row[11:14]))
-            continue
-        its_verdicts = verdicts.get(event_id, [])
-        fired = list(dict.fromkeys(rule for rule, verdict in its_verdicts if verdict == "fired"))
-        outcome, channels, failed = summarise(attempts.get(event_id, []), fired, its_verdicts, jobs.get(event_id, []))
-        rows.append(
-            (*row[:9], outcome, row[10], fast_json.dumps(channels), fast_json.dumps(fired), int(failed), *row[11:14])
-        )
-    return rows
+def _channel_entry(channel: str, channel_type: str | None) -> dict[str, Any]:
+    return {
+        "channel": channel,
+        "type": channel_type,
+        "sent": 0,
+        "failed": 0,
+        "attempts": 0,
+        "send_rate": 0.0,
+        "success_ratio": None,
+        "p50_ms": None,
+        "p99_ms": None,
+        "paused_until": None,
+        "last_error": None,
+        "last_error_at": None,
+    }
+
+
+def _json_like(column: str, name: str, after: str) -> tuple[str, list[str]]:
+    """SQL finding ``name`` as a JSON string (followed by ``after``) in the JSON text of ``column``.
+
+    A name beyond ASCII is escaped in summaries written before 2026-12-03 and kept as is since.
+    """
+    keys = dict.fromkeys(json.dumps(name, ensure_ascii=ascii) + after for ascii in (False, True))
+    sql = "(" + " OR ".join(f"{column} LIKE ? ESCAPE '\\'" for _ in keys) + ")"
+    return sql, ["%" + key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for key in keys]
+
+
+def _at(row: tuple[Any, ...]) -> float:
+    return float(row[0])
 
 
 def _rejection(reason: str | None, error: str | None, dead_letter_id: str | None) -> dict[str, Any] | None:

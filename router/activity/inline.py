@@ -1,18 +1,18 @@
-"""Short stories kept in their event's row: which records of a batch go inline, and their tallies.
+"""Short stories: which attempts of a batch are kept in their event's row, and their tallies.
 
-Most events tell a short story: a rule fired and its channels sent on the first attempt, all
-recorded within one batch. Written as rows of the verdict and attempt tables, that story cost
-three rows per event, and rows were most of the store's cost (bench/README section 9: 50 us of
-CPU per event with three rows, 19 with one). Such an event keeps its verdicts and attempts as
-JSON in its own row (``activity_events.story``); the per-rule and per-channel statistics read
-their counts and send durations from ``activity_tallies``, one row per second, rule or channel,
-and batch.
+Most events tell a short story: their rules fired and every channel sent on the first attempt,
+all recorded within one batch. Written as rows, that story cost an event row, a verdict row and
+an attempt row per channel; rows were most of the store's cost (bench/README section 9). Such an
+event keeps its attempts as JSON in its own row (``activity_events.story``); the per-channel
+statistics read their counts and send durations from ``activity_tallies``, one row per second,
+channel and batch. Verdicts stay rows in every case: the ``rule`` filter finds events through
+their index.
 
-Everything else stays a row of its table, as before: an event with a skipped verdict, a failed
-or retried attempt, a dry run or a job; any record of an event that arrived in an earlier batch
-(or on another router); and the records of an event whose row was already in the store (a
-redelivery). So dead letters, the 429 pause and the last error, which only failed attempts
-carry, never need the inline stories.
+Every other attempt stays a row of its table, as before: those of an event with a skipped
+verdict, a failed or retried attempt, a dry run or a job; any record of an event that arrived
+in an earlier batch (or on another router); and the records of an event whose row was already
+in the store (a redelivery). So dead letters, the 429 pause and the last error, which only
+failed attempts carry, never need the stories.
 """
 
 from __future__ import annotations
@@ -79,9 +79,9 @@ def arrange(batch: Batch, known: set[str]) -> Arranged:
             # What summarise() gives for such a story, without its cost per event.
             channels: dict[str, str] = dict.fromkeys((a[ATTEMPT_CHANNEL] for a in attempts), "sent")
             outcome, failed = ("sent" if attempts else "skipped"), False
-            if verdicts or attempts:
+            if attempts:
                 short.add(event_id)
-                story = fast_json.dumps({"v": [v[1:] for v in verdicts], "a": [a[1:] for a in attempts]})
+                story = fast_json.dumps([a[1:] for a in attempts]) if attempts else None
         else:
             ordered = sorted(attempts, key=_at)  # by start: a deferral can be recorded after its retry
             outcome, channels, failed = summarise(
@@ -102,7 +102,7 @@ def arrange(batch: Batch, known: set[str]) -> Arranged:
                 story,
             )
         )
-    result.verdicts = [row for row in batch.verdicts if row[0] not in short]
+    result.verdicts = batch.verdicts
     result.attempts = [row for row in batch.attempts if row[0] not in short]
     result.jobs = batch.jobs  # a story with a job is never short
     result.tallies = _tallies(groups, short)
@@ -110,40 +110,26 @@ def arrange(batch: Batch, known: set[str]) -> Arranged:
 
 
 def _tallies(groups: dict[str, tuple[list[Any], list[Any], list[Any]]], short: set[str]) -> list[tuple[Any, ...]]:
-    """Per second and rule fired or channel sent in the short stories: (first at, kind, name, type, count, last at, durations)."""
-    rules: dict[tuple[int, str], list[Any]] = {}
+    """Per second and channel of the short stories: (first at, "channel", name, type, count, last at, durations)."""
     channels: dict[tuple[int, str], list[Any]] = {}
     for event_id in short:
-        verdicts, attempts, _ = groups[event_id]
-        for v in verdicts:
-            at = v[1]
-            tally = rules.setdefault((int(at), v[VERDICT_RULE]), [at, 0, at])
-            tally[0], tally[1], tally[2] = min(tally[0], at), tally[1] + 1, max(tally[2], at)
-        for a in attempts:
+        for a in groups[event_id][1]:
             at = a[1]
             tally = channels.setdefault((int(at), a[ATTEMPT_CHANNEL]), [at, 0, at, [], a[ATTEMPT_TYPE]])
             tally[0], tally[1], tally[2] = min(tally[0], at), tally[1] + 1, max(tally[2], at)
             tally[3].append(a[ATTEMPT_DURATION])
-    rows: list[tuple[Any, ...]] = [
-        (first, "rule", rule, None, count, last, None) for (_, rule), (first, count, last) in rules.items()
-    ]
-    rows += [
+    return [
         (first, "channel", channel, channel_type, count, last, fast_json.dumps(durations))
         for (_, channel), (first, count, last, durations, channel_type) in channels.items()
     ]
-    return rows
 
 
 def _at(row: tuple[Any, ...]) -> float:
     return float(row[1])
 
 
-def unpack(event_id: str, story: str | None) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """An inline story's (verdict rows, attempt rows), shaped as the tables' rows (without their ids)."""
+def unpack(event_id: str, story: str | None) -> list[tuple[Any, ...]]:
+    """A short story's attempts, shaped as rows of the attempts table (without their ids)."""
     if not story:
-        return [], []
-    parsed = json.loads(story)
-    return (
-        [(event_id, *row) for row in parsed.get("v", [])],
-        [(event_id, *row) for row in parsed.get("a", [])],
-    )
+        return []
+    return [(event_id, *row) for row in json.loads(story)]

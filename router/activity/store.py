@@ -213,8 +213,8 @@ class SqlStore(ActivityStore):
                 job TEXT NOT NULL, outcome TEXT NOT NULL, error TEXT)""",
             "CREATE INDEX IF NOT EXISTS activity_jobs_event ON activity_jobs (event_id)",
             "CREATE INDEX IF NOT EXISTS activity_jobs_at ON activity_jobs (at)",
-            # What the stats need of the records kept inline in their event's row (see inline.py):
-            # per second, per rule fired or channel sent, a count and (channels) the send durations.
+            # What the channel stats need of the attempts kept in their event's row (inline.py):
+            # per second and channel, a count of sends and their durations.
             f"""CREATE TABLE IF NOT EXISTS activity_tallies (
                 id {self.id_column}, at {real} NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
                 channel_type TEXT, count INTEGER NOT NULL, last_at {real} NOT NULL, durations TEXT)""",
@@ -332,7 +332,7 @@ class SqlStore(ActivityStore):
                 f"SELECT event_id, at, rule, verdict FROM activity_verdicts WHERE event_id IN ({marks}) ORDER BY at, id",
                 chunk,
             )
-            self._merge_stories(cursor, chunk, marks, verdicts, attempts)
+            self._merge_stories(cursor, chunk, marks, attempts)
             jobs = self._rows_by_event(
                 cursor,
                 f"SELECT event_id, rule, outcome FROM activity_jobs WHERE event_id IN ({marks}) ORDER BY at, id",
@@ -356,27 +356,17 @@ class SqlStore(ActivityStore):
                 updates,
             )
 
-    def _merge_stories(
-        self,
-        cursor: Any,
-        chunk: list[str],
-        marks: str,
-        verdicts: dict[str, list[Any]],
-        attempts: dict[str, list[Any]],
-    ) -> None:
-        """Add the inline stories of ``chunk`` to its table rows (``at`` first), in the order they started."""
+    def _merge_stories(self, cursor: Any, chunk: list[str], marks: str, attempts: dict[str, list[Any]]) -> None:
+        """Add the inline attempts of ``chunk`` to its attempt rows (``at`` first), in the order they started."""
         cursor.execute(
             self._sql(f"SELECT event_id, story FROM activity_events WHERE event_id IN ({marks}) AND story IS NOT NULL"),
             chunk,
         )
         for event_id, story in cursor.fetchall():
-            inline_verdicts, inline_attempts = inline.unpack(event_id, story)
-            # Inline records came in the event's first batch: before its table rows at equal times.
-            verdicts[event_id] = sorted(
-                [(v[1], v[2], v[3]) for v in inline_verdicts] + verdicts.get(event_id, []), key=_at
-            )
+            # Inline attempts came in the event's first batch: before its table rows at equal times.
             attempts[event_id] = sorted(
-                [(a[1], a[2], a[3], a[9], a[13]) for a in inline_attempts] + attempts.get(event_id, []), key=_at
+                [(a[1], a[2], a[3], a[9], a[13]) for a in inline.unpack(event_id, story)] + attempts.get(event_id, []),
+                key=_at,
             )
 
     def _rows_by_event(self, cursor: Any, sql: str, event_ids: list[str]) -> dict[str, list[Any]]:
@@ -467,10 +457,8 @@ class SqlStore(ActivityStore):
         # the (rule, at) and (channel, at) indexes answer instead of every row of the rule or channel.
         after = " AND at >= ?" if flt.since is not None else ""
         if flt.rule:
-            # A rule's verdicts are rows, or (fired, in a short story) the event's rules-fired summary.
-            like, like_params = _json_like("rules_fired", flt.rule, "")
-            clauses.append(f"(event_id IN (SELECT event_id FROM activity_verdicts WHERE rule = ?{after}) OR {like})")
-            params += [flt.rule, *([flt.since] if after else []), *like_params]
+            clauses.append(f"event_id IN (SELECT event_id FROM activity_verdicts WHERE rule = ?{after})")
+            params += [flt.rule, *([flt.since] if after else [])]
         if flt.channel:
             # The event's own channels summary: the list walks its time index and stops after a page,
             # where a subquery would first collect every attempt of the channel in the window.
@@ -550,17 +538,11 @@ class SqlStore(ActivityStore):
             "reason, error, dead_letter_id, story FROM activity_events WHERE event_id = ?",
             (event_id,),
         )
-        inline_verdicts, inline_attempts = inline.unpack(event_id, found[0][13] if found else None)
-        verdicts = sorted(
-            [(v[2], v[3], v[4], v[1]) for v in inline_verdicts]
-            + self._query(
-                "SELECT rule, verdict, reason, at FROM activity_verdicts WHERE event_id = ? ORDER BY at, id",
-                (event_id,),
-            ),
-            key=lambda v: float(v[3]),
+        verdicts = self._query(
+            "SELECT rule, verdict, reason, at FROM activity_verdicts WHERE event_id = ? ORDER BY at, id", (event_id,)
         )
         attempts = sorted(
-            inline_attempts
+            inline.unpack(event_id, found[0][13] if found else None)
             + self._query(
                 f"SELECT {_ATTEMPT_COLUMNS} FROM activity_attempts WHERE event_id = ? ORDER BY at, id", (event_id,)
             ),
@@ -685,20 +667,9 @@ class SqlStore(ActivityStore):
                 entry["fired"] += int(count)
             else:
                 entry["skipped"] += int(count)
-        # Short stories (inline.py) fired their rules: each is one event matched and fired.
-        for rule, count in self._query(
-            "SELECT name, sum(count) FROM activity_tallies WHERE kind = 'rule' AND at >= ? GROUP BY name", (since,)
+        for rule, last in self._query(
+            "SELECT rule, max(at) FROM activity_verdicts WHERE verdict = 'fired' GROUP BY rule", ()
         ):
-            entry = stats.setdefault(rule, {"rule": rule, "matched": 0, "fired": 0, "skipped": 0, "last_fired": None})
-            entry["matched"] += int(count)
-            entry["fired"] += int(count)
-        last_fired: dict[str, float] = {}
-        for rule, last in [
-            *self._query("SELECT rule, max(at) FROM activity_verdicts WHERE verdict = 'fired' GROUP BY rule", ()),
-            *self._query("SELECT name, max(last_at) FROM activity_tallies WHERE kind = 'rule' GROUP BY name", ()),
-        ]:
-            last_fired[rule] = max(float(last), last_fired.get(rule, float(last)))
-        for rule, last in last_fired.items():
             stats.setdefault(rule, {"rule": rule, "matched": 0, "fired": 0, "skipped": 0, "last_fired": None})
             stats[rule]["last_fired"] = iso(last)
         return sorted(stats.values(), key=lambda s: s["rule"])

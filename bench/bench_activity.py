@@ -95,6 +95,12 @@ def main() -> None:
         "outcome=dead 24h": {"since": "24h", "outcome": "dead"},
         "type=order.refunded 24h": {"since": "24h", "type": "order.refunded"},
         "channel=hook 1h": {"since": "1h", "channel": "hook"},
+        "channel=hook 7d": {"since": "7d", "channel": "hook"},
+        "channel with no event 7d": {"since": "7d", "channel": "nobody"},
+        "rule=paid 1h": {"since": "1h", "rule": "paid"},
+        "rule=paid 7d": {"since": "7d", "rule": "paid"},
+        "rule=paid outcome=dead 7d": {"since": "7d", "rule": "paid", "outcome": "dead"},
+        "rule with no event 7d": {"since": "7d", "rule": "nobody"},
         "q=event id": {"since": "7d", "q": f"evt-{args.events - 10:08d}"},
         "7d, counts over all": {"since": "7d"},
     }

@@ -81,7 +81,7 @@ def arrange(batch: Batch, known: set[str]) -> Arranged:
             outcome, failed = ("sent" if attempts else "skipped"), False
             if attempts:
                 short.add(event_id)
-                story = fast_json.dumps([a[1:] for a in attempts]) if attempts else None
+                story = fast_json.dumps([a[1:] for a in attempts])
         else:
             ordered = sorted(attempts, key=_at)  # by start: a deferral can be recorded after its retry
             outcome, channels, failed = summarise(
@@ -110,7 +110,7 @@ def arrange(batch: Batch, known: set[str]) -> Arranged:
 
 
 def _tallies(groups: dict[str, tuple[list[Any], list[Any], list[Any]]], short: set[str]) -> list[tuple[Any, ...]]:
-    """Per second and channel of the short stories: (first at, "channel", name, type, count, last at, durations)."""
+    """Per second and channel of the short stories' sends: (first at, channel, type, count, last at, durations)."""
     channels: dict[tuple[int, str], list[Any]] = {}
     for event_id in short:
         for a in groups[event_id][1]:
@@ -119,7 +119,7 @@ def _tallies(groups: dict[str, tuple[list[Any], list[Any], list[Any]]], short: s
             tally[0], tally[1], tally[2] = min(tally[0], at), tally[1] + 1, max(tally[2], at)
             tally[3].append(a[ATTEMPT_DURATION])
     return [
-        (first, "channel", channel, channel_type, count, last, fast_json.dumps(durations))
+        (first, channel, channel_type, count, last, fast_json.dumps(durations))
         for (_, channel), (first, count, last, durations, channel_type) in channels.items()
     ]
 

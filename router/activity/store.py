@@ -135,7 +135,7 @@ _ATTEMPT_COLUMNS = (
     "retry_at, status, error_class, error, dead_letter_id"
 )
 _JOB_COLUMNS = "event_id, at, rule, job, outcome, error"
-_TALLY_COLUMNS = "at, kind, name, channel_type, count, last_at, durations"
+_TALLY_COLUMNS = "at, channel, channel_type, count, last_at, durations"
 _LIST_COLUMNS = (
     "event_id, at, type, source, subject, transport, size, schema_verdict, rules_fired, outcome, channels, "
     "reason, error, dead_letter_id"
@@ -222,9 +222,8 @@ class SqlStore(ActivityStore):
             # What the channel stats need of the attempts kept in their event's row (inline.py):
             # per second and channel, a count of sends and their durations.
             f"""CREATE TABLE IF NOT EXISTS activity_tallies (
-                id {self.id_column}, at {real} NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
-                channel_type TEXT, count INTEGER NOT NULL, last_at {real} NOT NULL, durations TEXT)""",
-            "CREATE INDEX IF NOT EXISTS activity_tallies_kind ON activity_tallies (kind, at)",
+                id {self.id_column}, at {real} NOT NULL, channel TEXT NOT NULL, channel_type TEXT,
+                count INTEGER NOT NULL, last_at {real} NOT NULL, durations TEXT NOT NULL)""",
             "CREATE INDEX IF NOT EXISTS activity_tallies_at ON activity_tallies (at)",
         ]
 
@@ -335,7 +334,7 @@ class SqlStore(ActivityStore):
             )
             verdicts = self._rows_by_event(
                 cursor,
-                f"SELECT event_id, at, rule, verdict FROM activity_verdicts WHERE event_id IN ({marks}) ORDER BY at, id",
+                f"SELECT event_id, rule, verdict FROM activity_verdicts WHERE event_id IN ({marks}) ORDER BY at, id",
                 chunk,
             )
             self._merge_stories(cursor, chunk, marks, attempts)
@@ -346,7 +345,7 @@ class SqlStore(ActivityStore):
             )
             updates = []
             for event_id in chunk:
-                its_verdicts = [row[1:] for row in verdicts.get(event_id, [])]  # without `at`
+                its_verdicts = verdicts.get(event_id, [])
                 fired = list(dict.fromkeys(rule for rule, verdict in its_verdicts if verdict == "fired"))
                 outcome, channels, failed = summarise(
                     [row[1:] for row in attempts.get(event_id, [])], fired, its_verdicts, jobs.get(event_id, [])
@@ -391,16 +390,12 @@ class SqlStore(ActivityStore):
         """
         cutoff = since
         total = 0
-        for at, count in self._query(
-            "SELECT at, count FROM activity_tallies WHERE kind = 'channel' AND at >= ? ORDER BY at DESC", (since,)
-        ):
+        for at, count in self._query("SELECT at, count FROM activity_tallies WHERE at >= ? ORDER BY at DESC", (since,)):
             total += int(count)
             if total >= PERCENTILE_SAMPLE:
                 cutoff = float(at)
                 break
-        rows = self._query(
-            "SELECT at, name, durations FROM activity_tallies WHERE kind = 'channel' AND at >= ?", (cutoff,)
-        )
+        rows = self._query("SELECT at, channel, durations FROM activity_tallies WHERE at >= ?", (cutoff,))
         return [(float(at), name, json.loads(durations or "[]")) for at, name, durations in rows]
 
     # ----------------------------------------------------------------- retention
@@ -721,8 +716,7 @@ class SqlStore(ActivityStore):
                 entry["failed"] += int(count)
         # Sends kept inline in short stories (inline.py) are counted in the tallies.
         for channel, channel_type, count in self._query(
-            "SELECT name, max(channel_type), sum(count) FROM activity_tallies WHERE kind = 'channel' AND at >= ? "
-            "GROUP BY name",
+            "SELECT channel, max(channel_type), sum(count) FROM activity_tallies WHERE at >= ? GROUP BY channel",
             (since,),
         ):
             entry = stats.setdefault(channel, _channel_entry(channel, channel_type))
@@ -779,7 +773,7 @@ class SqlStore(ActivityStore):
             if int(b) in deliveries:
                 deliveries[int(b)][outcome] = int(count)
         for b, count in self._query(
-            f"SELECT {bucket} AS b, sum(count) FROM activity_tallies WHERE kind = 'channel' AND at >= ? GROUP BY b",
+            f"SELECT {bucket} AS b, sum(count) FROM activity_tallies WHERE at >= ? GROUP BY b",
             (start, step, start),
         ):
             if int(b) in deliveries:

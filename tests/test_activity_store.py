@@ -233,6 +233,47 @@ def test_two_routers_writing_one_event_at_once_agree_on_its_outcome(postgres_dsn
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+@pytest.mark.integration
+def test_postgresql_pruning_by_age_refreshes_statistics_and_rewrites_only_over_max_bytes(postgres_dsn: str) -> None:
+    """Rows aged out: VACUUM (ANALYZE), so the planner knows the table (docs/activity.md); over max_bytes: VACUUM FULL."""
+    import psycopg
+
+    schema = f"activity_prune_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    url = f"{postgres_dsn}?options=-csearch_path%3D{schema}"
+    opened = open_store(url)
+
+    def table_state() -> tuple[int, object]:
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT c.relfilenode, s.last_analyze FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid "
+                "WHERE c.oid = to_regclass('activity_events')"
+            ).fetchone()
+        assert row is not None
+        return int(row[0]), row[1]
+
+    try:
+        opened.open()
+        now = time.time()
+        for n in range(20):
+            story_of(opened, event(f"old-{n}"), now - 7200, {"hook": [("sent", Outcome.sent())]})
+        story_of(opened, event("new"), now, {"hook": [("sent", Outcome.sent())]})
+        file_before, analyzed_before = table_state()
+        assert analyzed_before is None
+
+        assert opened.prune(now, 3600, 1 << 30) == 20
+        file_after, analyzed_after = table_state()
+        assert analyzed_after is not None and file_after == file_before  # analyzed, not rewritten
+
+        opened.prune(now, 86400, 1)  # over max_bytes: the oldest go, and the table is rewritten
+        assert table_state()[0] != file_before
+    finally:
+        opened.close()
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
 def test_list_filters_counts_and_cursor(store: ActivityStore) -> None:
     now = time.time()
     sent = [("sent", Outcome.sent("HTTP 204"))]

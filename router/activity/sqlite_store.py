@@ -56,7 +56,7 @@ class SqliteActivityStore(SqlStore):
                 total += candidate.stat().st_size
         return total
 
-    def _vacuum(self) -> None:
+    def _vacuum(self, *, shrink: bool) -> None:
         conn = self._ensure()
         # The pragma frees one page per step, and sqlite3's execute() steps once: executescript()
         # runs it to completion (and commits first).

@@ -149,6 +149,8 @@ class SqlStore(ActivityStore):
     placeholder = "?"
     time_index_columns = "at, outcome, failed, event_id"
     not_indexed = ""  # put before a column to keep the planner off its index (SQLite: "+")
+    # A rule filter matching few events looks them up by id: the subquery's rows, as SQL of the backend.
+    by_ids = "event_id IN ({subquery})"
 
     def __init__(self) -> None:
         self.conn: Any = None
@@ -166,8 +168,8 @@ class SqlStore(ActivityStore):
         """SQL of the bucket number of ``at`` (parameters: start, step)."""
         return "CAST((at - ?) / ? AS INTEGER)"
 
-    def _vacuum(self) -> None:
-        """Give deleted space back (or make it reusable)."""
+    def _vacuum(self, *, shrink: bool) -> None:
+        """Make deleted space reusable; with ``shrink``, give it back (the store is over max_bytes)."""
 
     def _create(self, cursor: Any) -> None:
         for statement in self.schema():
@@ -416,10 +418,10 @@ class SqlStore(ActivityStore):
             if not row:
                 break
             deleted += self._delete_before(row[0][0])
-            self._vacuum()
+            self._vacuum(shrink=True)
             size = self.size_bytes()
         if deleted and not rounds:
-            self._vacuum()
+            self._vacuum(shrink=False)
         return deleted
 
     def _delete_before(self, cutoff: float) -> int:
@@ -462,8 +464,11 @@ class SqlStore(ActivityStore):
         if flt.rule:
             # `+` keeps SQLite from looking up each of the rule's events by id (then sorting them
             # all): the time index is walked instead, and stops after a page (see list_events).
-            column = f"{self.not_indexed}event_id" if walk_time else "event_id"
-            clauses.append(f"{column} IN (SELECT event_id FROM activity_verdicts WHERE rule = ?{after})")
+            subquery = f"SELECT event_id FROM activity_verdicts WHERE rule = ?{after}"
+            if walk_time:
+                clauses.append(f"{self.not_indexed}event_id IN ({subquery})")
+            else:
+                clauses.append(self.by_ids.format(subquery=subquery))
             params += [flt.rule, *([flt.since] if after else [])]
         if flt.channel:
             # The event's own channels summary: the list walks its time index and stops after a page,

@@ -31,7 +31,7 @@ MAX_LIMIT = 500
 COUNT_CAP = 50_000  # a list's counts cover at most this many newest matching events: a bounded cost
 COMMON_RULE = 20_000  # a rule filter with more verdicts than this walks the time index (list_events)
 SUMMARY_CHUNK = 500  # events per summary query: under SQLite's oldest limit of 999 parameters
-PERCENTILE_SAMPLE = 200_000  # latencies read per stats query, newest first: a bounded cost
+PERCENTILE_SAMPLE = 200_000  # latencies read per stats query from each of attempts and tallies, newest first
 
 
 @dataclass
@@ -373,7 +373,7 @@ class SqlStore(ActivityStore):
             # Inline attempts came in the event's first batch: before its table rows at equal times.
             attempts[event_id] = sorted(
                 [(a[1], a[2], a[3], a[9], a[13]) for a in inline.unpack(event_id, story)] + attempts.get(event_id, []),
-                key=_at,
+                key=_started,
             )
 
     def _rows_by_event(self, cursor: Any, sql: str, event_ids: list[str]) -> dict[str, list[Any]]:
@@ -837,7 +837,8 @@ def _json_like(column: str, name: str, after: str) -> tuple[str, list[str]]:
     return sql, ["%" + key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for key in keys]
 
 
-def _at(row: tuple[Any, ...]) -> float:
+def _started(row: tuple[Any, ...]) -> float:
+    """The start of an attempt row read with ``at`` first (see ``_summarise``)."""
     return float(row[0])
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from tests.builders import event_bytes
 from tests.fakes.http_sink import HttpSink
+from tests.pg_schema import private_schema
 from tests.serve_support import RouterProcess, amqp_rules, delete_topology, publish_amqp, unique_names
 
 pytestmark = pytest.mark.integration
@@ -29,16 +30,8 @@ async def names(rabbitmq_url: str) -> AsyncIterator[dict[str, str]]:
 
 @pytest.fixture
 def activity_url(postgres_dsn: str) -> Iterator[str]:
-    import psycopg
-
-    schema = f"activity_cluster_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{postgres_dsn}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    with private_schema(postgres_dsn, "activity_cluster") as url:
+        yield url
 
 
 async def get(session: aiohttp.ClientSession, url: str) -> Any:

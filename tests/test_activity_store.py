@@ -32,6 +32,7 @@ from router.core.events import Event
 from router.core.message import Message, Outcome
 from router.core.redact import register_secrets
 from tests.builders import make_event
+from tests.pg_schema import private_schema
 from tests.polling import until_sync
 
 
@@ -68,20 +69,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ActivitySt
         through.writer.close()
         through.reader.close()
         return
-    import psycopg
-
-    dsn = request.getfixturevalue("postgres_dsn")
-    schema = f"activity_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    opened = open_store(f"{dsn}?options=-csearch_path%3D{schema}")
-    try:
-        opened.open()
-        yield opened
-    finally:
-        opened.close()
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    with private_schema(request.getfixturevalue("postgres_dsn"), "activity_test") as url:
+        opened = open_store(url)
+        try:
+            opened.open()
+            yield opened
+        finally:
+            opened.close()
 
 
 def event(event_id: str, type: str = "order.paid", subject: str | None = None, **data: object) -> Event:
@@ -180,57 +174,57 @@ def test_two_routers_writing_one_event_at_once_agree_on_its_outcome(postgres_dsn
 
     from router.activity.postgres_store import PostgresActivityStore
 
-    schema = f"activity_race_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    url = f"{postgres_dsn}?options=-csearch_path%3D{schema}"
-    inside, go = threading.Event(), threading.Event()
+    with private_schema(postgres_dsn, "activity_race") as url:
+        inside, go = threading.Event(), threading.Event()
 
-    class PausingStore(PostgresActivityStore):
-        def _summarise(self, cursor: object, event_ids: set[str]) -> None:
-            super()._summarise(cursor, event_ids)
-            inside.set()  # B's rows are written, not committed
-            go.wait(30)
+        class PausingStore(PostgresActivityStore):
+            def _summarise(self, cursor: object, event_ids: set[str]) -> None:
+                super()._summarise(cursor, event_ids)
+                inside.set()  # B's rows are written, not committed
+                go.wait(30)
 
-    router_a, router_b = PostgresActivityStore(url), PausingStore(url)
-    try:
-        router_a.open()
-        router_b.open()
-        now = time.time()
-        ev = event("e-race")
-        b = threading.Thread(
-            target=record,
-            args=(router_b, ("a", now + 0.2, delivery(ev, "hook"), Outcome.sent("HTTP 204"), "sent", 0.01, None, None)),
-        )
-        a = threading.Thread(
-            target=record,
-            args=(
-                router_a,
-                ("e", now, ev, 100, "none", "amqp", "a:1"),
-                ("v", now, ev.id, "paid", "fired", ""),
-                ("a", now, delivery(ev, "hook"), DEFERRED, "skipped", 0.1, None, None),
-            ),
-        )
-        b.start()
-        assert inside.wait(30)
-        a.start()
-        with psycopg.connect(postgres_dsn, autocommit=True) as watcher:
+        router_a, router_b = PostgresActivityStore(url), PausingStore(url)
+        try:
+            router_a.open()
+            router_b.open()
+            now = time.time()
+            ev = event("e-race")
+            b = threading.Thread(
+                target=record,
+                args=(
+                    router_b,
+                    ("a", now + 0.2, delivery(ev, "hook"), Outcome.sent("HTTP 204"), "sent", 0.01, None, None),
+                ),
+            )
+            a = threading.Thread(
+                target=record,
+                args=(
+                    router_a,
+                    ("e", now, ev, 100, "none", "amqp", "a:1"),
+                    ("v", now, ev.id, "paid", "fired", ""),
+                    ("a", now, delivery(ev, "hook"), DEFERRED, "skipped", 0.1, None, None),
+                ),
+            )
+            b.start()
+            assert inside.wait(30)
+            a.start()
+            with psycopg.connect(postgres_dsn, autocommit=True) as watcher:
 
-            def a_waits_or_is_done() -> bool:
-                waiting = watcher.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-                return not a.is_alive() or waiting.fetchone()[0] > 0  # type: ignore[index]
+                def a_waits_or_is_done() -> bool:
+                    waiting = watcher.execute(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    )
+                    return not a.is_alive() or waiting.fetchone()[0] > 0  # type: ignore[index]
 
-            until_sync(a_waits_or_is_done, what="router A blocked on B's lock, or finished")
-        go.set()
-        a.join(30)
-        b.join(30)
-        assert router_a.list_events(Filter())["events"][0]["outcome"] == "sent"
-    finally:
-        go.set()
-        router_a.close()
-        router_b.close()
-        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+                until_sync(a_waits_or_is_done, what="router A blocked on B's lock, or finished")
+            go.set()
+            a.join(30)
+            b.join(30)
+            assert router_a.list_events(Filter())["events"][0]["outcome"] == "sent"
+        finally:
+            go.set()
+            router_a.close()
+            router_b.close()
 
 
 @pytest.mark.integration
@@ -238,13 +232,7 @@ def test_postgresql_pruning_by_age_refreshes_statistics_and_rewrites_only_over_m
     """Rows aged out: VACUUM (ANALYZE), so the planner knows the table (docs/activity.md); over max_bytes: VACUUM FULL."""
     import psycopg
 
-    schema = f"activity_prune_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    url = f"{postgres_dsn}?options=-csearch_path%3D{schema}"
-    opened = open_store(url)
-
-    def table_state() -> tuple[int, object]:
+    def table_state(url: str) -> tuple[int, object]:
         with psycopg.connect(url, autocommit=True) as conn:
             row = conn.execute(
                 "SELECT c.relfilenode, s.last_analyze FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid "
@@ -253,25 +241,25 @@ def test_postgresql_pruning_by_age_refreshes_statistics_and_rewrites_only_over_m
         assert row is not None
         return int(row[0]), row[1]
 
-    try:
-        opened.open()
-        now = time.time()
-        for n in range(20):
-            story_of(opened, event(f"old-{n}"), now - 7200, {"hook": [("sent", Outcome.sent())]})
-        story_of(opened, event("new"), now, {"hook": [("sent", Outcome.sent())]})
-        file_before, analyzed_before = table_state()
-        assert analyzed_before is None
+    with private_schema(postgres_dsn, "activity_prune") as url:
+        opened = open_store(url)
+        try:
+            opened.open()
+            now = time.time()
+            for n in range(20):
+                story_of(opened, event(f"old-{n}"), now - 7200, {"hook": [("sent", Outcome.sent())]})
+            story_of(opened, event("new"), now, {"hook": [("sent", Outcome.sent())]})
+            file_before, analyzed_before = table_state(url)
+            assert analyzed_before is None
 
-        assert opened.prune(now, 3600, 1 << 30) == 20
-        file_after, analyzed_after = table_state()
-        assert analyzed_after is not None and file_after == file_before  # analyzed, not rewritten
+            assert opened.prune(now, 3600, 1 << 30) == 20
+            file_after, analyzed_after = table_state(url)
+            assert analyzed_after is not None and file_after == file_before  # analyzed, not rewritten
 
-        opened.prune(now, 86400, 1)  # over max_bytes: the oldest go, and the table is rewritten
-        assert table_state()[0] != file_before
-    finally:
-        opened.close()
-        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+            opened.prune(now, 86400, 1)  # over max_bytes: the oldest go, and the table is rewritten
+            assert table_state(url)[0] != file_before
+        finally:
+            opened.close()
 
 
 def test_list_filters_counts_and_cursor(store: ActivityStore) -> None:

@@ -451,6 +451,25 @@ def test_short_stories_in_their_event_row_are_told_found_counted_and_joined_late
     assert table_rows(store, "activity_tallies") == 0
 
 
+def test_channel_latency_reads_only_the_newest_sends_of_short_stories(
+    store: ActivityStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The durations of sends kept in their event's row are sampled newest first, PERCENTILE_SAMPLE
+    # of them (a bounded cost whatever the traffic): an old slow send falls out of the sample.
+    monkeypatch.setattr(store_module, "PERCENTILE_SAMPLE", 2)
+    now = time.time()
+    for n, (ago, seconds) in enumerate([(30, 0.100), (20, 0.010), (10, 0.020)]):
+        ev = event(f"lat-{n}")
+        record(
+            store,
+            ("e", now - ago, ev, 10, "none", "amqp", "a:1"),
+            ("v", now - ago, ev.id, "paid", "fired", ""),
+            ("a", now - ago, delivery(ev, "hook"), Outcome.sent(), "sent", seconds, None, None),
+        )
+    hook = store.channel_stats(now - 3600, now)[0]
+    assert hook["sent"] == 3 and hook["p99_ms"] == 20.0 and hook["p50_ms"] == 10.0
+
+
 def test_flow_control_verdicts_and_jobs(store: ActivityStore) -> None:
     now = time.time()
     ev = event("f1")

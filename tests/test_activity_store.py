@@ -228,6 +228,61 @@ def test_two_routers_writing_one_event_at_once_agree_on_its_outcome(postgres_dsn
 
 
 @pytest.mark.integration
+def test_one_event_arriving_at_two_routers_at_once_keeps_both_stories(postgres_dsn: str) -> None:
+    """Both routers write the event's arrival with a sent attempt; B commits while A waits on the row: A's attempt is kept."""
+    import psycopg
+
+    from router.activity.postgres_store import PostgresActivityStore
+
+    with private_schema(postgres_dsn, "activity_twice") as url:
+        inside, go = threading.Event(), threading.Event()
+
+        class PausingStore(PostgresActivityStore):
+            def _summarise(self, cursor: object, event_ids: set[str]) -> None:
+                super()._summarise(cursor, event_ids)
+                inside.set()  # B's row is written, not committed
+                go.wait(30)
+
+        router_a, router_b = PostgresActivityStore(url), PausingStore(url)
+        now = time.time()
+        ev = event("e-twice")
+
+        def arrival(at: float, process: str, channel: str) -> tuple[tuple[object, ...], ...]:
+            return (
+                ("e", at, ev, 100, "none", "amqp", process),
+                ("v", at, ev.id, "paid", "fired", ""),
+                ("a", at, delivery(ev, channel), Outcome.sent("HTTP 204"), "sent", 0.01, None, None),
+            )
+
+        try:
+            router_a.open()
+            router_b.open()
+            b = threading.Thread(target=record, args=(router_b, *arrival(now, "b:1", "from-b")))
+            a = threading.Thread(target=record, args=(router_a, *arrival(now + 0.1, "a:1", "from-a")))
+            b.start()
+            assert inside.wait(30)
+            a.start()
+            with psycopg.connect(postgres_dsn, autocommit=True) as watcher:
+
+                def a_waits_or_is_done() -> bool:
+                    waiting = watcher.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                    return not a.is_alive() or waiting.fetchone()[0] > 0  # type: ignore[index]
+
+                until_sync(a_waits_or_is_done, what="router A blocked on B's row, or finished")
+            go.set()
+            a.join(30)
+            b.join(30)
+            story = router_a.event_story(ev.id)
+            assert story is not None
+            assert sorted(d["channel"] for d in story["deliveries"]) == ["from-a", "from-b"]
+            assert router_a.list_events(Filter())["events"][0]["channels"] == {"from-a": "sent", "from-b": "sent"}
+        finally:
+            go.set()
+            router_a.close()
+            router_b.close()
+
+
+@pytest.mark.integration
 def test_postgresql_pruning_by_age_refreshes_statistics_and_rewrites_only_over_max_bytes(postgres_dsn: str) -> None:
     """Rows aged out: VACUUM (ANALYZE), so the planner knows the table (docs/activity.md); over max_bytes: VACUUM FULL."""
     import psycopg

@@ -96,6 +96,9 @@ async def test_sigkilled_router_full_size(tmp_path: Path, rabbitmq_url: str) -> 
 # --------------------------------------------------------------------------- broker restart
 
 
+# Its own waits (at most 60 + 30 + 60 + 120 s, each naming what did not happen) must end it, not
+# pytest's 120 s default: twice in CI that cut it off mid-wait with nothing to say which one.
+@pytest.mark.timeout(330)
 async def test_router_rides_out_a_broker_restart(tmp_path: Path, private_rabbit: PrivateRabbit) -> None:
     count = 1500
     # A receiver taking 10 ms per request, 4 at a time: the stream lasts seconds, the outage falls inside it.

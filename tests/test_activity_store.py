@@ -167,23 +167,40 @@ def test_a_retry_buffered_before_its_deferral_in_one_batch_still_counts_as_sent(
     assert store.list_events(Filter())["events"][0]["outcome"] == "sent"
 
 
+def pausing_store(url: str) -> tuple[ActivityStore, threading.Event, threading.Event]:
+    """A PostgreSQL store whose writes stop before they commit (``inside`` is set then) until ``go`` is set."""
+    from router.activity.postgres_store import PostgresActivityStore
+
+    inside, go = threading.Event(), threading.Event()
+
+    class PausingStore(PostgresActivityStore):
+        def _summarise(self, cursor: object, event_ids: set[str]) -> None:
+            super()._summarise(cursor, event_ids)
+            inside.set()  # its rows are written, not committed
+            go.wait(30)
+
+    return PausingStore(url), inside, go
+
+
+def until_blocked_or_done(postgres_dsn: str, writer: threading.Thread, waiting_locks: str, what: str) -> None:
+    """Wait until ``writer`` waits on a lock (``waiting_locks``: a pg_locks condition) or has finished."""
+    import psycopg
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as watcher:
+
+        def blocked_or_done() -> bool:
+            waiting = watcher.execute(f"SELECT count(*) FROM pg_locks WHERE {waiting_locks} AND NOT granted")
+            return not writer.is_alive() or waiting.fetchone()[0] > 0  # type: ignore[index]
+
+        until_sync(blocked_or_done, what=what)
+
+
 @pytest.mark.integration
 def test_two_routers_writing_one_event_at_once_agree_on_its_outcome(postgres_dsn: str) -> None:
     """Router B's retry commits while router A writes the event's arrival: A's summary must include it."""
-    import psycopg
-
-    from router.activity.postgres_store import PostgresActivityStore
-
     with private_schema(postgres_dsn, "activity_race") as url:
-        inside, go = threading.Event(), threading.Event()
-
-        class PausingStore(PostgresActivityStore):
-            def _summarise(self, cursor: object, event_ids: set[str]) -> None:
-                super()._summarise(cursor, event_ids)
-                inside.set()  # B's rows are written, not committed
-                go.wait(30)
-
-        router_a, router_b = PostgresActivityStore(url), PausingStore(url)
+        router_a = open_store(url)
+        router_b, inside, go = pausing_store(url)  # B's rows are written, not committed, until go
         try:
             router_a.open()
             router_b.open()
@@ -208,15 +225,7 @@ def test_two_routers_writing_one_event_at_once_agree_on_its_outcome(postgres_dsn
             b.start()
             assert inside.wait(30)
             a.start()
-            with psycopg.connect(postgres_dsn, autocommit=True) as watcher:
-
-                def a_waits_or_is_done() -> bool:
-                    waiting = watcher.execute(
-                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                    )
-                    return not a.is_alive() or waiting.fetchone()[0] > 0  # type: ignore[index]
-
-                until_sync(a_waits_or_is_done, what="router A blocked on B's lock, or finished")
+            until_blocked_or_done(postgres_dsn, a, "locktype = 'advisory'", "router A blocked on B's lock, or finished")
             go.set()
             a.join(30)
             b.join(30)
@@ -230,20 +239,9 @@ def test_two_routers_writing_one_event_at_once_agree_on_its_outcome(postgres_dsn
 @pytest.mark.integration
 def test_one_event_arriving_at_two_routers_at_once_keeps_both_stories(postgres_dsn: str) -> None:
     """Both routers write the event's arrival with a sent attempt; B commits while A waits on the row: A's attempt is kept."""
-    import psycopg
-
-    from router.activity.postgres_store import PostgresActivityStore
-
     with private_schema(postgres_dsn, "activity_twice") as url:
-        inside, go = threading.Event(), threading.Event()
-
-        class PausingStore(PostgresActivityStore):
-            def _summarise(self, cursor: object, event_ids: set[str]) -> None:
-                super()._summarise(cursor, event_ids)
-                inside.set()  # B's row is written, not committed
-                go.wait(30)
-
-        router_a, router_b = PostgresActivityStore(url), PausingStore(url)
+        router_a = open_store(url)
+        router_b, inside, go = pausing_store(url)  # B's row is written, not committed, until go
         now = time.time()
         ev = event("e-twice")
 
@@ -262,13 +260,9 @@ def test_one_event_arriving_at_two_routers_at_once_keeps_both_stories(postgres_d
             b.start()
             assert inside.wait(30)
             a.start()
-            with psycopg.connect(postgres_dsn, autocommit=True) as watcher:
-
-                def a_waits_or_is_done() -> bool:
-                    waiting = watcher.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
-                    return not a.is_alive() or waiting.fetchone()[0] > 0  # type: ignore[index]
-
-                until_sync(a_waits_or_is_done, what="router A blocked on B's row, or finished")
+            until_blocked_or_done(
+                postgres_dsn, a, "locktype = 'transactionid'", "router A blocked on B's row, or finished"
+            )
             go.set()
             a.join(30)
             b.join(30)

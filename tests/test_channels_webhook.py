@@ -1,8 +1,9 @@
-"""The webhook channel: JSON on the wire, one pooled session, failures classified."""
+"""The webhook channel: JSON on the wire, one pool of kept-alive connections, failures classified."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -116,19 +117,28 @@ async def test_refused_connection_is_retryable() -> None:
     assert outcome == Outcome.retryable("connection refused")
 
 
-async def test_one_session_with_a_pool_the_size_of_concurrency(sink: HttpSink) -> None:
+async def test_one_pool_of_kept_alive_connections_the_size_of_concurrency(sink: HttpSink) -> None:
     channel = webhook(sink.url, concurrency=2)
     try:
         outcomes = await asyncio.gather(*(channel.send(Message("t", str(i))) for i in range(20)))
-        session = channel._session
         assert all(o.ok for o in outcomes)
         await channel.send(Message("t", "again"))
-        assert channel._session is session  # reused, not rebuilt per message
     finally:
         await channel.aclose()
     assert len(sink.requests) == 21
-    # Twenty concurrent sends went through at most two connections.
+    # Twenty-one sends, twenty of them concurrent, went through at most two connections.
     assert len({r.peer_port for r in sink.requests}) <= 2
+
+
+async def test_credentials_in_the_url_are_sent_as_basic_auth(sink: HttpSink) -> None:
+    host = sink.url.removeprefix("http://")
+    channel = webhook(f"http://robot:pa55-w0rd@{host}/hook")
+    try:
+        outcome = await channel.send(Message("t", "b"))
+    finally:
+        await channel.aclose()
+    assert outcome.ok
+    assert sink.requests[0].headers["authorization"] == "Basic " + base64.b64encode(b"robot:pa55-w0rd").decode()
 
 
 async def test_send_after_close_is_retryable_not_an_error(sink: HttpSink) -> None:

@@ -1,8 +1,10 @@
 """POST (or PUT/PATCH) each message as JSON to any URL: the high-throughput path.
 
-One aiohttp session per channel, created lazily inside the running loop, with a
-connection pool as large as the channel's ``concurrency``: no thread, no per-message
-session. Header values and the URL's credentials are secrets; reasons and logs show the
+Each channel keeps a pool of kept-alive connections as large as its ``concurrency``, created
+lazily inside the running loop: no thread, no per-message connection. A plain ``http://`` URL
+(no credentials in it) goes through :mod:`router.channels.http1`, a request written as one
+``bytes`` and its reply parsed by llhttp; ``https://`` and URLs with credentials go through
+aiohttp (TLS, basic auth). Header values and the URL's credentials are secrets; reasons and logs show the
 URL as scheme and host only. Each request carries an ``Idempotency-Key`` header, stable per
 (event, rule, channel) across retries and redeliveries (a configured header of that name wins).
 
@@ -19,7 +21,7 @@ import json
 import logging
 import re
 from typing import TYPE_CHECKING, ClassVar, Literal
-from urllib.parse import parse_qsl, urljoin, urlsplit
+from urllib.parse import parse_qsl, quote, urljoin, urlsplit
 
 from pydantic import ConfigDict, Field, field_validator
 
@@ -35,6 +37,8 @@ if TYPE_CHECKING:  # imported when the first request is sent: start-up time of e
 
     import aiohttp
 
+    from router.channels.http1 import Http1Client
+
 logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -47,6 +51,9 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # Path segments this long and mixed are tokens (as in https://hooks.example.com/T0K3N...).
 _TOKEN_LIKE = re.compile(r"^(?=.*\d)(?=.*[A-Za-z])[A-Za-z0-9_\-.~]{16,}$")
+# Characters left as they are in a request target: RFC 3986's reserved and unreserved, and "%"
+# (a URL written already escaped stays as written); anything else (a space, non-ASCII) is escaped.
+_TARGET_SAFE = "/?#[]@!$&'()*+,;=-._~%:"
 
 
 async def _drain(response: aiohttp.ClientResponse) -> bytes:
@@ -127,7 +134,7 @@ class WebhookConfig(ChannelConfig):
 
 
 class WebhookChannel(Channel):
-    """Sends each message as an HTTP request with aiohttp."""
+    """Sends each message as an HTTP request (plain http: :mod:`router.channels.http1`; else aiohttp)."""
 
     type_name: ClassVar[str] = "webhook"
     Config: ClassVar[type[ChannelConfig]] = WebhookConfig
@@ -142,6 +149,8 @@ class WebhookChannel(Channel):
         install_log_filter()
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
+        self._client: Http1Client | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._own_key_header = any(name.lower() == IDEMPOTENCY_HEADER.lower() for name in self.config.headers)
 
@@ -174,6 +183,19 @@ class WebhookChannel(Channel):
             self._session_loop = loop
         return self._session
 
+    def _get_client(self) -> Http1Client:
+        import asyncio
+
+        from router.channels.http1 import Http1Client
+
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            parts = urlsplit(self.config.url)
+            assert parts.hostname is not None  # the config's validator requires a host
+            self._client = Http1Client(parts.hostname, parts.port or 80, limit=self.config.concurrency)
+            self._client_loop = loop
+        return self._client
+
     def _encode(self, message: Message) -> tuple[bytes, str]:
         if self.config.payload == "body":
             return message.body.encode("utf-8"), self.config.content_type
@@ -189,8 +211,6 @@ class WebhookChannel(Channel):
             data, content_type = self._encode(message)
         except (TypeError, ValueError) as exc:
             return Outcome.permanent(f"message cannot be encoded ({type(exc).__name__})")
-        import aiohttp
-
         headers = {"Content-Type": content_type, **self.config.headers}
         key = message.meta.get(IDEMPOTENCY_META)
         if isinstance(key, str) and key and not self._own_key_header:
@@ -199,29 +219,25 @@ class WebhookChannel(Channel):
             headers[IDEMPOTENCY_HEADER] = key
         try:
             outcome = await self._request(data, headers)
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:
             outcome = classify_exception(exc, timeout=self.config.timeout)
-        except Exception as exc:  # a bug in aiohttp or here must not escape as a delivery failure
-            logger.warning("channel %s: unexpected %s while sending", self.name, type(exc).__name__)
-            outcome = Outcome.retryable(f"unexpected error ({type(exc).__name__})")
+        except Exception as exc:  # aiohttp's ClientError, or a bug in a client or here
+            if _is_client_error(exc):
+                outcome = classify_exception(exc, timeout=self.config.timeout)
+            else:
+                logger.warning("channel %s: unexpected %s while sending", self.name, type(exc).__name__)
+                outcome = Outcome.retryable(f"unexpected error ({type(exc).__name__})")
         if not outcome.ok:
             logger.debug("channel %s: %s (%s)", self.name, outcome.reason, outcome.status)
         return outcome
 
     async def _request(self, data: bytes, headers: dict[str, str]) -> Outcome:
         """The request, and the same-origin redirects the channel allows; the classified answer."""
-        session = self._get_session()
         url = self.config.url
         origin = _origin(url)
         for _ in range(MAX_REDIRECTS + 1):
-            # allow_redirects=False: aiohttp would follow to any host, re-sending body and headers.
-            async with session.request(
-                self.config.method, url, data=data, headers=headers, allow_redirects=False
-            ) as response:
-                status = response.status
-                body = await _drain(response)
-                response_headers = dict(response.headers)
-                location = response.headers.get("Location")
+            status, response_headers, body = await self._exchange(url, data, headers)
+            location = response_headers.get("location")
             if status not in _REDIRECTS or not location:
                 return classify_status(status, response_headers, body)
             target = urljoin(url, location)
@@ -237,12 +253,35 @@ class WebhookChannel(Channel):
             url = target
         return Outcome.permanent(f"more than {MAX_REDIRECTS} redirects (last HTTP {status})")
 
+    async def _exchange(self, url: str, data: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        """One request to ``url``: (status, headers with lower-case names, body up to the limit)."""
+        import asyncio
+
+        if _plain_http(url):
+            parts = urlsplit(url)
+            target = quote(parts.path or "/", safe=_TARGET_SAFE)
+            if parts.query:
+                target += "?" + quote(parts.query, safe=_TARGET_SAFE)
+            async with asyncio.timeout(self.config.timeout):
+                reply = await self._get_client().request(self.config.method, target, headers, data)
+            return reply.status, reply.headers, reply.body
+        session = self._get_session()
+        # allow_redirects=False: aiohttp would follow to any host, re-sending body and headers.
+        async with session.request(
+            self.config.method, url, data=data, headers=headers, allow_redirects=False
+        ) as response:
+            body = await _drain(response)
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, body
+
     async def aclose(self) -> None:
-        """Close the session and its connection pool."""
+        """Close the connection pools."""
         self._closed = True
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
+        if self._client is not None:
+            await self._client.aclose()
+        self._client = None
 
     def describe(self) -> str:
         return f"{self.name} (webhook {self.config.method} {redact_url(self.config.url)})"
@@ -257,3 +296,17 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     except ValueError:
         port = None
     return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+def _plain_http(url: str) -> bool:
+    """True when :mod:`router.channels.http1` sends to ``url``: http://, no credentials, an ASCII host."""
+    parts = urlsplit(url)
+    return parts.scheme.lower() == "http" and "@" not in parts.netloc and parts.netloc.isascii()
+
+
+def _is_client_error(error: Exception) -> bool:
+    """aiohttp's ClientError, without importing aiohttp when only plain http was used."""
+    import sys
+
+    aiohttp = sys.modules.get("aiohttp")
+    return aiohttp is not None and isinstance(error, aiohttp.ClientError)

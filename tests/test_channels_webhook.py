@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -168,3 +170,26 @@ def test_config_errors(options: dict[str, Any], message: str) -> None:
 def test_describe_shows_no_secret() -> None:
     channel = webhook("https://user:pa55word@hooks.example.com/abc123def456ghi789/x?token=qwerty123")
     assert channel.describe() == "hook (webhook POST https://hooks.example.com)"
+
+
+@dataclass
+class _Point:
+    x: int
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"at": datetime(2030, 1, 1, tzinfo=UTC)},
+        {"point": _Point(1)},
+        {1: "a non-string key"},
+        {"big": 2**70},
+        {"text": 'é ☃ \u2028 "quoted"'},
+    ],
+    ids=["datetime", "dataclass", "int-key", "big-int", "unicode"],
+)
+def test_message_json_is_what_the_standard_library_writes(meta: dict[Any, Any]) -> None:
+    data, content_type = webhook("http://127.0.0.1/hook")._encode(Message("t", "b", meta))
+    standard = json.dumps({"title": "t", "body": "b", "meta": meta}, default=str, ensure_ascii=False)
+    assert content_type == "application/json"
+    assert json.loads(data) == json.loads(standard)

@@ -23,6 +23,7 @@ import re
 from typing import TYPE_CHECKING, ClassVar, Literal
 from urllib.parse import parse_qsl, quote, urljoin, urlsplit
 
+import orjson
 from pydantic import ConfigDict, Field, field_validator
 
 from router.channels.base import Channel, ChannelConfig
@@ -44,6 +45,7 @@ logger = logging.getLogger(__name__)
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_META = "idempotency_key"  # set by the router's SkipIfSent stage (router/pipeline/idempotency.py)
 
+_ORJSON_AS_STANDARD = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 _BODY_LIMIT = 65_536
 MAX_REDIRECTS = 5
 """Same-origin redirects followed for one send before it fails."""
@@ -200,8 +202,12 @@ class WebhookChannel(Channel):
         if self.config.payload == "body":
             return message.body.encode("utf-8"), self.config.content_type
         document = {"title": message.title, "body": message.body, "meta": message.meta}
-        # default=str: meta may hold datetimes and other values JSON has no type for.
-        return json.dumps(document, default=str, ensure_ascii=False).encode("utf-8"), "application/json"
+        try:
+            # default=str: meta may hold datetimes and other values JSON has no type for; the
+            # pass-through options keep orjson's output what the standard library's would be.
+            return orjson.dumps(document, default=str, option=_ORJSON_AS_STANDARD), "application/json"
+        except orjson.JSONEncodeError:  # non-string keys, integers past 64 bits: the standard path
+            return json.dumps(document, default=str, ensure_ascii=False).encode("utf-8"), "application/json"
 
     async def send(self, message: Message) -> Outcome:
         """Send one request; classify its status or its failure. Never raises for delivery failures."""

@@ -286,3 +286,32 @@ async def test_the_webhook_channel_escapes_its_target_and_classifies_a_reset() -
             await channel.aclose()
     assert outcome == Outcome.retryable("connection reset")
     assert server.requests[0].startswith(b"POST /a%20path/%C3%A9?q=1%202&ok=%41 HTTP/1.1\r\n")
+
+
+async def test_the_webhook_channel_keeps_a_hostile_replys_body_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    huge = b"{" + b" " * 5_000_000 + b"}"
+    kept: list[int] = []
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+        while await server.read_request(reader) is not None:
+            writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: %d\r\n\r\n" % len(huge) + huge)
+            await writer.drain()
+
+    import router.channels.webhook as webhook_module
+
+    classify = webhook_module.classify_status
+
+    def recording(status: int, headers: dict[str, str] | None = None, body: bytes | None = None) -> Outcome:
+        kept.append(len(body or b""))
+        return classify(status, headers, body)
+
+    async with serving(flood) as server:
+        channel = WebhookChannel("hook", WebhookConfig(type="webhook", url=f"http://127.0.0.1:{server.port}/"))
+        monkeypatch.setattr(webhook_module, "classify_status", recording)
+        try:
+            outcomes = [await channel.send(Message("t", "b")) for _ in range(2)]
+        finally:
+            await channel.aclose()
+    assert [o.reason for o in outcomes] == ["HTTP 503 Service Unavailable"] * 2
+    assert kept == [65_536, 65_536]  # 64 KiB of each 5 MB reply kept, the rest read and dropped
+    assert server.connections == 1

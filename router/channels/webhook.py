@@ -194,7 +194,9 @@ class WebhookChannel(Channel):
         if self._client is None or self._client_loop is not loop:
             parts = urlsplit(self.config.url)
             assert parts.hostname is not None  # the config's validator requires a host
-            self._client = Http1Client(parts.hostname, parts.port or 80, limit=self.config.concurrency)
+            self._client = Http1Client(
+                parts.hostname, parts.port or 80, limit=self.config.concurrency, body_limit=_BODY_LIMIT
+            )
             self._client_loop = loop
         return self._client
 

@@ -42,12 +42,20 @@ MAX_RETRY_AFTER = 86_400.0
 
 def status_reason(status: int) -> str:
     """``HTTP 503 Service Unavailable``; the phrase comes from the standard, never from the server."""
-    from http import HTTPStatus
+    reason = _REASONS.get(status)
+    if reason is None:
+        from http import HTTPStatus
 
-    try:
-        return f"HTTP {status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return f"HTTP {status}"
+        try:
+            reason = f"HTTP {status} {HTTPStatus(status).phrase}"
+        except ValueError:
+            reason = f"HTTP {status}"
+        if 100 <= status < 600:  # bounded: a hostile server's odd statuses cannot grow the cache
+            _REASONS[status] = reason
+    return reason
+
+
+_REASONS: dict[int, str] = {}  # status -> reason: one sent per delivery, built once
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

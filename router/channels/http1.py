@@ -27,6 +27,8 @@ from typing import NamedTuple, cast
 
 import httptools
 
+from router.support.slots import Slots
+
 MAX_HEAD = 65_536
 """Bytes of a reply's status line and headers before the connection is given up as hostile."""
 
@@ -190,7 +192,7 @@ class Http1Client:
         self.host = host
         self.port = port
         self.body_limit = body_limit
-        self._slots = asyncio.Semaphore(limit)
+        self._slots = Slots(limit)  # O(1) per request: asyncio.Semaphore walks its waiters on 3.11
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
         self._closed = False

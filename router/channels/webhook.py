@@ -32,6 +32,7 @@ from router.config.models import empty_dict
 from router.core.durations import Duration
 from router.core.message import Message, Outcome
 from router.core.redact import install_log_filter, redact_url, register_secrets
+from router.support.deadlines import Deadlines
 
 if TYPE_CHECKING:  # imported when the first request is sent: start-up time of every command
     import asyncio
@@ -153,6 +154,10 @@ class WebhookChannel(Channel):
         self._session_loop: asyncio.AbstractEventLoop | None = None
         self._client: Http1Client | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
+        # One sweeping timer for every request in flight (asyncio.timeout: a timer each), at most
+        # a twentieth of the timeout late.
+        self._deadlines = Deadlines(resolution=min(0.25, max(0.001, self.config.timeout / 20)))
+        self._target = _plain_target(self.config.url)  # worked out once: the URL of nearly every request
         self._closed = False
         self._own_key_header = any(name.lower() == IDEMPOTENCY_HEADER.lower() for name in self.config.headers)
 
@@ -188,10 +193,10 @@ class WebhookChannel(Channel):
     def _get_client(self) -> Http1Client:
         import asyncio
 
-        from router.channels.http1 import Http1Client
-
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
+            from router.channels.http1 import Http1Client
+
             parts = urlsplit(self.config.url)
             assert parts.hostname is not None  # the config's validator requires a host
             self._client = Http1Client(
@@ -263,14 +268,9 @@ class WebhookChannel(Channel):
 
     async def _exchange(self, url: str, data: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         """One request to ``url``: (status, headers with lower-case names, body up to the limit)."""
-        import asyncio
-
-        if _plain_http(url):
-            parts = urlsplit(url)
-            target = quote(parts.path or "/", safe=_TARGET_SAFE)
-            if parts.query:
-                target += "?" + quote(parts.query, safe=_TARGET_SAFE)
-            async with asyncio.timeout(self.config.timeout):
+        target = self._target if url is self.config.url else _plain_target(url)
+        if target is not None:
+            async with self._deadlines.limit(self.config.timeout):
                 reply = await self._get_client().request(self.config.method, target, headers, data)
             return reply.status, reply.headers, reply.body
         session = self._get_session()
@@ -306,10 +306,16 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
 
 
-def _plain_http(url: str) -> bool:
-    """True when :mod:`router.channels.http1` sends to ``url``: http://, no credentials, an ASCII host."""
+def _plain_target(url: str) -> str | None:
+    """The request target (path and query, escaped) when :mod:`router.channels.http1` sends to
+    ``url`` (http://, no credentials, an ASCII host); None when aiohttp does."""
     parts = urlsplit(url)
-    return parts.scheme.lower() == "http" and "@" not in parts.netloc and parts.netloc.isascii()
+    if parts.scheme.lower() != "http" or "@" in parts.netloc or not parts.netloc.isascii():
+        return None
+    target = quote(parts.path or "/", safe=_TARGET_SAFE)
+    if parts.query:
+        target += "?" + quote(parts.query, safe=_TARGET_SAFE)
+    return target
 
 
 def _is_client_error(error: Exception) -> bool:

@@ -324,3 +324,63 @@ async def test_before_delivery_hooks_do_not_run_again_on_a_deferred_delivery() -
     returning.message = Message("t", "b -- footer", {DEFER_META: 1})
     await stage(returning, sent_terminal)
     assert returning.message.body == "b -- footer"
+
+
+class _Clock:
+    """``time.monotonic`` for the concurrency stage, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_saturated_process_is_not_mistaken_for_a_slow_channel(monkeypatch: pytest.MonkeyPatch) -> None:
+    # In a flood each send's measured time also holds the event loop's queueing (here 40 ms),
+    # yet the channel finishes a send every 2 ms: the waiters' turn is near, and deferring them
+    # (a durable write and a second handling each) would only add to the load.
+    import router.pipeline.concurrency as concurrency
+
+    clock = _Clock()
+    monkeypatch.setattr(concurrency.time, "monotonic", clock)
+    channel = concurrency._Channel(limit=8, handlers=256)
+    for _ in range(60):
+        clock.now += 0.002
+        channel.sent(0.040)
+    assert channel.send_time == pytest.approx(0.040)
+    assert channel.per_slot() == pytest.approx(0.002)
+    # The 41st waiter: 41 x 40 ms / 8 = 205 ms by send time alone, 82 ms at the rate sends finish.
+    assert 41 * channel.send_time / channel.limit > concurrency.WAIT_IN_MEMORY
+    assert 41 * channel.per_slot() <= concurrency.WAIT_IN_MEMORY
+
+
+def test_a_quiet_spell_does_not_make_a_fast_channel_look_slow(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Sends that finish far apart because few were asked for say nothing of how fast slots free
+    # up: then the send time per slot is the estimate.
+    import router.pipeline.concurrency as concurrency
+
+    clock = _Clock()
+    monkeypatch.setattr(concurrency.time, "monotonic", clock)
+    channel = concurrency._Channel(limit=4, handlers=64)
+    for _ in range(3):
+        clock.now += 30.0  # one send every 30 s
+        channel.sent(0.008)
+    assert channel.interval == pytest.approx(30.0)
+    assert channel.per_slot() == pytest.approx(0.002)
+
+
+def test_a_channel_that_slows_down_is_seen_at_its_new_pace(monkeypatch: pytest.MonkeyPatch) -> None:
+    import router.pipeline.concurrency as concurrency
+
+    clock = _Clock()
+    monkeypatch.setattr(concurrency.time, "monotonic", clock)
+    channel = concurrency._Channel(limit=2, handlers=8)
+    for _ in range(100):  # fast: a send every millisecond
+        clock.now += 0.001
+        channel.sent(0.002)
+    for _ in range(6):  # then each send takes 2 s, two at a time
+        clock.now += 1.0
+        channel.sent(2.0)
+    assert channel.per_slot() == pytest.approx(1.0, rel=0.05)
+    assert not channel.turn_is_near()

@@ -3,8 +3,8 @@
 A channel at its limit does not hold intake either. The transport hands out ``handlers``
 messages at a time (the broker's prefetch); a full channel may keep at most half of them waiting
 in memory (its sends included), so other channels always have the other half. A new delivery
-beyond that share waits in memory only when the channel is known to be fast (its measured send
-time says a slot frees within :data:`WAIT_IN_MEMORY`), and then for that long at most: a fast
+beyond that share waits in memory only when the channel is known to be fast (a slot frees within
+:data:`WAIT_IN_MEMORY`, by :meth:`_Channel.per_slot`), and then for that long at most: a fast
 channel absorbs a burst at the cost of a moment's wait, not of a durable write and a second
 handling per delivery. Otherwise it is written as a durable retry record (as a throttled or
 paced one is) and resolved at once, so its event is acknowledged and its handler goes to the
@@ -19,6 +19,7 @@ turn), so deferred deliveries are never starved by a steady stream of new ones. 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import replace
@@ -40,12 +41,23 @@ RETURN_WAIT = 1.0  # seconds a record back from a deferral may wait for a slot, 
 MAX_DELAY = 30.0
 FIRST_ESTIMATE = 1.0  # seconds per send, until the channel's first send finished
 _SMOOTHING = 0.5  # follows a channel that slows down within a few sends
+RATE_WINDOW = 0.1  # seconds of finished sends behind the rate at which slots free up
 
 
 class _Channel:
     """One channel's slots, how long its sends take, and the turns handed to deferred deliveries."""
 
-    __slots__ = ("limit", "measured", "next_turn", "send_time", "slots", "spare")
+    __slots__ = (
+        "completed",
+        "interval",
+        "limit",
+        "measured",
+        "next_turn",
+        "send_time",
+        "slots",
+        "spare",
+        "window_start",
+    )
 
     def __init__(self, limit: int, handlers: int) -> None:
         self.limit = limit
@@ -54,31 +66,53 @@ class _Channel:
         self.send_time = FIRST_ESTIMATE
         self.measured = False  # until a send finished, send_time is a guess
         self.next_turn = 0.0  # monotonic time of the last turn handed out
+        self.interval = math.inf  # seconds between finished sends over the last window: unknown yet
+        self.window_start = time.monotonic()
+        self.completed = 0  # sends finished since window_start
+
+    def per_slot(self) -> float:
+        """Seconds until the next slot frees while every slot is busy.
+
+        ``send_time / limit`` when sends are what takes the time. When the process itself is
+        saturated (a flood), each send's measured time also holds the event loop's queueing,
+        though slots still free at the rate sends actually finish: the finished sends of the
+        last :data:`RATE_WINDOW` say so, and the smaller of the two wins. A channel that slows
+        down raises both; one that hangs finishes nothing, and the wait in memory is cut at
+        :data:`WAIT_IN_MEMORY` whatever the estimate says.
+        """
+        return min(self.send_time / self.limit, self.interval)
 
     def turn_is_near(self) -> bool:
         """Whether, as sends are known to go now, one more waiter gets a slot within :data:`WAIT_IN_MEMORY`."""
-        return self.measured and (self.slots.waiting + 1) * self.send_time / self.limit <= WAIT_IN_MEMORY
+        return self.measured and (self.slots.waiting + 1) * self.per_slot() <= WAIT_IN_MEMORY
 
     def return_is_near(self) -> bool:
         """Whether one more returning record gets a slot within :data:`RETURN_WAIT`, as sends are known to go now."""
-        return self.measured and (self.slots.waiting_first + 1) * self.send_time / self.limit <= RETURN_WAIT
+        return self.measured and (self.slots.waiting_first + 1) * self.per_slot() <= RETURN_WAIT
 
     def sent(self, elapsed: float) -> None:
         """Learn from one send's duration."""
         self.send_time = elapsed if not self.measured else self.send_time + _SMOOTHING * (elapsed - self.send_time)
         self.measured = True
+        now = time.monotonic()
+        self.completed += 1
+        span = now - self.window_start
+        if span >= RATE_WINDOW:
+            # Over a window that held an idle spell this is long, and send_time / limit wins.
+            self.interval = span / self.completed
+            self.window_start, self.completed = now, 0
 
     def delay(self) -> float:
         """How long a delivery deferred now waits: the next turn in a virtual queue.
 
-        The queue advances by one send time per ``limit`` deliveries, so the records come back at
-        about the rate slots free up. Turns are handed out at most :meth:`horizon` ahead: an
+        The queue advances by :meth:`per_slot` per delivery, so the records come back at about
+        the rate slots free up. Turns are handed out at most :meth:`horizon` ahead: an
         estimate taken while the channel (or the whole process) was briefly slow would otherwise
         push a burst's records minutes away and leave the channel idle once it is fast again. A
         record back before a slot is free takes a fresh turn, at the estimate of that moment.
         """
         now = time.monotonic()
-        step = self.send_time / self.limit
+        step = self.per_slot()
         self.next_turn = min(max(self.next_turn, now) + step, now + self.horizon())
         return min(MAX_DELAY, max(MIN_DELAY, self.next_turn - now))
 

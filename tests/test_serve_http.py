@@ -100,6 +100,23 @@ async def test_an_event_without_id_gets_a_fresh_id_each_time_it_is_posted(client
     assert (await post(client, {"type": "user.signed_up", "id": "mine-1", "data": {}}))[1]["ids"] == ["mine-1"]
 
 
+async def test_in_an_array_an_event_that_is_all_data_gets_a_fresh_id_even_with_an_id_member(
+    client: TestClient[Any, Any],
+) -> None:
+    # Without a "data" member the whole object is the data: its "id" is data too, so each post
+    # of it is a new event; with "data" (or CloudEvents' specversion) "id" is the event's id.
+    all_data = {"type": "user.signed_up", "id": 7, "name": "ada"}
+    first = await post(client, [all_data, all_data])
+    second = await post(client, [all_data])
+    ids = first[1]["ids"] + second[1]["ids"]
+    assert len(set(ids)) == 3 and all(len(i) == 32 for i in ids)
+    named = [
+        {"type": "t", "id": "evt-a", "data": {}},
+        {"specversion": "1.0", "type": "t", "id": "evt-b", "source": "/s"},
+    ]
+    assert (await post(client, named))[1]["ids"] == ["evt-a", "evt-b"]
+
+
 async def test_cloudevents_binary_mode(client: TestClient[Any, Any], queue: EmbeddedTransport) -> None:
     headers = {
         "ce-specversion": "1.0",

@@ -32,7 +32,6 @@ from router.config.models import empty_dict
 from router.core.durations import Duration
 from router.core.message import Message, Outcome
 from router.core.redact import install_log_filter, redact_url, register_secrets
-from router.support.deadlines import Deadlines
 
 if TYPE_CHECKING:  # imported when the first request is sent: start-up time of every command
     import asyncio
@@ -40,6 +39,7 @@ if TYPE_CHECKING:  # imported when the first request is sent: start-up time of e
     import aiohttp
 
     from router.channels.http1 import Http1Client
+    from router.support.deadlines import Deadlines
 
 logger = logging.getLogger(__name__)
 
@@ -154,9 +154,7 @@ class WebhookChannel(Channel):
         self._session_loop: asyncio.AbstractEventLoop | None = None
         self._client: Http1Client | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
-        # One sweeping timer for every request in flight (asyncio.timeout: a timer each), at most
-        # a twentieth of the timeout late.
-        self._deadlines = Deadlines(resolution=min(0.25, max(0.001, self.config.timeout / 20)))
+        self._deadlines: Deadlines | None = None  # with the client: it imports asyncio (start-up time)
         self._target = _plain_target(self.config.url)  # worked out once: the URL of nearly every request
         self._closed = False
         self._own_key_header = any(name.lower() == IDEMPOTENCY_HEADER.lower() for name in self.config.headers)
@@ -270,6 +268,12 @@ class WebhookChannel(Channel):
         """One request to ``url``: (status, headers with lower-case names, body up to the limit)."""
         target = self._target if url is self.config.url else _plain_target(url)
         if target is not None:
+            if self._deadlines is None:
+                from router.support.deadlines import Deadlines
+
+                # One sweeping timer for every request in flight (asyncio.timeout: a timer each),
+                # at most a twentieth of the timeout late.
+                self._deadlines = Deadlines(resolution=min(0.25, max(0.001, self.config.timeout / 20)))
             async with self._deadlines.limit(self.config.timeout):
                 reply = await self._get_client().request(self.config.method, target, headers, data)
             return reply.status, reply.headers, reply.body

@@ -524,7 +524,10 @@ async def finish(scenario: Scenario, count: int, timeout: float) -> dict[str, An
     for channel in scenario.channels:
         expected = scenario.expected(count, channel)
         got = sink.paths[channel].accepted_by_delivery
-        await until(lambda e=expected, g=got: all(g[d] for d in e), f"every delivery on {channel}", timeout=timeout)
+        try:
+            await until(lambda e=expected, g=got: all(g[d] for d in e), f"every delivery on {channel}", timeout=timeout)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{await _diagnosis(scenario, expected, got)}") from None
 
     # Records still on their way back (a deferral or retry written twice across a broker outage:
     # the second one is skipped by the sent ledger when it returns) are not left behind; give
@@ -539,6 +542,23 @@ async def finish(scenario: Scenario, count: int, timeout: float) -> dict[str, An
     left = await scenario.leftovers()
     tallies = {channel: sink.tally(channel, scenario.expected(count, channel)) for channel in scenario.channels}
     return {"left_in_queues": left, "tallies": tallies, "router_errors": scenario.error_lines()}
+
+
+async def _diagnosis(scenario: Scenario, expected: Any, got: Any) -> str:
+    """What a timed-out wait for deliveries leaves to go on: what is missing, where the messages
+    are, and what the routers logged at WARNING and above (the broker-restart test's rare timeout
+    had none of this)."""
+    missing = [d for d in expected if not got[d]]
+    lines = [f"{len(missing)} of {len(expected)} deliveries missing, e.g. {missing[:5]}"]
+    try:
+        lines.append(f"messages in the queues: {await scenario.leftovers()}")
+    except Exception as error:  # the broker may be the problem
+        lines.append(f"queues unreadable: {type(error).__name__}")
+    for router in scenario.routers:
+        notable = [r for r in router.log_records() if r.get("level") in ("warning", "error", "critical")]
+        lines.append(f"router {router.port}: alive={router.proc is not None and router.proc.poll() is None}")
+        lines += [f"  {r}" for r in notable[-30:]]
+    return "\n".join(lines)
 
 
 async def run_crash(

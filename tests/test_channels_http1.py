@@ -68,10 +68,31 @@ async def serving(handler: Handler) -> AsyncIterator[Server]:
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
-async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
-    while await server.read_request(reader) is not None:
-        writer.write(OK)
+def every_request(reply: bytes) -> Handler:
+    """A server that answers each request on a connection with ``reply`` (kept alive)."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+        while await server.read_request(reader) is not None:
+            writer.write(reply)
+            await writer.drain()
+
+    return handler
+
+
+def first_request(reply: bytes, *, hold: bool = False) -> Handler:
+    """A server that answers one request with ``reply``, then closes (or, ``hold``, waits for the client to)."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+        await server.read_request(reader)
+        writer.write(reply)
         await writer.drain()
+        if hold:
+            await reader.read()
+
+    return handler
+
+
+keep_alive = every_request(OK)
 
 
 async def test_one_connection_is_kept_alive_for_many_requests() -> None:
@@ -98,15 +119,12 @@ async def test_concurrent_requests_use_at_most_limit_connections() -> None:
 
 
 async def test_chunked_reply_with_trailers_is_read_whole() -> None:
-    async def chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
-        while await server.read_request(reader) is not None:
-            writer.write(
-                b"HTTP/1.1 429 Too Many Requests\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n"
-                b'7\r\n{"retry\r\n10\r\n_after": 2.5}   \r\n0\r\nX-Trailer: yes\r\n\r\n'
-            )
-            await writer.drain()
-
-    async with serving(chunked) as server:
+    async with serving(
+        every_request(
+            b"HTTP/1.1 429 Too Many Requests\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n"
+            b'7\r\n{"retry\r\n10\r\n_after": 2.5}   \r\n0\r\nX-Trailer: yes\r\n\r\n'
+        )
+    ) as server:
         client = Http1Client("127.0.0.1", server.port, limit=1)
         first = await client.request("POST", "/", {}, b"x")
         second = await client.request("POST", "/", {}, b"x")
@@ -118,12 +136,9 @@ async def test_chunked_reply_with_trailers_is_read_whole() -> None:
 
 
 async def test_reply_delimited_by_close_is_read_to_the_end() -> None:
-    async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
-        await server.read_request(reader)
-        writer.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\n\r\nbusy, come back")
-        await writer.drain()
-
-    async with serving(until_close) as server:
+    async with serving(
+        first_request(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\n\r\nbusy, come back")
+    ) as server:
         client = Http1Client("127.0.0.1", server.port, limit=1)
         response = await client.request("POST", "/", {}, b"x")
         again = await client.request("POST", "/", {}, b"x")  # the closed connection is not reused
@@ -134,12 +149,7 @@ async def test_reply_delimited_by_close_is_read_to_the_end() -> None:
 
 
 async def test_an_interim_100_continue_is_skipped() -> None:
-    async def interim(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
-        while await server.read_request(reader) is not None:
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + OK)
-            await writer.drain()
-
-    async with serving(interim) as server:
+    async with serving(every_request(b"HTTP/1.1 100 Continue\r\n\r\n" + OK)) as server:
         client = Http1Client("127.0.0.1", server.port, limit=1)
         responses = [await client.request("POST", "/", {}, b"x") for _ in range(2)]
         await client.aclose()
@@ -182,12 +192,7 @@ async def test_a_fresh_connection_closed_without_a_reply_is_not_retried() -> Non
 
 
 async def test_a_close_mid_reply_is_a_reset_not_a_response() -> None:
-    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
-        await server.read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
-        await writer.drain()
-
-    async with serving(cut) as server:
+    async with serving(first_request(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")) as server:
         client = Http1Client("127.0.0.1", server.port, limit=1)
         with pytest.raises(ConnectionResetError):
             await client.request("POST", "/", {}, b"x")
@@ -206,13 +211,7 @@ async def test_a_close_mid_reply_is_a_reset_not_a_response() -> None:
     ids=["garbage", "bad-length", "upgrade", "head-over-limit"],
 )
 async def test_an_unreadable_reply_is_a_protocol_error(reply: bytes) -> None:
-    async def bad(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
-        await server.read_request(reader)
-        writer.write(reply)
-        await writer.drain()
-        await reader.read()  # hold the connection open: the client must not wait for more
-
-    async with serving(bad) as server:
+    async with serving(first_request(reply, hold=True)) as server:
         client = Http1Client("127.0.0.1", server.port, limit=1)
         with pytest.raises(ProtocolError) as caught:
             await asyncio.wait_for(client.request("POST", "/", {}, b"x"), timeout=10)
@@ -223,12 +222,9 @@ async def test_an_unreadable_reply_is_a_protocol_error(reply: bytes) -> None:
 async def test_a_body_past_the_limit_is_dropped_and_the_connection_kept() -> None:
     big = b"z" * 300_000
 
-    async def large(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
-        while await server.read_request(reader) is not None:
-            writer.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: %d\r\n\r\n" % len(big) + big)
-            await writer.drain()
-
-    async with serving(large) as server:
+    async with serving(
+        every_request(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: %d\r\n\r\n" % len(big) + big)
+    ) as server:
         client = Http1Client("127.0.0.1", server.port, limit=1, body_limit=1000)
         first = await client.request("POST", "/", {}, b"x")
         second = await client.request("POST", "/", {}, b"x")
@@ -272,12 +268,7 @@ async def test_headers_cannot_smuggle_lines_or_a_second_length() -> None:
 
 
 async def test_the_webhook_channel_escapes_its_target_and_classifies_a_reset() -> None:
-    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
-        await server.read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\npart")
-        await writer.drain()
-
-    async with serving(cut) as server:
+    async with serving(first_request(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\npart")) as server:
         url = f"http://127.0.0.1:{server.port}/a path/é?q=1 2&ok=%41"
         channel = WebhookChannel("hook", WebhookConfig(type="webhook", url=url))
         try:
@@ -292,11 +283,6 @@ async def test_the_webhook_channel_keeps_a_hostile_replys_body_bounded(monkeypat
     huge = b"{" + b" " * 5_000_000 + b"}"
     kept: list[int] = []
 
-    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
-        while await server.read_request(reader) is not None:
-            writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: %d\r\n\r\n" % len(huge) + huge)
-            await writer.drain()
-
     import router.channels.webhook as webhook_module
 
     classify = webhook_module.classify_status
@@ -305,7 +291,9 @@ async def test_the_webhook_channel_keeps_a_hostile_replys_body_bounded(monkeypat
         kept.append(len(body or b""))
         return classify(status, headers, body)
 
-    async with serving(flood) as server:
+    async with serving(
+        every_request(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: %d\r\n\r\n" % len(huge) + huge)
+    ) as server:
         channel = WebhookChannel("hook", WebhookConfig(type="webhook", url=f"http://127.0.0.1:{server.port}/"))
         monkeypatch.setattr(webhook_module, "classify_status", recording)
         try:
